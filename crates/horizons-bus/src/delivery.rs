@@ -1,0 +1,178 @@
+//! A delivery: one message handed to one consumer, ending in exactly one settlement.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::envelope::{Envelope, Millis};
+use crate::error::BusError;
+use crate::retry::Settlement;
+
+/// Headers a dead-lettered message carries, the same on every backend.
+pub mod dlq_headers {
+    /// Why it was dead-lettered.
+    pub const REASON: &str = "x-dlq-reason";
+    /// How many deliveries were made.
+    pub const ATTEMPTS: &str = "x-dlq-attempts";
+    /// The first recorded handler error.
+    pub const FIRST_ERROR: &str = "x-dlq-first-error";
+    /// The last recorded handler error.
+    pub const LAST_ERROR: &str = "x-dlq-last-error";
+    /// The topic it came from.
+    pub const TOPIC: &str = "x-dlq-topic";
+    /// The group that gave up on it.
+    pub const GROUP: &str = "x-dlq-group";
+    /// When, in ms since the epoch.
+    pub const AT: &str = "x-dlq-at";
+    /// Where it was in the source (offset, partition/offset…), backend-specific.
+    pub const SOURCE_POSITION: &str = "x-dlq-source-position";
+    /// All of the above, for stripping on redrive.
+    pub const ALL: [&str; 8] = [REASON, ATTEMPTS, FIRST_ERROR, LAST_ERROR, TOPIC, GROUP, AT, SOURCE_POSITION];
+}
+
+/// The backend side of a delivery: how to settle it.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Settles the delivery. Called at most once.
+    async fn settle(self: Box<Self>, settlement: Settlement) -> Result<(), BusError>;
+
+    /// Called when the delivery is dropped unsettled: the backend makes the message available
+    /// again (at once, or when its lease runs out). Must not block.
+    fn release(self: Box<Self>);
+}
+
+/// One message handed to one consumer.
+///
+/// A delivery ends in exactly one of [`Delivery::ack`], [`Delivery::retry_after`] or
+/// [`Delivery::dead_letter`]; each takes `self`, so a second settlement does not compile. A
+/// delivery dropped unsettled is released and the message is delivered again (at-least-once).
+pub struct Delivery {
+    /// The message.
+    pub envelope: Envelope,
+    /// 1 for the first delivery, counting redeliveries and retries.
+    pub attempt: u32,
+    /// Where it sits in its source, for logs and DLQ headers (an offset, partition/offset…).
+    pub position: String,
+    /// When the backend stored it, where known.
+    pub stored_at: Option<Millis>,
+    acker: Option<Box<dyn Acker>>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.envelope.id)
+            .field("topic", &self.envelope.topic)
+            .field("attempt", &self.attempt)
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Wraps a message with the backend's acker.
+    pub fn new(envelope: Envelope, attempt: u32, position: String, acker: Box<dyn Acker>) -> Self {
+        Self { envelope, attempt, position, stored_at: None, acker: Some(acker) }
+    }
+
+    /// Settles with `s`.
+    pub async fn settle(mut self, s: Settlement) -> Result<(), BusError> {
+        match self.acker.take() {
+            Some(a) => a.settle(s).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The work is done and durable: the message will not be delivered to this group again.
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.settle(Settlement::Ack).await
+    }
+
+    /// Deliver again, to any member, not before `delay`; `error` is kept as the last error.
+    pub async fn retry_after(self, delay: Duration, error: impl Into<String>) -> Result<(), BusError> {
+        self.settle(Settlement::RetryAfter { delay, error: error.into() }).await
+    }
+
+    /// Move to the group's dead-letter queue with `reason`.
+    pub async fn dead_letter(self, reason: impl Into<String>) -> Result<(), BusError> {
+        self.settle(Settlement::DeadLetter { reason: reason.into() }).await
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(a) = self.acker.take() {
+            a.release();
+        }
+    }
+}
+
+/// A message in a dead-letter queue, as `dlq list` shows it.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// The message as it was, without the DLQ headers.
+    pub envelope: Envelope,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// Deliveries made.
+    pub attempts: u32,
+    /// First handler error, if any was recorded.
+    pub first_error: Option<String>,
+    /// Last handler error, if any was recorded.
+    pub last_error: Option<String>,
+    /// When.
+    pub dead_at: Millis,
+    /// Where it sat in its source.
+    pub source_position: Option<String>,
+}
+
+/// What the backend knows about a message's failures when it dead-letters it.
+#[derive(Clone, Debug, Default)]
+pub struct FailureRecord {
+    /// Deliveries made.
+    pub attempts: u32,
+    /// First handler error.
+    pub first_error: Option<String>,
+    /// Last handler error.
+    pub last_error: Option<String>,
+}
+
+impl DeadLetter {
+    /// Builds the DLQ copy of `env`: same id, payload and key, with DLQ headers added.
+    pub fn encode(env: &Envelope, group: &str, reason: &str, failures: &FailureRecord, position: &str) -> Envelope {
+        use dlq_headers as h;
+        let mut out = env.clone();
+        out.not_before = None;
+        out.headers.insert(h::REASON.into(), reason.into());
+        out.headers.insert(h::ATTEMPTS.into(), failures.attempts.to_string());
+        if let Some(e) = &failures.first_error {
+            out.headers.insert(h::FIRST_ERROR.into(), e.clone());
+        }
+        if let Some(e) = &failures.last_error {
+            out.headers.insert(h::LAST_ERROR.into(), e.clone());
+        }
+        out.headers.insert(h::TOPIC.into(), env.topic.to_string());
+        out.headers.insert(h::GROUP.into(), group.into());
+        out.headers.insert(h::AT.into(), crate::envelope::now_millis().to_string());
+        out.headers.insert(h::SOURCE_POSITION.into(), position.into());
+        out
+    }
+
+    /// Reads a DLQ copy back. `topic` is the original topic (the copy may sit elsewhere).
+    pub fn decode(mut env: Envelope) -> Self {
+        use dlq_headers as h;
+        let take = |env: &mut Envelope, k: &str| env.headers.remove(k);
+        let reason = take(&mut env, h::REASON).unwrap_or_default();
+        let attempts = take(&mut env, h::ATTEMPTS).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let first_error = take(&mut env, h::FIRST_ERROR);
+        let last_error = take(&mut env, h::LAST_ERROR);
+        let dead_at = take(&mut env, h::AT).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let source_position = take(&mut env, h::SOURCE_POSITION);
+        if let Some(t) = take(&mut env, h::TOPIC).and_then(|t| crate::Topic::new(t).ok()) {
+            env.topic = t;
+        }
+        take(&mut env, h::GROUP);
+        Self { envelope: env, reason, attempts, first_error, last_error, dead_at, source_position }
+    }
+}
