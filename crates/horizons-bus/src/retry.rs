@@ -133,11 +133,13 @@ impl RetryPolicy {
         match outcome {
             Ok(()) => Settlement::Ack,
             Err(HandlerError::Permanent(m)) => Settlement::DeadLetter { reason: format!("permanent error: {m}") },
-            Err(e) if attempt >= self.max_attempts => Settlement::DeadLetter {
-                reason: format!("gave up after {attempt} attempts: {}", e.message()),
-            },
+            Err(e) if attempt >= self.max_attempts => {
+                Settlement::DeadLetter { reason: format!("gave up after {attempt} attempts: {}", e.message()) }
+            }
             Err(HandlerError::RetryAfter(d, m)) => Settlement::RetryAfter { delay: *d, error: m.clone() },
-            Err(HandlerError::Retryable(m)) => Settlement::RetryAfter { delay: self.backoff(attempt), error: m.clone() },
+            Err(HandlerError::Retryable(m)) => {
+                Settlement::RetryAfter { delay: self.backoff(attempt), error: m.clone() }
+            }
         }
     }
 }

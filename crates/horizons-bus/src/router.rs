@@ -189,7 +189,8 @@ impl Layer for MetricsLayer {
                 };
                 let topic = msg.topic.to_string();
                 metrics::counter!("horizons_handler_total", "topic" => topic.clone(), "group" => cx.group.clone(), "outcome" => outcome).increment(1);
-                metrics::histogram!("horizons_handler_seconds", "topic" => topic, "group" => cx.group.clone()).record(start.elapsed().as_secs_f64());
+                metrics::histogram!("horizons_handler_seconds", "topic" => topic, "group" => cx.group.clone())
+                    .record(start.elapsed().as_secs_f64());
                 r
             }
         }
@@ -251,7 +252,11 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// A router on `backend` with the default middleware: tracing, metrics, panic catching.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend, routes: Vec::new(), layers: vec![Arc::new(TracingLayer), Arc::new(MetricsLayer), Arc::new(CatchPanicLayer)] }
+        Self {
+            backend,
+            routes: Vec::new(),
+            layers: vec![Arc::new(TracingLayer), Arc::new(MetricsLayer), Arc::new(CatchPanicLayer)],
+        }
     }
 
     /// Adds a middleware layer, innermost last (layers added later run closer to the handler).
@@ -262,7 +267,14 @@ impl Router {
 
     /// Routes `group` on `topic` to `handler`, `concurrency` deliveries at a time, settling by
     /// `policy` (normally the group's declared policy).
-    pub fn route(mut self, topic: Topic, group: impl Into<String>, policy: RetryPolicy, concurrency: usize, handler: Arc<dyn Handler>) -> Self {
+    pub fn route(
+        mut self,
+        topic: Topic,
+        group: impl Into<String>,
+        policy: RetryPolicy,
+        concurrency: usize,
+        handler: Arc<dyn Handler>,
+    ) -> Self {
         self.routes.push(Route { topic, group: group.into(), policy, concurrency: concurrency.max(1), handler });
         self
     }

@@ -194,7 +194,12 @@ impl TopicSpec {
     }
 }
 
-fn conflict<T: PartialEq + std::fmt::Debug>(object: &str, field: &str, existing: &T, declared: &T) -> Result<(), BusError> {
+fn conflict<T: PartialEq + std::fmt::Debug>(
+    object: &str,
+    field: &str,
+    existing: &T,
+    declared: &T,
+) -> Result<(), BusError> {
     if existing == declared {
         Ok(())
     } else {
