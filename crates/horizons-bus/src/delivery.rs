@@ -96,7 +96,7 @@ impl Delivery {
 
     /// Move to the group's dead-letter queue with `reason`.
     pub async fn dead_letter(self, reason: impl Into<String>) -> Result<(), BusError> {
-        self.settle(Settlement::DeadLetter { reason: reason.into() }).await
+        self.settle(Settlement::DeadLetter { reason: reason.into(), error: None }).await
     }
 }
 

@@ -87,6 +87,8 @@ pub enum Settlement {
     DeadLetter {
         /// Why.
         reason: String,
+        /// The handler error of this last attempt, kept as the last error.
+        error: Option<String>,
     },
 }
 
@@ -132,9 +134,14 @@ impl RetryPolicy {
     pub fn decide(&self, attempt: u32, outcome: Result<(), &HandlerError>) -> Settlement {
         match outcome {
             Ok(()) => Settlement::Ack,
-            Err(HandlerError::Permanent(m)) => Settlement::DeadLetter { reason: format!("permanent error: {m}") },
+            Err(HandlerError::Permanent(m)) => {
+                Settlement::DeadLetter { reason: format!("permanent error: {m}"), error: Some(m.clone()) }
+            }
             Err(e) if attempt >= self.max_attempts => {
-                Settlement::DeadLetter { reason: format!("gave up after {attempt} attempts: {}", e.message()) }
+                Settlement::DeadLetter {
+                    reason: format!("gave up after {attempt} attempts: {}", e.message()),
+                    error: Some(e.message().to_string()),
+                }
             }
             Err(HandlerError::RetryAfter(d, m)) => Settlement::RetryAfter { delay: *d, error: m.clone() },
             Err(HandlerError::Retryable(m)) => {
@@ -154,7 +161,7 @@ mod tests {
         let got = match s {
             Settlement::Ack => "ack".to_string(),
             Settlement::RetryAfter { delay, .. } => format!("retry {}ms", delay.as_millis()),
-            Settlement::DeadLetter { reason } => format!("dlq {reason}"),
+            Settlement::DeadLetter { reason, .. } => format!("dlq {reason}"),
         };
         assert_eq!(got, expected);
     }

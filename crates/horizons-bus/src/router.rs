@@ -325,7 +325,7 @@ fn record_settlement(topic: &Topic, group: &str, s: &Settlement) {
         Settlement::DeadLetter { .. } => "dead_letter",
     };
     metrics::counter!("horizons_bus_settled_total", "topic" => topic.to_string(), "group" => group.to_string(), "result" => result).increment(1);
-    if let Settlement::DeadLetter { reason } = s {
+    if let Settlement::DeadLetter { reason, .. } = s {
         tracing::warn!(%topic, group, reason = %reason, "message dead-lettered");
     }
 }

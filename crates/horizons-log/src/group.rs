@@ -1,0 +1,528 @@
+//! A consumer group's dispatcher: the work queue over a topic's log.
+//!
+//! One task per group owns all of its state, so nothing here takes a lock. It reads the log
+//! into a bounded window, keeps ready messages by priority (offset order within a priority),
+//! holds delayed ones and pending retries on a timer, hands deliveries to the group's channel
+//! while fewer than `max_in_flight` are unsettled, and takes settlements back as commands.
+//!
+//! - Ack / dead-letter: the offset is settled (the DLQ copy is durable before the command).
+//! - Retry-after: the message waits for its delay, then is ready again.
+//! - Release (a dropped delivery) or an expired lease: ready again at once.
+//! - `BlockKey`: only the oldest unsettled message of a key is ever ready or in flight.
+//! - Starvation: a ready message that waited longer than `max_priority_wait` goes first.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use horizons_bus::{
+    now_millis, Acker, BusError, DeadLetter, Delivery, Envelope, FailureRecord, GroupSpec, Millis, OrderingMode,
+    Settlement,
+};
+use tokio::sync::oneshot;
+
+use crate::error::LogError;
+use crate::log::{Cursor, TopicLog};
+use crate::state::{GroupState, Saved};
+use crate::writer::{Append, WriterMsg};
+
+/// The channel members of a group receive from; owned outside the engine so that it survives
+/// an engine restart.
+#[derive(Clone, Debug)]
+pub struct GroupChannel {
+    /// Where deliveries go.
+    pub tx: flume::Sender<Delivery>,
+    /// Where members take them (the dispatcher keeps a clone to drain it).
+    pub rx: flume::Receiver<Delivery>,
+    /// Sum of the members' prefetch.
+    pub max_in_flight: Arc<AtomicUsize>,
+}
+
+impl GroupChannel {
+    /// A new channel with no members.
+    pub fn new() -> Self {
+        let (tx, rx) = flume::unbounded();
+        Self { tx, rx, max_in_flight: Arc::new(AtomicUsize::new(0)) }
+    }
+}
+
+impl Default for GroupChannel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Commands to a dispatcher.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Ack { offset: u64, epoch: u64 },
+    Retry { offset: u64, token: u64, epoch: u64, delay: Duration, error: String },
+    Dead { offset: u64, epoch: u64 },
+    Release { offset: u64, token: u64, epoch: u64 },
+    Replay { to: u64, reply: oneshot::Sender<()> },
+    Stats { reply: oneshot::Sender<u64> },
+    Wake,
+    Shutdown,
+}
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub(crate) struct DispatchConfig {
+    pub window: usize,
+    pub flush_interval: Duration,
+    pub max_priority_wait: Duration,
+}
+
+/// Where dead letters go.
+#[derive(Clone)]
+pub(crate) struct DlqSink {
+    pub writer: flume::Sender<WriterMsg>,
+    pub log: Arc<TopicLog>,
+}
+
+impl DlqSink {
+    pub async fn append(&self, env: Envelope) -> Result<(), LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(WriterMsg::Append(Append { log: self.log.clone(), envs: vec![env], reply }))
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?.map(|_| ())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum St {
+    /// Behind an older message of its key (BlockKey).
+    Waiting,
+    Ready,
+    Delayed(Millis),
+    InFlight,
+}
+
+struct Entry {
+    env: Envelope,
+    attempts: u32,
+    first_error: Option<String>,
+    last_error: Option<String>,
+    token: u64,
+    st: St,
+    ready_since: Instant,
+}
+
+pub(crate) struct Dispatcher {
+    pub log: Arc<TopicLog>,
+    pub spec: GroupSpec,
+    pub chan: GroupChannel,
+    pub cmd_tx: flume::Sender<Cmd>,
+    pub cmd_rx: flume::Receiver<Cmd>,
+    pub dlq: DlqSink,
+    pub state_path: PathBuf,
+    pub cfg: DispatchConfig,
+    pub state: GroupState,
+    epoch: u64,
+    cursor: Cursor,
+    entries: HashMap<u64, Entry>,
+    ready: [BTreeSet<u64>; 10],
+    delayed: BinaryHeap<Reverse<(Millis, u64)>>,
+    leases: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    keys: HashMap<String, VecDeque<u64>>,
+    saved: HashMap<u64, Saved>,
+    outstanding: usize,
+    dirty: bool,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        log: Arc<TopicLog>,
+        spec: GroupSpec,
+        chan: GroupChannel,
+        cmd: (flume::Sender<Cmd>, flume::Receiver<Cmd>),
+        dlq: DlqSink,
+        state_path: PathBuf,
+        cfg: DispatchConfig,
+        mut state: GroupState,
+    ) -> Self {
+        state.skip_to(log.start());
+        let saved = state.saved.drain(..).map(|s| (s.offset, s)).collect();
+        Dispatcher {
+            cursor: Cursor::at(state.low_water),
+            log,
+            spec,
+            chan,
+            cmd_tx: cmd.0,
+            cmd_rx: cmd.1,
+            dlq,
+            state_path,
+            cfg,
+            state,
+            epoch: 1,
+            entries: HashMap::new(),
+            ready: Default::default(),
+            delayed: BinaryHeap::new(),
+            leases: BinaryHeap::new(),
+            keys: HashMap::new(),
+            saved,
+            outstanding: 0,
+            dirty: false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut data = self.log.subscribe();
+        let mut tick = tokio::time::interval(self.cfg.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while let Ok(cmd) = self.cmd_rx.try_recv() {
+                if !self.handle(cmd) {
+                    return self.stop().await;
+                }
+            }
+            if let Err(e) = self.fill() {
+                tracing::error!(topic = %self.log.topic, group = %self.spec.name, error = %e, "reading the log failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            let now = now_millis();
+            self.promote(now);
+            self.expire(Instant::now());
+            if self.chan.rx.receiver_count() <= 1 {
+                // No member is listening: take back what waits in the channel.
+                self.chan.rx.drain().for_each(drop);
+            } else {
+                self.dispatch();
+            }
+            let next_due = self
+                .delayed
+                .peek()
+                .map(|Reverse((due, _))| Instant::now() + Duration::from_millis((*due - now_millis()).max(0) as u64));
+            let next_lease = self.leases.peek().map(|Reverse((d, _, _))| *d);
+            let wake_at = [next_due, next_lease]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                cmd = self.cmd_rx.recv_async() => match cmd {
+                    Ok(cmd) => if !self.handle(cmd) { return self.stop().await; },
+                    Err(_) => return self.stop().await,
+                },
+                _ = data.changed() => {}
+                _ = tokio::time::sleep_until(wake_at.into()) => {}
+                _ = tick.tick() => self.persist().await,
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        self.persist().await;
+        // Deliveries still queued belong to this dispatcher's life; drop them (their release
+        // goes nowhere) so members do not process messages the next engine will deliver again.
+        self.chan.rx.drain().for_each(drop);
+    }
+
+    async fn persist(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let mut snap = GroupState { low_water: self.state.low_water, done: self.state.done.clone(), saved: Vec::new() };
+        for (&offset, e) in &self.entries {
+            if e.attempts > 0 || e.last_error.is_some() {
+                let due = if let St::Delayed(d) = e.st { Some(d) } else { None };
+                snap.saved.push(Saved {
+                    offset,
+                    attempts: e.attempts,
+                    first_error: e.first_error.clone(),
+                    last_error: e.last_error.clone(),
+                    due,
+                });
+            }
+        }
+        let path = self.state_path.clone();
+        match tokio::task::spawn_blocking(move || snap.save(&path)).await {
+            Ok(Ok(())) => self.dirty = false,
+            Ok(Err(e)) => tracing::error!(group = %self.spec.name, error = %e, "saving group state failed"),
+            Err(e) => tracing::error!(group = %self.spec.name, error = %e, "saving group state panicked"),
+        }
+    }
+
+    /// Reads the log into the window.
+    fn fill(&mut self) -> Result<(), LogError> {
+        let mut budget = 8usize << 20;
+        while self.entries.len() < self.cfg.window && self.cursor.offset < self.log.end() && budget > 0 {
+            let records = self.log.read(&mut self.cursor, 1 << 20)?;
+            if records.is_empty() {
+                break;
+            }
+            self.state.skip_to(self.log.start());
+            for r in records {
+                budget = budget.saturating_sub(r.envelope.payload.len() + 64);
+                if self.state.is_settled(r.offset) {
+                    continue;
+                }
+                self.admit(r.offset, r.envelope);
+            }
+        }
+        Ok(())
+    }
+
+    fn admit(&mut self, offset: u64, env: Envelope) {
+        let saved = self.saved.remove(&offset);
+        let key = env.key.clone();
+        let mut e = Entry {
+            env,
+            attempts: 0,
+            first_error: None,
+            last_error: None,
+            token: 0,
+            st: St::Waiting,
+            ready_since: Instant::now(),
+        };
+        let mut due = e.env.not_before;
+        if let Some(s) = saved {
+            e.attempts = s.attempts;
+            e.first_error = s.first_error;
+            e.last_error = s.last_error;
+            due = due.max(s.due);
+        }
+        self.entries.insert(offset, e);
+        let front = match (&key, self.spec.ordering) {
+            (Some(k), OrderingMode::BlockKey) => {
+                let q = self.keys.entry(k.clone()).or_default();
+                q.push_back(offset);
+                q.len() == 1
+            }
+            _ => true,
+        };
+        if front {
+            self.activate(offset, due);
+        }
+    }
+
+    /// Makes `offset` ready, or delayed until `due`.
+    fn activate(&mut self, offset: u64, due: Option<Millis>) {
+        let Some(e) = self.entries.get_mut(&offset) else { return };
+        match due {
+            Some(d) if d > now_millis() => {
+                e.st = St::Delayed(d);
+                self.delayed.push(Reverse((d, offset)));
+            }
+            _ => {
+                e.st = St::Ready;
+                e.ready_since = Instant::now();
+                self.ready[e.env.priority.get() as usize].insert(offset);
+            }
+        }
+    }
+
+    fn promote(&mut self, now: Millis) {
+        while let Some(&Reverse((due, offset))) = self.delayed.peek() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop();
+            if self.entries.get(&offset).is_some_and(|e| e.st == St::Delayed(due)) {
+                self.activate(offset, None);
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, offset, token))) = self.leases.peek() {
+            if deadline > now {
+                break;
+            }
+            self.leases.pop();
+            if self.entries.get(&offset).is_some_and(|e| e.st == St::InFlight && e.token == token) {
+                tracing::debug!(group = %self.spec.name, offset, "lease expired; redelivering");
+                metrics::counter!("horizons_bus_lease_expired_total", "topic" => self.log.topic.to_string())
+                    .increment(1);
+                self.outstanding -= 1;
+                self.activate(offset, None);
+            }
+        }
+    }
+
+    fn pick(&mut self) -> Option<u64> {
+        let starving = self
+            .ready
+            .iter()
+            .filter_map(|s| s.first().copied())
+            .filter_map(|o| self.entries.get(&o).map(|e| (e.ready_since, o)))
+            .min()
+            .filter(|(since, _)| since.elapsed() >= self.cfg.max_priority_wait)
+            .map(|(_, o)| o);
+        let offset = starving.or_else(|| self.ready.iter().rev().find_map(|s| s.first().copied()))?;
+        let p = self.entries[&offset].env.priority.get() as usize;
+        self.ready[p].remove(&offset);
+        Some(offset)
+    }
+
+    fn dispatch(&mut self) {
+        let max = self.chan.max_in_flight.load(Ordering::Relaxed);
+        while self.outstanding < max {
+            let Some(offset) = self.pick() else { break };
+            let deadline = Instant::now() + self.spec.visibility_timeout;
+            let e = self.entries.get_mut(&offset).expect("ready entries exist");
+            e.attempts += 1;
+            e.token += 1;
+            e.st = St::InFlight;
+            self.leases.push(Reverse((deadline, offset, e.token)));
+            self.outstanding += 1;
+            self.dirty = true;
+            let acker = LogAcker {
+                cmd: self.cmd_tx.clone(),
+                offset,
+                token: e.token,
+                epoch: self.epoch,
+                dlq: self.dlq.clone(),
+                group: self.spec.name.clone(),
+                failures: FailureRecord {
+                    attempts: e.attempts,
+                    first_error: e.first_error.clone(),
+                    last_error: e.last_error.clone(),
+                },
+                env: e.env.clone(),
+            };
+            let d = Delivery::new(e.env.clone(), e.attempts, offset.to_string(), Box::new(acker));
+            if self.chan.tx.send(d).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Applies a command; `false` means stop.
+    fn handle(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Ack { offset, epoch } | Cmd::Dead { offset, epoch } if epoch == self.epoch => self.complete(offset),
+            Cmd::Retry { offset, token, epoch, delay, error } if epoch == self.epoch => {
+                if let Some(e) = self.entries.get_mut(&offset).filter(|e| e.st == St::InFlight && e.token == token) {
+                    e.first_error.get_or_insert_with(|| error.clone());
+                    e.last_error = Some(error);
+                    self.outstanding -= 1;
+                    self.dirty = true;
+                    let due = now_millis() + delay.as_millis() as Millis;
+                    self.activate(offset, Some(due.max(now_millis() + 1)));
+                }
+            }
+            Cmd::Release { offset, token, epoch } if epoch == self.epoch => {
+                if self.entries.get(&offset).is_some_and(|e| e.st == St::InFlight && e.token == token) {
+                    self.outstanding -= 1;
+                    self.activate(offset, None);
+                }
+            }
+            Cmd::Replay { to, reply } => {
+                self.epoch += 1;
+                self.entries.clear();
+                self.ready = Default::default();
+                self.delayed.clear();
+                self.leases.clear();
+                self.keys.clear();
+                self.saved.clear();
+                self.outstanding = 0;
+                self.state = GroupState { low_water: to, ..Default::default() };
+                self.state.skip_to(self.log.start());
+                self.cursor = Cursor::at(self.state.low_water);
+                self.chan.rx.drain().for_each(drop);
+                self.dirty = true;
+                let _ = reply.send(());
+            }
+            Cmd::Stats { reply } => {
+                let _ = reply.send(self.pending());
+            }
+            Cmd::Shutdown => return false,
+            Cmd::Ack { .. } | Cmd::Dead { .. } | Cmd::Retry { .. } | Cmd::Release { .. } | Cmd::Wake => {}
+        }
+        true
+    }
+
+    fn complete(&mut self, offset: u64) {
+        let Some(e) = self.entries.remove(&offset) else { return };
+        match e.st {
+            St::InFlight => self.outstanding -= 1,
+            St::Ready => {
+                self.ready[e.env.priority.get() as usize].remove(&offset);
+            }
+            St::Delayed(_) | St::Waiting => {}
+        }
+        self.state.settle(offset);
+        self.dirty = true;
+        if let (Some(k), OrderingMode::BlockKey) = (&e.env.key, self.spec.ordering) {
+            if let Some(q) = self.keys.get_mut(k) {
+                q.retain(|&o| o != offset);
+                match q.front().copied() {
+                    Some(next) if self.entries.get(&next).is_some_and(|n| n.st == St::Waiting) => {
+                        let due = self.entries[&next].env.not_before;
+                        self.activate(next, due);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.keys.remove(k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Messages not yet settled.
+    fn pending(&self) -> u64 {
+        self.log.end().saturating_sub(self.state.low_water).saturating_sub(self.state.done.len() as u64)
+    }
+}
+
+/// Settles one delivery by sending a command to its dispatcher.
+struct LogAcker {
+    cmd: flume::Sender<Cmd>,
+    offset: u64,
+    token: u64,
+    epoch: u64,
+    dlq: DlqSink,
+    group: String,
+    failures: FailureRecord,
+    env: Envelope,
+}
+
+#[async_trait]
+impl Acker for LogAcker {
+    async fn settle(self: Box<Self>, s: Settlement) -> Result<(), BusError> {
+        let (offset, token, epoch) = (self.offset, self.token, self.epoch);
+        let cmd = match s {
+            Settlement::Ack => Cmd::Ack { offset, epoch },
+            Settlement::RetryAfter { delay, error } => Cmd::Retry { offset, token, epoch, delay, error },
+            Settlement::DeadLetter { reason, error } => {
+                // Stored durably in the DLQ before the offset counts as settled; a crash in
+                // between only duplicates the dead letter.
+                let mut failures = self.failures.clone();
+                if let Some(err) = error {
+                    failures.first_error.get_or_insert_with(|| err.clone());
+                    failures.last_error = Some(err);
+                }
+                let env = dlq_envelope(&self.env, &self.group, &reason, &failures, offset);
+                self.dlq.append(env).await?;
+                metrics::counter!("horizons_bus_dead_lettered_total", "topic" => self.dlq.log.topic.to_string())
+                    .increment(1);
+                Cmd::Dead { offset, epoch }
+            }
+        };
+        self.cmd.send(cmd).map_err(|_| BusError::LeaseExpired)
+    }
+
+    fn release(self: Box<Self>) {
+        let _ = self.cmd.send(Cmd::Release { offset: self.offset, token: self.token, epoch: self.epoch });
+    }
+}
+
+/// Builds the DLQ copy for `env`.
+pub(crate) fn dlq_envelope(
+    env: &Envelope,
+    group: &str,
+    reason: &str,
+    failures: &FailureRecord,
+    offset: u64,
+) -> Envelope {
+    DeadLetter::encode(env, group, reason, failures, &offset.to_string())
+}
