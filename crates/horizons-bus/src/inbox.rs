@@ -21,10 +21,12 @@ pub trait Inbox: Send + Sync {
     async fn record(&self, consumer: &str, id: MessageId);
 }
 
+type Seen = (String, MessageId);
+
 /// An in-memory inbox that remembers the last `capacity` ids per process.
 #[derive(Debug)]
 pub struct MemoryInbox {
-    inner: Mutex<(HashSet<(String, MessageId)>, VecDeque<(String, MessageId)>)>,
+    inner: Mutex<(HashSet<Seen>, VecDeque<Seen>)>,
     capacity: usize,
 }
 

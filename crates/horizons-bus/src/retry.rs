@@ -137,12 +137,10 @@ impl RetryPolicy {
             Err(HandlerError::Permanent(m)) => {
                 Settlement::DeadLetter { reason: format!("permanent error: {m}"), error: Some(m.clone()) }
             }
-            Err(e) if attempt >= self.max_attempts => {
-                Settlement::DeadLetter {
-                    reason: format!("gave up after {attempt} attempts: {}", e.message()),
-                    error: Some(e.message().to_string()),
-                }
-            }
+            Err(e) if attempt >= self.max_attempts => Settlement::DeadLetter {
+                reason: format!("gave up after {attempt} attempts: {}", e.message()),
+                error: Some(e.message().to_string()),
+            },
             Err(HandlerError::RetryAfter(d, m)) => Settlement::RetryAfter { delay: *d, error: m.clone() },
             Err(HandlerError::Retryable(m)) => {
                 Settlement::RetryAfter { delay: self.backoff(attempt), error: m.clone() }

@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{join, parse_seq, WAIT};
-use crate::backend::Subscription;
+use crate::backend::{Backend, Subscription};
 use crate::error::BusError;
 use crate::router::Router;
 
@@ -20,6 +21,7 @@ pub struct SeqTally {
     distinct: AtomicUsize,
     per_member: Vec<AtomicUsize>,
     ack_errors: AtomicUsize,
+    failure: Mutex<Option<String>>,
 }
 
 impl SeqTally {
@@ -30,20 +32,22 @@ impl SeqTally {
             distinct: AtomicUsize::new(0),
             per_member: (0..members).map(|_| AtomicUsize::new(0)).collect(),
             ack_errors: AtomicUsize::new(0),
+            failure: Mutex::new(None),
         }
     }
 
-    /// Records one delivery of `seq` to `member`; panics if `seq` was never published.
-    pub fn record(&self, seq: u64, member: usize) {
-        let slot = usize::try_from(seq).ok().and_then(|i| self.counts.get(i)).unwrap_or_else(|| {
-            panic!("conformance: delivered seq {seq}, but only 0..{} were published", self.counts.len())
-        });
+    /// Records one delivery of `seq` to `member`; `false` if `seq` was never published.
+    pub fn record(&self, seq: u64, member: usize) -> bool {
+        let Some(slot) = usize::try_from(seq).ok().and_then(|i| self.counts.get(i)) else {
+            return false;
+        };
         if slot.fetch_add(1, Ordering::Relaxed) == 0 {
             self.distinct.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(m) = self.per_member.get(member) {
             m.fetch_add(1, Ordering::Relaxed);
         }
+        true
     }
 
     /// Sequence numbers delivered at least once.
@@ -59,6 +63,29 @@ impl SeqTally {
     /// Acks that failed (only counted where tolerated).
     pub fn ack_errors(&self) -> usize {
         self.ack_errors.load(Ordering::Relaxed)
+    }
+
+    /// Records why a consumer gave up; [`SeqTally::wait_all`] then fails with it at once.
+    pub fn fail(&self, why: String) {
+        self.failure.lock().get_or_insert(why);
+    }
+
+    /// Panics with the first recorded consumer failure, if any.
+    pub fn check_failure(&self) {
+        if let Some(why) = self.failure.lock().clone() {
+            panic!("conformance: {why}");
+        }
+    }
+
+    /// Panics if some sequence number was delivered twice, unless the backend declares
+    /// `duplicates_without_failure`. Only for runs without restarts or lease expiries.
+    pub fn check_no_duplicates(&self, backend: &Arc<dyn Backend>, what: &str) {
+        let (n, first) = self.duplicates();
+        assert!(
+            n == 0 || backend.capabilities().duplicates_without_failure,
+            "conformance: {what}: {n} message(s) delivered more than once without any failure, and the backend does \
+             not declare duplicates_without_failure; first (seq, deliveries): {first:?}"
+        );
     }
 
     /// How many were never delivered, and the first 20 of them.
@@ -83,6 +110,7 @@ impl SeqTally {
     pub async fn wait_all(&self, what: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.distinct() < self.counts.len() {
+            self.check_failure();
             if Instant::now() >= deadline {
                 let (n, first) = self.missing();
                 panic!(
@@ -112,13 +140,14 @@ pub struct MemberSpec {
 pub struct Member {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    tally: Arc<SeqTally>,
 }
 
 impl Member {
     /// Starts consuming `sub` as member number `member`.
     pub fn spawn(sub: Arc<Subscription>, member: usize, spec: MemberSpec, tally: Arc<SeqTally>) -> Self {
         let stop = CancellationToken::new();
-        let tasks = (0..spec.workers.max(1))
+        let workers = (0..spec.workers.max(1))
             .map(|_| {
                 let (sub, spec, tally, stop) = (sub.clone(), spec.clone(), tally.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -128,12 +157,17 @@ impl Member {
                             d = sub.next() => d,
                         };
                         let Some(d) = next else {
-                            panic!(
-                                "conformance: the backend closed member {member}'s subscription; subscriptions must \
-                                 stay open (and recover from outages) until dropped"
-                            );
+                            tally.fail(format!(
+                                "the backend closed member {member}'s subscription; subscriptions must stay open \
+                                 (and recover from outages by themselves) until dropped"
+                            ));
+                            break;
                         };
-                        tally.record(parse_seq(&d.envelope.payload), member);
+                        let seq = parse_seq(&d.envelope.payload);
+                        if !tally.record(seq, member) {
+                            tally.fail(format!("member {member} got seq {seq}, which was never published here"));
+                            break;
+                        }
                         if !spec.work.is_zero() {
                             tokio::time::sleep(spec.work).await;
                         }
@@ -143,22 +177,26 @@ impl Member {
                             Err(_) => Err(BusError::Timeout(WAIT)),
                         };
                         if let Err(e) = result {
-                            assert!(spec.tolerate_ack_errors, "conformance: member {member}: acking {id} failed: {e}");
                             tally.ack_errors.fetch_add(1, Ordering::Relaxed);
+                            if !spec.tolerate_ack_errors {
+                                tally.fail(format!("member {member}: acking {id} failed: {e}"));
+                                break;
+                            }
                         }
                     }
                 })
             })
             .collect();
-        Self { stop, tasks }
+        Self { stop, tasks: workers, tally }
     }
 
-    /// Stops the member and waits for its tasks, re-raising their panics.
+    /// Stops the member and waits for its tasks; panics if a worker failed.
     pub async fn stop(mut self) {
         self.stop.cancel();
         for t in std::mem::take(&mut self.tasks) {
             join("stopping a consumer member", WAIT, t).await;
         }
+        self.tally.check_failure();
     }
 }
 
