@@ -50,7 +50,7 @@ pub struct SegmentState {
 impl SegmentState {
     /// Records that a record at `offset` starts at `pos` and was appended at `ms`.
     pub fn note(&mut self, offset: u64, pos: u64, len: u64, ms: Millis) {
-        if self.index.last().map_or(true, |&(_, p)| pos >= p + INDEX_EVERY) {
+        if self.index.last().is_none_or(|&(_, p)| pos >= p + INDEX_EVERY) {
             self.index.push((offset, pos));
         }
         self.first_ms.get_or_insert(ms);

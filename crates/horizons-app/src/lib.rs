@@ -1,0 +1,84 @@
+//! The commands of the `horizons` binary, as a library: the binary only parses arguments and
+//! calls [`run`].
+//!
+//! - [`config`]: layered configuration (defaults → `horizons.toml` → `HORIZONS_*` → flags).
+//! - [`backend`]: the one place a backend is chosen and opened, as `Arc<dyn Backend>`.
+//! - [`bus`]: `horizons bus topics|publish|consume|dlq|replay`, an operator's kcat.
+//! - [`bench`]: `horizons bench bus`, throughput and latency with a same-run baseline.
+//! - [`up`]: `horizons up` / `serve`, the bus and the HTTP API in one process.
+//!
+//! *Architecture invariant:* commands see the bus through `horizons_bus` traits only; the only
+//! mention of a concrete backend is in [`backend::open`] (and the embedded baseline of the
+//! bench, which measures the embedded engine's own record format).
+
+pub mod backend;
+pub mod bench;
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod payload;
+pub mod shutdown;
+pub mod telemetry;
+pub mod up;
+
+use std::path::PathBuf;
+
+pub use backend::BackendKind;
+pub use config::{Config, Overrides};
+pub use error::AppError;
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GlobalArgs {
+    /// Configuration file; default `./horizons.toml` if it exists (or HORIZONS_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory; overrides `data_dir` and HORIZONS_DATA_DIR. The embedded bus lives in
+    /// `<data-dir>/bus`.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The top-level commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run everything in one process on the configured bus (embedded by default): the HTTP API
+    /// with /healthz and /metrics. Stops cleanly on Ctrl-C or SIGTERM.
+    Up(up::UpArgs),
+    /// The API server; for now the same as `up`.
+    Serve(up::UpArgs),
+    /// Operate a bus: list topics, publish, consume, inspect and redrive dead letters, replay.
+    Bus(bus::BusArgs),
+    /// Measure.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Runs `command`. Sets up logging (stderr; `RUST_LOG` overrides the default level), loads the
+/// configuration and dispatches.
+pub async fn run(global: GlobalArgs, command: Command) -> Result<(), AppError> {
+    let default_level = match command {
+        Command::Up(_) | Command::Serve(_) => "info",
+        Command::Bus(_) | Command::Bench(_) => "warn",
+    };
+    telemetry::init_tracing(default_level)?;
+    let mut flags = Overrides { config: global.config, data_dir: global.data_dir.clone(), ..Default::default() };
+    match command {
+        Command::Up(a) | Command::Serve(a) => {
+            flags.http_addr = a.http;
+            up::run(Config::load(&flags)?).await
+        }
+        Command::Bus(a) => {
+            flags.backend = a.backend;
+            let cfg = Config::load(&flags)?;
+            let backend = backend::open(&cfg)?;
+            let result = bus::run(backend.as_ref(), a.command).await;
+            let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
+            result.and(closed)
+        }
+        Command::Bench(c) => {
+            let cfg = Config::load(&flags)?;
+            bench::run(cfg, global.data_dir.is_some(), c).await
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The binary as users run it: real processes, a temporary data directory, a real socket.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn horizons() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_horizons"));
+    // Keep the tests independent of the caller's environment.
+    for var in ["HORIZONS_CONFIG", "HORIZONS_DATA_DIR", "HORIZONS_HTTP_ADDR", "HORIZONS_BUS_BACKEND", "RUST_LOG"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    horizons().args(args).output().expect("running horizons")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    stdout.into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(!out.status.success(), "{args:?} should fail; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+}
+
+fn dir_arg(d: &Path) -> &str {
+    d.to_str().unwrap()
+}
+
+#[test]
+fn publish_then_consume_from_the_beginning_checks_the_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dir_arg(tmp.path());
+    let out = ok(&["bus", "publish", "--data-dir", d, "--topic", "seq", "--count", "5000", "--size", "64"]);
+    let totals: Vec<u64> = out.lines().map(|l| l.strip_prefix("acked ").unwrap().parse().unwrap()).collect();
+    assert_eq!(totals.last(), Some(&5000), "{out}");
+    assert!(totals.windows(2).all(|w| w[0] < w[1]), "{totals:?}");
+
+    let summary = ok(&[
+        "bus",
+        "consume",
+        "--data-dir",
+        d,
+        "--topic",
+        "seq",
+        "--from-beginning",
+        "--until-idle",
+        "2s",
+        "--check-sequence",
+    ]);
+    assert_eq!(
+        json(&summary),
+        serde_json::json!({"count": 5000, "first_seq": 0, "last_seq": 4999, "gaps": 0, "duplicates": 0, "corrupt": 0})
+    );
+
+    // Everything was acked: the group has nothing left.
+    let topics = json(&ok(&["bus", "topics", "--data-dir", d, "--json"]));
+    assert_eq!(topics[0]["groups"][0]["pending"], 0, "{topics}");
+
+    // Replay the tail by offset.
+    ok(&["bus", "replay", "--data-dir", d, "--topic", "seq", "--group", "cli", "--from-offset", "4990"]);
+    let tail = ok(&["bus", "consume", "--data-dir", d, "--topic", "seq", "--until-idle", "1s", "--check-sequence"]);
+    let tail = json(&tail);
+    assert_eq!((tail["count"].as_u64(), tail["first_seq"].as_u64()), (Some(10), Some(4990)), "{tail}");
+
+    let err = fails(&[
+        "bus",
+        "replay",
+        "--data-dir",
+        d,
+        "--topic",
+        "seq",
+        "--group",
+        "cli",
+        "--from-time",
+        "0",
+        "--to-time",
+        "1",
+    ]);
+    assert!(err.contains("--to-time is not supported on the embedded backend yet"), "{err}");
+    assert_eq!(ok(&["bus", "dlq", "list", "--data-dir", d, "--topic", "seq", "--group", "cli", "--json"]).trim(), "[]");
+    assert_eq!(ok(&["bus", "dlq", "redrive", "--data-dir", d, "--topic", "seq", "--group", "cli"]).trim(), "moved 0");
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A raw HTTP/1.1 GET; returns (status, body).
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+#[test]
+fn up_serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dir_arg(tmp.path());
+    ok(&["bus", "publish", "--data-dir", d, "--topic", "orders", "--count", "10", "--batch", "5"]);
+
+    let addr = free_port();
+    let mut child = horizons()
+        .args(["up", "--data-dir", d, "--http", &addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let health = loop {
+        match get(addr, "/healthz") {
+            Ok(r) => break r,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("up did not listen on {addr}: {e}");
+            }
+        }
+    };
+    assert_eq!(health.0, 200, "{health:?}");
+    assert_eq!(json(&health.1), serde_json::json!({"status": "ok", "backend": "embedded"}));
+
+    let (status, metrics) = get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for needle in [
+        "horizons_bus_published_total{topic=\"orders\"}",
+        "horizons_bus_settled_total{topic=\"orders\",group=\"cli\",result=\"ack\"}",
+        "horizons_bus_dead_lettered_total{topic=\"orders\"}",
+        "horizons_bus_pending{topic=\"orders\",group=\"cli\"} 10",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    let (status, body) = get(addr, "/nope").unwrap();
+    assert_eq!((status, json(&body)), (404, serde_json::json!({"error": "no route for /nope"})));
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("up did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    assert!(stderr.contains("shut down cleanly"), "{stderr}");
+
+    // The directory is released: the CLI can open it again.
+    ok(&["bus", "topics", "--data-dir", d]);
+}
+
+#[test]
+fn a_bad_configuration_fails_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("horizons.toml");
+    std::fs::write(&file, "data_dir = \"x\"\n[http]\nbogus_key = 1\n").unwrap();
+    let err = fails(&["--config", file.to_str().unwrap(), "bus", "topics"]);
+    assert!(err.contains("bogus_key") && err.contains("horizons.toml"), "{err}");
+
+    std::fs::write(&file, "[bus.embedded]\nwindow = 0\n").unwrap();
+    let err = fails(&["--config", file.to_str().unwrap(), "bus", "topics"]);
+    assert!(err.contains("bus.embedded.window"), "{err}");
+
+    let out = horizons().args(["bus", "topics"]).env("HORIZONS_HTTP_ADDR", "not-an-address").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("HORIZONS_HTTP_ADDR"), "{err}");
+}
+
+#[test]
+fn unbuilt_backends_fail_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dir_arg(tmp.path());
+    for args in [
+        vec!["bus", "--backend", "amqp", "topics", "--data-dir", d],
+        vec!["bus", "publish", "--backend", "kafka", "--topic", "t", "--count", "1", "--data-dir", d],
+        vec!["bench", "bus", "--backend", "nats", "--messages", "10", "--data-dir", d],
+    ] {
+        let err = fails(&args);
+        assert!(err.contains("backend is not built yet") && err.contains("embedded"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bench_prints_one_json_object_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dir_arg(tmp.path());
+    let out =
+        ok(&["bench", "bus", "--data-dir", d, "--messages", "3000", "--size", "64", "--baseline", "raw", "--json"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let r = json(&out);
+    let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = vec![
+        "backend",
+        "messages",
+        "size",
+        "publish_msgs_per_sec",
+        "consume_msgs_per_sec",
+        "end_to_end_msgs_per_sec",
+        "mb_per_sec",
+        "latency_ms",
+        "baseline",
+        "ratio",
+    ];
+    let mut got = keys.clone();
+    got.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(got, expected);
+    assert_eq!((r["backend"].as_str(), r["messages"].as_u64()), (Some("embedded"), Some(3000)));
+    assert!(r["end_to_end_msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["latency_ms"]["p99"].as_f64().unwrap() >= r["latency_ms"]["p50"].as_f64().unwrap(), "{r}");
+    assert_eq!(r["baseline"]["name"], "raw");
+    assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the bench's temporary directory was left behind");
+
+    let plain = json(&ok(&["bench", "bus", "--data-dir", d, "--messages", "500", "--size", "16", "--json"]));
+    assert!(plain["baseline"].is_null() && plain["ratio"].is_null(), "{plain}");
+}
