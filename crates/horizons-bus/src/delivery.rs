@@ -31,6 +31,32 @@ pub mod dlq_headers {
     pub const ALL: [&str; 8] = [REASON, ATTEMPTS, FIRST_ERROR, LAST_ERROR, TOPIC, GROUP, AT, SOURCE_POSITION];
 }
 
+/// Where a delivery sits in its source: an offset, and a partition where the backend has them.
+/// Copy-sized, so handing it out costs nothing on the hot path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The partition, for partitioned backends.
+    pub partition: Option<u32>,
+    /// The offset (or delivery tag) within it.
+    pub offset: u64,
+}
+
+impl Position {
+    /// An offset in an unpartitioned source.
+    pub fn offset(offset: u64) -> Self {
+        Self { partition: None, offset }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.partition {
+            Some(p) => write!(f, "{p}/{}", self.offset),
+            None => write!(f, "{}", self.offset),
+        }
+    }
+}
+
 /// The backend side of a delivery: how to settle it.
 #[async_trait]
 pub trait Acker: Send + Sync {
@@ -52,8 +78,8 @@ pub struct Delivery {
     pub envelope: Envelope,
     /// 1 for the first delivery, counting redeliveries and retries.
     pub attempt: u32,
-    /// Where it sits in its source, for logs and DLQ headers (an offset, partition/offset…).
-    pub position: String,
+    /// Where it sits in its source, for logs and DLQ headers.
+    pub position: Position,
     /// When the backend stored it, where known.
     pub stored_at: Option<Millis>,
     acker: Option<Box<dyn Acker>>,
@@ -72,7 +98,7 @@ impl fmt::Debug for Delivery {
 
 impl Delivery {
     /// Wraps a message with the backend's acker.
-    pub fn new(envelope: Envelope, attempt: u32, position: String, acker: Box<dyn Acker>) -> Self {
+    pub fn new(envelope: Envelope, attempt: u32, position: Position, acker: Box<dyn Acker>) -> Self {
         Self { envelope, attempt, position, stored_at: None, acker: Some(acker) }
     }
 

@@ -29,7 +29,7 @@ pub use backend::{
     Admin, Backend, Capabilities, DeadLetters, GroupInfo, Publisher, Replay, ReplayFrom, SubscribeOptions, Subscriber,
     Subscription, TopicInfo,
 };
-pub use delivery::{dlq_headers, Acker, DeadLetter, Delivery, FailureRecord};
+pub use delivery::{dlq_headers, Acker, DeadLetter, Delivery, FailureRecord, Position};
 pub use envelope::{now_millis, Envelope, MessageId, Millis, Priority, Topic};
 pub use error::BusError;
 pub use inbox::{Inbox, MemoryInbox};

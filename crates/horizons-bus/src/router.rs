@@ -29,7 +29,7 @@ pub struct Context {
     /// 1-based delivery attempt.
     pub attempt: u32,
     /// Position in the source.
-    pub position: String,
+    pub position: crate::delivery::Position,
 }
 
 /// Processes one message.
@@ -302,7 +302,7 @@ impl Router {
                             _ = cancel.cancelled() => break,
                             d = sub.next() => match d { Some(d) => d, None => break },
                         };
-                        let cx = Context { group: group.clone(), attempt: d.attempt, position: d.position.clone() };
+                        let cx = Context { group: group.clone(), attempt: d.attempt, position: d.position };
                         let outcome = handler.handle(&d.envelope, &cx).await;
                         let settlement = policy.decide(d.attempt, outcome.as_ref().map(|_| ()));
                         record_settlement(&d.envelope.topic, &group, &settlement);

@@ -12,9 +12,10 @@ impl Publisher for EmbeddedBus {
             return Ok(());
         }
         // Retried across an engine restart with the same envelopes (same ids): at-least-once.
+        let msgs: std::sync::Arc<[Envelope]> = msgs.into();
         self.with_engine(|e| {
             let msgs = msgs.clone();
-            async move { e.publish(msgs).await }
+            async move { e.publish_shared(msgs).await }
         })
         .await
     }

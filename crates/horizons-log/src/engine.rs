@@ -230,24 +230,41 @@ impl Engine {
 
     /// Appends `envs` (any topics) durably; returns once the fsync covering them returned.
     pub async fn publish(&self, envs: Vec<Envelope>) -> Result<(), LogError> {
-        let mut by_topic: Vec<(Arc<TopicState>, Vec<Envelope>)> = Vec::new();
-        for env in envs {
-            let ts = match by_topic.iter().position(|(t, _)| t.log.topic == env.topic) {
-                Some(i) => i,
+        self.publish_shared(envs.into()).await
+    }
+
+    /// Like [`Engine::publish`], for a batch the caller keeps (to retry it without copying).
+    pub async fn publish_shared(&self, envs: Arc<[Envelope]>) -> Result<(), LogError> {
+        let Some(first) = envs.first() else { return Ok(()) };
+        let mut topics: Vec<Arc<TopicState>> = vec![self.topic(&first.topic)?];
+        for env in envs.iter() {
+            let ts = match topics.iter().find(|t| t.log.topic == env.topic) {
+                Some(t) => t,
                 None => {
-                    by_topic.push((self.topic(&env.topic)?, Vec::new()));
-                    by_topic.len() - 1
+                    topics.push(self.topic(&env.topic)?);
+                    topics.last().expect("just pushed")
                 }
             };
-            let max = by_topic[ts].0.spec.read().max_message_bytes;
+            let max = ts.spec.read().max_message_bytes;
             let size = env.wire_size();
             if size > max {
                 return Err(BusError::TooLarge { topic: env.topic.to_string(), size, max }.into());
             }
-            by_topic[ts].1.push(env);
         }
-        let mut waits = Vec::with_capacity(by_topic.len());
-        for (ts, envs) in by_topic {
+        // The common case, one topic, hands the caller's batch to the writer as it is.
+        let batches: Vec<(Arc<TopicState>, Arc<[Envelope]>)> = if topics.len() == 1 {
+            vec![(topics.remove(0), envs)]
+        } else {
+            topics
+                .into_iter()
+                .map(|ts| {
+                    let mine: Arc<[Envelope]> = envs.iter().filter(|e| e.topic == ts.log.topic).cloned().collect();
+                    (ts, mine)
+                })
+                .collect()
+        };
+        let mut waits = Vec::with_capacity(batches.len());
+        for (ts, envs) in batches {
             let n = envs.len() as u64;
             let (reply, rx) = oneshot::channel();
             self.writer_tx

@@ -13,6 +13,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use horizons_bus::{
     now_millis, Acker, BusError, DeadLetter, Delivery, Envelope, FailureRecord, GroupSpec, Millis, OrderingMode,
-    Settlement,
+    Position, Settlement,
 };
 use tokio::sync::oneshot;
 
@@ -59,12 +60,42 @@ impl Default for GroupChannel {
 /// Commands to a dispatcher.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    Ack { offset: u64, epoch: u64 },
-    Retry { offset: u64, token: u64, epoch: u64, delay: Duration, error: String },
-    Dead { offset: u64, epoch: u64 },
-    Release { offset: u64, token: u64, epoch: u64 },
-    Replay { to: u64, reply: oneshot::Sender<()> },
-    Stats { reply: oneshot::Sender<u64> },
+    Ack {
+        offset: u64,
+        epoch: u64,
+    },
+    Retry {
+        offset: u64,
+        token: u64,
+        epoch: u64,
+        delay: Duration,
+        error: String,
+    },
+    Dead {
+        offset: u64,
+        token: u64,
+        epoch: u64,
+        reason: String,
+        error: Option<String>,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    /// The DLQ copy of `offset` is durable.
+    DeadDone {
+        offset: u64,
+        epoch: u64,
+    },
+    Release {
+        offset: u64,
+        token: u64,
+        epoch: u64,
+    },
+    Replay {
+        to: u64,
+        reply: oneshot::Sender<()>,
+    },
+    Stats {
+        reply: oneshot::Sender<u64>,
+    },
     Wake,
     Shutdown,
 }
@@ -88,7 +119,7 @@ impl DlqSink {
     pub async fn append(&self, env: Envelope) -> Result<(), LogError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(WriterMsg::Append(Append { log: self.log.clone(), envs: vec![env], reply }))
+            .send(WriterMsg::Append(Append { log: self.log.clone(), envs: Arc::from(vec![env]), reply }))
             .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?.map(|_| ())
     }
@@ -125,10 +156,13 @@ pub(crate) struct Dispatcher {
     pub state: GroupState,
     epoch: u64,
     cursor: Cursor,
-    entries: HashMap<u64, Entry>,
+    /// Boxed: the table stays small and dense, and entries never move.
+    entries: HashMap<u64, Box<Entry>, BuildHasherDefault<OffsetHasher>>,
     ready: [BTreeSet<u64>; 10],
     delayed: BinaryHeap<Reverse<(Millis, u64)>>,
-    leases: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    /// (deadline, offset, token) in dispatch order: one visibility timeout per group makes
+    /// deadlines monotonic, so a queue suffices.
+    leases: VecDeque<(Instant, u64, u64)>,
     keys: HashMap<String, VecDeque<u64>>,
     saved: HashMap<u64, Saved>,
     outstanding: usize,
@@ -161,10 +195,10 @@ impl Dispatcher {
             cfg,
             state,
             epoch: 1,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             ready: Default::default(),
             delayed: BinaryHeap::new(),
-            leases: BinaryHeap::new(),
+            leases: VecDeque::new(),
             keys: HashMap::new(),
             saved,
             outstanding: 0,
@@ -176,6 +210,12 @@ impl Dispatcher {
         let mut data = self.log.subscribe();
         let mut tick = tokio::time::interval(self.cfg.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer for the whole life of the dispatcher, moved only when the next deadline
+        // changes: re-arming a timer per wake-up costs more than dispatching a message.
+        let far = || Instant::now() + Duration::from_secs(3600);
+        let sleep = tokio::time::sleep_until(far().into());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             while let Ok(cmd) = self.cmd_rx.try_recv() {
                 if !self.handle(cmd) {
@@ -200,19 +240,19 @@ impl Dispatcher {
                 .delayed
                 .peek()
                 .map(|Reverse((due, _))| Instant::now() + Duration::from_millis((*due - now_millis()).max(0) as u64));
-            let next_lease = self.leases.peek().map(|Reverse((d, _, _))| *d);
-            let wake_at = [next_due, next_lease]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let next_lease = self.leases.front().map(|(d, _, _)| *d);
+            let wake_at = [next_due, next_lease].into_iter().flatten().min();
+            if wake_at != armed {
+                armed = wake_at;
+                sleep.as_mut().reset(wake_at.unwrap_or_else(far).into());
+            }
             tokio::select! {
                 cmd = self.cmd_rx.recv_async() => match cmd {
                     Ok(cmd) => if !self.handle(cmd) { return self.stop().await; },
                     Err(_) => return self.stop().await,
                 },
                 _ = data.changed() => {}
-                _ = tokio::time::sleep_until(wake_at.into()) => {}
+                _ = &mut sleep => { armed = None; }
                 _ = tick.tick() => self.persist().await,
             }
         }
@@ -253,6 +293,7 @@ impl Dispatcher {
     /// Reads the log into the window.
     fn fill(&mut self) -> Result<(), LogError> {
         let mut budget = 8usize << 20;
+        let now = Instant::now();
         while self.entries.len() < self.cfg.window && self.cursor.offset < self.log.end() && budget > 0 {
             let records = self.log.read(&mut self.cursor, 1 << 20)?;
             if records.is_empty() {
@@ -264,24 +305,24 @@ impl Dispatcher {
                 if self.state.is_settled(r.offset) {
                     continue;
                 }
-                self.admit(r.offset, r.envelope);
+                self.admit(r.offset, r.envelope, now);
             }
         }
         Ok(())
     }
 
-    fn admit(&mut self, offset: u64, env: Envelope) {
+    fn admit(&mut self, offset: u64, env: Envelope, now: Instant) {
         let saved = self.saved.remove(&offset);
         let key = env.key.clone();
-        let mut e = Entry {
+        let mut e = Box::new(Entry {
             env,
             attempts: 0,
             first_error: None,
             last_error: None,
             token: 0,
             st: St::Waiting,
-            ready_since: Instant::now(),
-        };
+            ready_since: now,
+        });
         let mut due = e.env.not_before;
         if let Some(s) = saved {
             e.attempts = s.attempts;
@@ -299,12 +340,16 @@ impl Dispatcher {
             _ => true,
         };
         if front {
-            self.activate(offset, due);
+            self.activate_at(offset, due, now);
         }
     }
 
     /// Makes `offset` ready, or delayed until `due`.
     fn activate(&mut self, offset: u64, due: Option<Millis>) {
+        self.activate_at(offset, due, Instant::now());
+    }
+
+    fn activate_at(&mut self, offset: u64, due: Option<Millis>, now: Instant) {
         let Some(e) = self.entries.get_mut(&offset) else { return };
         match due {
             Some(d) if d > now_millis() => {
@@ -313,7 +358,7 @@ impl Dispatcher {
             }
             _ => {
                 e.st = St::Ready;
-                e.ready_since = Instant::now();
+                e.ready_since = now;
                 self.ready[e.env.priority.get() as usize].insert(offset);
             }
         }
@@ -332,11 +377,11 @@ impl Dispatcher {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(&Reverse((deadline, offset, token))) = self.leases.peek() {
+        while let Some(&(deadline, offset, token)) = self.leases.front() {
             if deadline > now {
                 break;
             }
-            self.leases.pop();
+            self.leases.pop_front();
             if self.entries.get(&offset).is_some_and(|e| e.st == St::InFlight && e.token == token) {
                 tracing::debug!(group = %self.spec.name, offset, "lease expired; redelivering");
                 metrics::counter!("horizons_bus_lease_expired_total", "topic" => self.log.topic.to_string())
@@ -347,15 +392,20 @@ impl Dispatcher {
         }
     }
 
-    fn pick(&mut self) -> Option<u64> {
-        let starving = self
-            .ready
-            .iter()
-            .filter_map(|s| s.first().copied())
-            .filter_map(|o| self.entries.get(&o).map(|e| (e.ready_since, o)))
-            .min()
-            .filter(|(since, _)| since.elapsed() >= self.cfg.max_priority_wait)
-            .map(|(_, o)| o);
+    fn pick(&mut self, now: Instant) -> Option<u64> {
+        // Starvation matters only when more than one priority level is waiting.
+        let levels = self.ready.iter().filter(|s| !s.is_empty()).count();
+        let starving = if levels > 1 {
+            self.ready
+                .iter()
+                .filter_map(|s| s.first().copied())
+                .filter_map(|o| self.entries.get(&o).map(|e| (e.ready_since, o)))
+                .min()
+                .filter(|(since, _)| now.saturating_duration_since(*since) >= self.cfg.max_priority_wait)
+                .map(|(_, o)| o)
+        } else {
+            None
+        };
         let offset = starving.or_else(|| self.ready.iter().rev().find_map(|s| s.first().copied()))?;
         let p = self.entries[&offset].env.priority.get() as usize;
         self.ready[p].remove(&offset);
@@ -364,31 +414,19 @@ impl Dispatcher {
 
     fn dispatch(&mut self) {
         let max = self.chan.max_in_flight.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let deadline = now + self.spec.visibility_timeout;
         while self.outstanding < max {
-            let Some(offset) = self.pick() else { break };
-            let deadline = Instant::now() + self.spec.visibility_timeout;
+            let Some(offset) = self.pick(now) else { break };
             let e = self.entries.get_mut(&offset).expect("ready entries exist");
             e.attempts += 1;
             e.token += 1;
             e.st = St::InFlight;
-            self.leases.push(Reverse((deadline, offset, e.token)));
+            self.leases.push_back((deadline, offset, e.token));
             self.outstanding += 1;
             self.dirty = true;
-            let acker = LogAcker {
-                cmd: self.cmd_tx.clone(),
-                offset,
-                token: e.token,
-                epoch: self.epoch,
-                dlq: self.dlq.clone(),
-                group: self.spec.name.clone(),
-                failures: FailureRecord {
-                    attempts: e.attempts,
-                    first_error: e.first_error.clone(),
-                    last_error: e.last_error.clone(),
-                },
-                env: e.env.clone(),
-            };
-            let d = Delivery::new(e.env.clone(), e.attempts, offset.to_string(), Box::new(acker));
+            let acker = LogAcker { cmd: self.cmd_tx.clone(), offset, token: e.token, epoch: self.epoch };
+            let d = Delivery::new(e.env.clone(), e.attempts, Position::offset(offset), Box::new(acker));
             if self.chan.tx.send(d).is_err() {
                 break;
             }
@@ -398,7 +436,46 @@ impl Dispatcher {
     /// Applies a command; `false` means stop.
     fn handle(&mut self, cmd: Cmd) -> bool {
         match cmd {
-            Cmd::Ack { offset, epoch } | Cmd::Dead { offset, epoch } if epoch == self.epoch => self.complete(offset),
+            Cmd::Ack { offset, epoch } | Cmd::DeadDone { offset, epoch } if epoch == self.epoch => {
+                self.complete(offset)
+            }
+            Cmd::Dead { offset, token, epoch, reason, error, reply } => {
+                let Some(e) = self
+                    .entries
+                    .get(&offset)
+                    .filter(|e| epoch == self.epoch && e.st == St::InFlight && e.token == token)
+                else {
+                    let _ = reply.send(Err(BusError::LeaseExpired));
+                    return true;
+                };
+                let mut failures = FailureRecord {
+                    attempts: e.attempts,
+                    first_error: e.first_error.clone(),
+                    last_error: e.last_error.clone(),
+                };
+                if let Some(err) = error {
+                    failures.first_error.get_or_insert_with(|| err.clone());
+                    failures.last_error = Some(err);
+                }
+                let copy = DeadLetter::encode(&e.env, &self.spec.name, &reason, &failures, &offset.to_string());
+                // Stored durably in the DLQ before the offset counts as settled; a crash in
+                // between only duplicates the dead letter. The append runs beside the
+                // dispatcher so the group keeps moving meanwhile.
+                let (dlq, cmd) = (self.dlq.clone(), self.cmd_tx.clone());
+                tokio::spawn(async move {
+                    match dlq.append(copy).await {
+                        Ok(()) => {
+                            metrics::counter!("horizons_bus_dead_lettered_total", "topic" => dlq.log.topic.to_string())
+                                .increment(1);
+                            let _ = cmd.send(Cmd::DeadDone { offset, epoch });
+                            let _ = reply.send(Ok(()));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.into()));
+                        }
+                    }
+                });
+            }
             Cmd::Retry { offset, token, epoch, delay, error } if epoch == self.epoch => {
                 if let Some(e) = self.entries.get_mut(&offset).filter(|e| e.st == St::InFlight && e.token == token) {
                     e.first_error.get_or_insert_with(|| error.clone());
@@ -435,7 +512,7 @@ impl Dispatcher {
                 let _ = reply.send(self.pending());
             }
             Cmd::Shutdown => return false,
-            Cmd::Ack { .. } | Cmd::Dead { .. } | Cmd::Retry { .. } | Cmd::Release { .. } | Cmd::Wake => {}
+            Cmd::Ack { .. } | Cmd::DeadDone { .. } | Cmd::Retry { .. } | Cmd::Release { .. } | Cmd::Wake => {}
         }
         true
     }
@@ -480,10 +557,6 @@ struct LogAcker {
     offset: u64,
     token: u64,
     epoch: u64,
-    dlq: DlqSink,
-    group: String,
-    failures: FailureRecord,
-    env: Envelope,
 }
 
 #[async_trait]
@@ -494,18 +567,11 @@ impl Acker for LogAcker {
             Settlement::Ack => Cmd::Ack { offset, epoch },
             Settlement::RetryAfter { delay, error } => Cmd::Retry { offset, token, epoch, delay, error },
             Settlement::DeadLetter { reason, error } => {
-                // Stored durably in the DLQ before the offset counts as settled; a crash in
-                // between only duplicates the dead letter.
-                let mut failures = self.failures.clone();
-                if let Some(err) = error {
-                    failures.first_error.get_or_insert_with(|| err.clone());
-                    failures.last_error = Some(err);
-                }
-                let env = dlq_envelope(&self.env, &self.group, &reason, &failures, offset);
-                self.dlq.append(env).await?;
-                metrics::counter!("horizons_bus_dead_lettered_total", "topic" => self.dlq.log.topic.to_string())
-                    .increment(1);
-                Cmd::Dead { offset, epoch }
+                let (reply, rx) = oneshot::channel();
+                self.cmd
+                    .send(Cmd::Dead { offset, token, epoch, reason, error, reply })
+                    .map_err(|_| BusError::LeaseExpired)?;
+                return rx.await.map_err(|_| BusError::LeaseExpired)?;
             }
         };
         self.cmd.send(cmd).map_err(|_| BusError::LeaseExpired)
@@ -516,13 +582,23 @@ impl Acker for LogAcker {
     }
 }
 
-/// Builds the DLQ copy for `env`.
-pub(crate) fn dlq_envelope(
-    env: &Envelope,
-    group: &str,
-    reason: &str,
-    failures: &FailureRecord,
-    offset: u64,
-) -> Envelope {
-    DeadLetter::encode(env, group, reason, failures, &offset.to_string())
+/// A cheap hasher for offsets (Fibonacci hashing): the std SipHash costs more than the rest of
+/// an ack.
+#[derive(Default)]
+pub(crate) struct OffsetHasher(u64);
+
+impl std::hash::Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }

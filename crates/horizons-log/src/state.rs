@@ -71,6 +71,11 @@ impl GroupState {
         if offset < self.low_water {
             return;
         }
+        if offset == self.low_water && self.done.is_empty() {
+            // In-order acks, the common case, never touch the set.
+            self.low_water += 1;
+            return;
+        }
         self.done.insert(offset);
         while self.done.first() == Some(&self.low_water) {
             self.done.pop_first();

@@ -21,7 +21,7 @@ const MAX_COMMIT_BYTES: usize = 32 << 20;
 /// An append request: records for one topic and where to send their offsets once durable.
 pub(crate) struct Append {
     pub log: Arc<TopicLog>,
-    pub envs: Vec<Envelope>,
+    pub envs: Arc<[Envelope]>,
     pub reply: oneshot::Sender<Result<(u64, u64), LogError>>,
 }
 

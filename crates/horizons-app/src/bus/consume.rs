@@ -47,7 +47,7 @@ pub struct ConsumeArgs {
 /// One line per message, without `--check-sequence`.
 #[derive(Debug, Serialize)]
 struct MessageLine<'a> {
-    position: &'a str,
+    position: String,
     id: String,
     key: Option<&'a str>,
     priority: u8,
@@ -112,7 +112,7 @@ pub async fn run(backend: &dyn Backend, args: ConsumeArgs) -> Result<(), AppErro
 fn print_message(d: &Delivery) -> Result<(), AppError> {
     let e = &d.envelope;
     let line = MessageLine {
-        position: &d.position,
+        position: d.position.to_string(),
         id: e.id.to_string(),
         key: e.key.as_deref(),
         priority: e.priority.get(),

@@ -5,7 +5,7 @@
 //! (a macro that stamps out one test per case). A backend crate implements [`Harness`] and writes,
 //! in an integration test:
 //!
-//! ```ignore
+//! ```text
 //! fn harness() -> MyHarness { MyHarness::start() }
 //! horizons_bus::conformance_suite!(harness);
 //! ```
