@@ -66,6 +66,10 @@ pub struct SequenceSummary {
     /// Payloads shorter than 8 bytes, with a filler that does not match, or a sequence number
     /// of [`MAX_SEQ`] or more.
     pub corrupt: u64,
+    /// With `consume --acked N`: how many of the sequence numbers `0..N` (those a publisher
+    /// printed as acknowledged) were not delivered. Must be 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_below_acked: Option<u64>,
 }
 
 /// Tracks which sequence numbers arrived, in a bitset that grows with the largest one.
@@ -105,6 +109,20 @@ impl SequenceCheck {
         let s = &mut self.summary;
         s.first_seq = Some(s.first_seq.map_or(seq, |f| f.min(seq)));
         s.last_seq = Some(s.last_seq.map_or(seq, |l| l.max(seq)));
+    }
+
+    /// How many of `0..n` were not seen.
+    pub fn missing_below(&self, n: u64) -> u64 {
+        let seen: u64 = (0..n)
+            .step_by(64)
+            .map(|start| {
+                let word = self.seen.get((start / 64) as usize).copied().unwrap_or(0);
+                let bits = (n - start).min(64);
+                let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                (word & mask).count_ones() as u64
+            })
+            .sum();
+        n - seen
     }
 
     /// The summary so far.
@@ -156,5 +174,26 @@ mod tests {
         assert_eq!(check(&p, STAMP_RANGE), Some(300));
         assert_eq!(check(&p, 0..0), None);
         assert_eq!(read_stamp(&p), Some(0xdead_beef));
+    }
+}
+
+#[cfg(test)]
+mod missing_tests {
+    use super::*;
+
+    #[test]
+    fn missing_below_counts_holes_under_the_bound() {
+        let mut c = SequenceCheck::new();
+        for seq in (0..200u64).filter(|s| *s != 5 && *s != 130) {
+            let mut p = vec![0; 16];
+            fill(seq, &mut p);
+            c.observe(&p);
+        }
+        assert_eq!(c.missing_below(0), 0);
+        assert_eq!(c.missing_below(5), 0);
+        assert_eq!(c.missing_below(6), 1);
+        assert_eq!(c.missing_below(128), 1);
+        assert_eq!(c.missing_below(200), 2);
+        assert_eq!(c.missing_below(300), 102);
     }
 }

@@ -39,6 +39,10 @@ pub struct ConsumeArgs {
     /// Stop after this many deliveries.
     #[arg(long)]
     pub count: Option<u64>,
+    /// With `--check-sequence`: the last `acked <N>` a publisher printed; the summary then
+    /// says how many of `0..N` are missing (`missing_below_acked`).
+    #[arg(long, requires = "check_sequence")]
+    pub acked: Option<u64>,
     /// Deliveries held unacknowledged at once.
     #[arg(long, default_value_t = 4096)]
     pub prefetch: usize,
@@ -102,7 +106,9 @@ pub async fn run(backend: &dyn Backend, args: ConsumeArgs) -> Result<(), AppErro
     }
     drop(sub);
     if let Some(c) = check {
-        let json = serde_json::to_string(&c.summary()).expect("summary serialises");
+        let mut summary = c.summary();
+        summary.missing_below_acked = args.acked.map(|n| c.missing_below(n));
+        let json = serde_json::to_string(&summary).expect("summary serialises");
         println_flush(json)?;
     }
     tracing::info!(%topic, group, taken, "consume finished");
