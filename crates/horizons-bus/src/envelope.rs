@@ -52,16 +52,18 @@ impl fmt::Display for MessageId {
 ///
 /// The same rule for every backend, so a channel can move between backends unchanged; it keeps
 /// names safe as file names (embedded), queue names (AMQP), topic names (Kafka) and subjects (NATS).
+///
+/// Shared, not copied: every envelope carries its topic, so a clone is a reference count.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Topic(String);
+pub struct Topic(std::sync::Arc<str>);
 
 impl Topic {
     /// Validates `name`.
     pub fn new(name: impl Into<String>) -> Result<Self, BusError> {
         let name = name.into();
         validate_name("topic", &name)?;
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
 
     /// The name as a string.
@@ -98,7 +100,7 @@ impl TryFrom<String> for Topic {
 
 impl From<Topic> for String {
     fn from(t: Topic) -> Self {
-        t.0
+        t.0.to_string()
     }
 }
 

@@ -167,6 +167,7 @@ pub(crate) struct Dispatcher {
     saved: HashMap<u64, Saved>,
     outstanding: usize,
     dirty: bool,
+    saving: Option<tokio::task::JoinHandle<Result<(), LogError>>>,
 }
 
 impl Dispatcher {
@@ -203,6 +204,7 @@ impl Dispatcher {
             saved,
             outstanding: 0,
             dirty: false,
+            saving: None,
         }
     }
 
@@ -259,16 +261,55 @@ impl Dispatcher {
     }
 
     async fn stop(mut self) {
-        self.persist().await;
+        self.persist_now().await;
         // Deliveries still queued belong to this dispatcher's life; drop them (their release
         // goes nowhere) so members do not process messages the next engine will deliver again.
         self.chan.rx.drain().for_each(drop);
     }
 
+    /// Saves the group's position in the background: the dispatcher never waits for the
+    /// fsync of a snapshot (at most one is in progress; a tick during it is skipped).
     async fn persist(&mut self) {
+        if let Some(h) = self.saving.take() {
+            if !h.is_finished() {
+                self.saving = Some(h);
+                return;
+            }
+            self.check_saved(h.await);
+        }
         if !self.dirty {
             return;
         }
+        let snap = self.snapshot();
+        let path = self.state_path.clone();
+        self.dirty = false;
+        self.saving = Some(tokio::task::spawn_blocking(move || snap.save(&path)));
+    }
+
+    /// Saves now and waits (on shutdown).
+    async fn persist_now(&mut self) {
+        if let Some(h) = self.saving.take() {
+            self.check_saved(h.await);
+        }
+        let snap = self.snapshot();
+        let path = self.state_path.clone();
+        self.check_saved(tokio::task::spawn_blocking(move || snap.save(&path)).await);
+    }
+
+    fn check_saved(&mut self, r: Result<Result<(), LogError>, tokio::task::JoinError>) {
+        let err = match r {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(group = %self.spec.name, error = %err, "saving group state failed; will retry");
+        self.dirty = true;
+    }
+
+    /// The position plus the retry history of every message delivered at least once, so
+    /// attempts keep counting across a restart. A crash loses at most one flush interval of
+    /// it (see README: the embedded crash-loop backstop is weaker than a broker's).
+    fn snapshot(&self) -> GroupState {
         let mut snap = GroupState { low_water: self.state.low_water, done: self.state.done.clone(), saved: Vec::new() };
         for (&offset, e) in &self.entries {
             if e.attempts > 0 || e.last_error.is_some() {
@@ -282,12 +323,7 @@ impl Dispatcher {
                 });
             }
         }
-        let path = self.state_path.clone();
-        match tokio::task::spawn_blocking(move || snap.save(&path)).await {
-            Ok(Ok(())) => self.dirty = false,
-            Ok(Err(e)) => tracing::error!(group = %self.spec.name, error = %e, "saving group state failed"),
-            Err(e) => tracing::error!(group = %self.spec.name, error = %e, "saving group state panicked"),
-        }
+        snap
     }
 
     /// Reads the log into the window.
