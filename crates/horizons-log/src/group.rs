@@ -323,6 +323,8 @@ impl Dispatcher {
                 });
             }
         }
+        // History loaded at start for messages not read into the window yet.
+        snap.saved.extend(self.saved.values().cloned());
         snap
     }
 
