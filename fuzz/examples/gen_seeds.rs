@@ -74,7 +74,7 @@ async fn main() {
             _ => format!("{{\"n\":{i},\"text\":\"ünïcode ✓\"}}").into_bytes(),
         };
         let mut e = Envelope::new(topic(), Bytes::from(payload)).with_priority(Priority::new(i % 10).unwrap());
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             e = e.with_key(format!("key-{}", i % 4));
         }
         if i % 3 != 1 {

@@ -150,6 +150,11 @@ fn decode_body(mut b: Bytes, topic: &Topic) -> Result<Record, String> {
         need(&b, 4, "header value length")?;
         let vn = b.get_u32_le() as usize;
         let v = string(&mut b, vn, "header value")?;
+        // The encoder writes names in ascending order from a map; anything else was not
+        // written by us, and would not survive a re-encode.
+        if headers.last_key_value().is_some_and(|(last, _): (&String, _)| *last >= k) {
+            return Err(format!("header {k:?} out of order or repeated"));
+        }
         headers.insert(k, v);
     }
     need(&b, 4, "payload length")?;
