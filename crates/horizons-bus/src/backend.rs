@@ -66,13 +66,28 @@ impl Default for SubscribeOptions {
 /// A stream of deliveries for one member of a consumer group. Dropping it releases whatever it
 /// holds unsettled.
 pub struct Subscription {
-    rx: flume::Receiver<Delivery>,
+    feed: Feed,
     _guard: Box<dyn Send + Sync>,
+}
+
+/// How deliveries reach a subscription: one at a time, or in batches (fewer channel operations
+/// and wake-ups on hot paths) that members of the subscription take from a shared buffer.
+enum Feed {
+    One(flume::Receiver<Delivery>),
+    Batched {
+        rx: flume::Receiver<Vec<Delivery>>,
+        buffer: parking_lot::Mutex<std::collections::VecDeque<Delivery>>,
+        refilled: tokio::sync::Notify,
+    },
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("queued", &self.rx.len()).finish()
+        let queued = match &self.feed {
+            Feed::One(rx) => rx.len(),
+            Feed::Batched { buffer, .. } => buffer.lock().len(),
+        };
+        f.debug_struct("Subscription").field("queued", &queued).finish()
     }
 }
 
@@ -80,12 +95,45 @@ impl Subscription {
     /// Wraps a channel fed by the backend; `guard` is dropped with the subscription (stop the
     /// feeding task there).
     pub fn new(rx: flume::Receiver<Delivery>, guard: Box<dyn Send + Sync>) -> Self {
-        Self { rx, _guard: guard }
+        Self { feed: Feed::One(rx), _guard: guard }
+    }
+
+    /// Like [`Subscription::new`], for a backend that sends deliveries in batches. Deliveries
+    /// of a batch wait in this subscription's buffer (they count against its prefetch) and are
+    /// released if it is dropped.
+    pub fn batched(rx: flume::Receiver<Vec<Delivery>>, guard: Box<dyn Send + Sync>) -> Self {
+        let feed = Feed::Batched { rx, buffer: Default::default(), refilled: tokio::sync::Notify::new() };
+        Self { feed, _guard: guard }
     }
 
     /// The next delivery; `None` once the backend closed the subscription.
     pub async fn next(&self) -> Option<Delivery> {
-        self.rx.recv_async().await.ok()
+        match &self.feed {
+            Feed::One(rx) => rx.recv_async().await.ok(),
+            Feed::Batched { rx, buffer, refilled } => loop {
+                if let Some(d) = buffer.lock().pop_front() {
+                    return Some(d);
+                }
+                // Register before looking at the channel, so a refill in between is not missed.
+                let notified = refilled.notified();
+                tokio::select! {
+                    batch = rx.recv_async() => {
+                        let mut batch = batch.ok()?.into_iter();
+                        let first = batch.next();
+                        let mut buf = buffer.lock();
+                        buf.extend(batch);
+                        if !buf.is_empty() {
+                            refilled.notify_waiters();
+                        }
+                        drop(buf);
+                        if first.is_some() {
+                            return first;
+                        }
+                    }
+                    _ = notified => {}
+                }
+            },
+        }
     }
 
     /// The next delivery if one arrives within `d`.

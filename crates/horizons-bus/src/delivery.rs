@@ -63,6 +63,14 @@ pub trait Acker: Send + Sync {
     /// Settles the delivery. Called at most once.
     async fn settle(self: Box<Self>, settlement: Settlement) -> Result<(), BusError>;
 
+    /// Settles at once without waiting, where the backend can (an ack that is a channel send,
+    /// say); `None` sends the caller to [`Acker::settle`]. Saves an allocation per message on
+    /// hot paths.
+    fn settle_now(&mut self, settlement: &Settlement) -> Option<Result<(), BusError>> {
+        let _ = settlement;
+        None
+    }
+
     /// Called when the delivery is dropped unsettled: the backend makes the message available
     /// again (at once, or when its lease runs out). Must not block.
     fn release(self: Box<Self>);
@@ -105,7 +113,10 @@ impl Delivery {
     /// Settles with `s`.
     pub async fn settle(mut self, s: Settlement) -> Result<(), BusError> {
         match self.acker.take() {
-            Some(a) => a.settle(s).await,
+            Some(mut a) => match a.settle_now(&s) {
+                Some(done) => done,
+                None => a.settle(s).await,
+            },
             None => Ok(()),
         }
     }

@@ -48,7 +48,7 @@ impl Subscriber for EmbeddedBus {
         };
         engine.attach(topic, group, chan)?;
         engine.wake(topic, group);
-        Ok(Subscription::new(rx, Box::new(member)))
+        Ok(Subscription::batched(rx, Box::new(member)))
     }
 }
 

@@ -35,10 +35,10 @@ use crate::writer::{Append, WriterMsg};
 /// an engine restart.
 #[derive(Clone, Debug)]
 pub struct GroupChannel {
-    /// Where deliveries go.
-    pub tx: flume::Sender<Delivery>,
+    /// Where deliveries go, in batches.
+    pub tx: flume::Sender<Vec<Delivery>>,
     /// Where members take them (the dispatcher keeps a clone to drain it).
-    pub rx: flume::Receiver<Delivery>,
+    pub rx: flume::Receiver<Vec<Delivery>>,
     /// Sum of the members' prefetch.
     pub max_in_flight: Arc<AtomicUsize>,
 }
@@ -56,6 +56,9 @@ impl Default for GroupChannel {
         Self::new()
     }
 }
+
+/// Most deliveries sent to the group's channel in one message.
+const MAX_BATCH: usize = 64;
 
 /// Commands to a dispatcher.
 #[derive(Debug)]
@@ -159,6 +162,8 @@ pub(crate) struct Dispatcher {
     /// Boxed: the table stays small and dense, and entries never move.
     entries: HashMap<u64, Box<Entry>, BuildHasherDefault<OffsetHasher>>,
     ready: [BTreeSet<u64>; 10],
+    /// Bit p set when `ready[p]` is not empty.
+    ready_mask: u16,
     delayed: BinaryHeap<Reverse<(Millis, u64)>>,
     /// (deadline, offset, token) in dispatch order: one visibility timeout per group makes
     /// deadlines monotonic, so a queue suffices.
@@ -198,6 +203,7 @@ impl Dispatcher {
             epoch: 1,
             entries: HashMap::default(),
             ready: Default::default(),
+            ready_mask: 0,
             delayed: BinaryHeap::new(),
             leases: VecDeque::new(),
             keys: HashMap::new(),
@@ -219,7 +225,9 @@ impl Dispatcher {
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         loop {
-            while let Ok(cmd) = self.cmd_rx.try_recv() {
+            // Everything queued, under one lock.
+            let cmds: Vec<Cmd> = self.cmd_rx.drain().collect();
+            for cmd in cmds {
                 if !self.handle(cmd) {
                     return self.stop().await;
                 }
@@ -397,7 +405,9 @@ impl Dispatcher {
             _ => {
                 e.st = St::Ready;
                 e.ready_since = now;
-                self.ready[e.env.priority.get() as usize].insert(offset);
+                let p = e.env.priority.get() as usize;
+                self.ready[p].insert(offset);
+                self.ready_mask |= 1 << p;
             }
         }
     }
@@ -432,7 +442,15 @@ impl Dispatcher {
 
     fn pick(&mut self, now: Instant) -> Option<u64> {
         // Starvation matters only when more than one priority level is waiting.
-        let levels = self.ready.iter().filter(|s| !s.is_empty()).count();
+        let levels = self.ready_mask.count_ones();
+        if levels == 1 {
+            let p = 15 - self.ready_mask.leading_zeros() as usize;
+            let offset = self.ready[p].pop_first();
+            if self.ready[p].is_empty() {
+                self.ready_mask &= !(1 << p);
+            }
+            return offset;
+        }
         let starving = if levels > 1 {
             self.ready
                 .iter()
@@ -446,14 +464,26 @@ impl Dispatcher {
         };
         let offset = starving.or_else(|| self.ready.iter().rev().find_map(|s| s.first().copied()))?;
         let p = self.entries[&offset].env.priority.get() as usize;
-        self.ready[p].remove(&offset);
+        self.unready(p, offset);
         Some(offset)
+    }
+
+    fn unready(&mut self, p: usize, offset: u64) {
+        self.ready[p].remove(&offset);
+        if self.ready[p].is_empty() {
+            self.ready_mask &= !(1 << p);
+        }
     }
 
     fn dispatch(&mut self) {
         let max = self.chan.max_in_flight.load(Ordering::Relaxed);
         let now = Instant::now();
         let deadline = now + self.spec.visibility_timeout;
+        // Batches big enough to save channel operations, small enough that every member gets
+        // a share of the prefetch window.
+        let members = self.chan.rx.receiver_count().saturating_sub(1).max(1);
+        let batch_size = (max / (4 * members)).clamp(1, MAX_BATCH);
+        let mut batch = Vec::with_capacity(batch_size.min(max.saturating_sub(self.outstanding)));
         while self.outstanding < max {
             let Some(offset) = self.pick(now) else { break };
             let e = self.entries.get_mut(&offset).expect("ready entries exist");
@@ -464,10 +494,16 @@ impl Dispatcher {
             self.outstanding += 1;
             self.dirty = true;
             let acker = LogAcker { cmd: self.cmd_tx.clone(), offset, token: e.token, epoch: self.epoch };
-            let d = Delivery::new(e.env.clone(), e.attempts, Position::offset(offset), Box::new(acker));
-            if self.chan.tx.send(d).is_err() {
-                break;
+            batch.push(Delivery::new(e.env.clone(), e.attempts, Position::offset(offset), Box::new(acker)));
+            if batch.len() >= batch_size {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                if self.chan.tx.send(full).is_err() {
+                    return;
+                }
             }
+        }
+        if !batch.is_empty() {
+            let _ = self.chan.tx.send(batch);
         }
     }
 
@@ -534,6 +570,7 @@ impl Dispatcher {
                 self.epoch += 1;
                 self.entries.clear();
                 self.ready = Default::default();
+                self.ready_mask = 0;
                 self.delayed.clear();
                 self.leases.clear();
                 self.keys.clear();
@@ -560,7 +597,7 @@ impl Dispatcher {
         match e.st {
             St::InFlight => self.outstanding -= 1,
             St::Ready => {
-                self.ready[e.env.priority.get() as usize].remove(&offset);
+                self.unready(e.env.priority.get() as usize, offset);
             }
             St::Delayed(_) | St::Waiting => {}
         }
@@ -599,6 +636,18 @@ struct LogAcker {
 
 #[async_trait]
 impl Acker for LogAcker {
+    fn settle_now(&mut self, s: &Settlement) -> Option<Result<(), BusError>> {
+        let (offset, token, epoch) = (self.offset, self.token, self.epoch);
+        let cmd = match s {
+            Settlement::Ack => Cmd::Ack { offset, epoch },
+            Settlement::RetryAfter { delay, error } => {
+                Cmd::Retry { offset, token, epoch, delay: *delay, error: error.clone() }
+            }
+            Settlement::DeadLetter { .. } => return None,
+        };
+        Some(self.cmd.send(cmd).map_err(|_| BusError::LeaseExpired))
+    }
+
     async fn settle(self: Box<Self>, s: Settlement) -> Result<(), BusError> {
         let (offset, token, epoch) = (self.offset, self.token, self.epoch);
         let cmd = match s {
