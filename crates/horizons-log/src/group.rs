@@ -12,7 +12,7 @@
 //! - Starvation: a ready message that waited longer than `max_priority_wait` goes first.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::error::LogError;
 use crate::log::{Cursor, TopicLog};
+use crate::ready::ReadySet;
 use crate::state::{GroupState, Saved};
 use crate::writer::{Append, WriterMsg};
 
@@ -161,7 +162,7 @@ pub(crate) struct Dispatcher {
     cursor: Cursor,
     /// Boxed: the table stays small and dense, and entries never move.
     entries: HashMap<u64, Box<Entry>, BuildHasherDefault<OffsetHasher>>,
-    ready: [BTreeSet<u64>; 10],
+    ready: [ReadySet; 10],
     /// Bit p set when `ready[p]` is not empty.
     ready_mask: u16,
     delayed: BinaryHeap<Reverse<(Millis, u64)>>,
@@ -386,16 +387,16 @@ impl Dispatcher {
             _ => true,
         };
         if front {
-            self.activate_at(offset, due, now);
+            self.activate_at(offset, due, now, true);
         }
     }
 
     /// Makes `offset` ready, or delayed until `due`.
     fn activate(&mut self, offset: u64, due: Option<Millis>) {
-        self.activate_at(offset, due, Instant::now());
+        self.activate_at(offset, due, Instant::now(), false);
     }
 
-    fn activate_at(&mut self, offset: u64, due: Option<Millis>, now: Instant) {
+    fn activate_at(&mut self, offset: u64, due: Option<Millis>, now: Instant, in_order: bool) {
         let Some(e) = self.entries.get_mut(&offset) else { return };
         match due {
             Some(d) if d > now_millis() => {
@@ -406,7 +407,7 @@ impl Dispatcher {
                 e.st = St::Ready;
                 e.ready_since = now;
                 let p = e.env.priority.get() as usize;
-                self.ready[p].insert(offset);
+                self.ready[p].insert(offset, in_order);
                 self.ready_mask |= 1 << p;
             }
         }
@@ -454,7 +455,7 @@ impl Dispatcher {
         let starving = if levels > 1 {
             self.ready
                 .iter()
-                .filter_map(|s| s.first().copied())
+                .filter_map(ReadySet::first)
                 .filter_map(|o| self.entries.get(&o).map(|e| (e.ready_since, o)))
                 .min()
                 .filter(|(since, _)| now.saturating_duration_since(*since) >= self.cfg.max_priority_wait)
@@ -462,14 +463,14 @@ impl Dispatcher {
         } else {
             None
         };
-        let offset = starving.or_else(|| self.ready.iter().rev().find_map(|s| s.first().copied()))?;
+        let offset = starving.or_else(|| self.ready.iter().rev().find_map(ReadySet::first))?;
         let p = self.entries[&offset].env.priority.get() as usize;
         self.unready(p, offset);
         Some(offset)
     }
 
     fn unready(&mut self, p: usize, offset: u64) {
-        self.ready[p].remove(&offset);
+        self.ready[p].remove(offset);
         if self.ready[p].is_empty() {
             self.ready_mask &= !(1 << p);
         }
@@ -669,8 +670,7 @@ impl Acker for LogAcker {
     }
 }
 
-/// A cheap hasher for offsets (Fibonacci hashing): the std SipHash costs more than the rest of
-/// an ack.
+/// A cheap hasher for offsets: the std SipHash costs more than the rest of an ack.
 #[derive(Default)]
 pub(crate) struct OffsetHasher(u64);
 
@@ -686,6 +686,10 @@ impl std::hash::Hasher for OffsetHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Low bits pick the bucket: keep them the offset itself, so neighbouring offsets sit in
+        // neighbouring buckets (the window is read and acked in order: cache-friendly). The
+        // top 7 bits are the table's tag byte: scramble them so tags still tell keys apart.
+        let tag = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xFE00_0000_0000_0000;
+        self.0 = n ^ tag;
     }
 }

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod group;
 pub mod log;
+mod ready;
 pub mod record;
 pub mod segment;
 pub mod state;
