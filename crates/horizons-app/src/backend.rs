@@ -70,8 +70,34 @@ pub fn open(cfg: &Config) -> Result<Arc<dyn Backend>, AppError> {
             let bus = EmbeddedBus::open(ecfg).map_err(AppError::bus(format!("opening the embedded bus in {dir}")))?;
             Ok(Arc::new(bus))
         }
-        other @ (BackendKind::Amqp | BackendKind::Kafka | BackendKind::Nats) => Err(AppError::BackendNotBuilt(other)),
+        BackendKind::Kafka => {
+            let kcfg = cfg.bus.kafka.clone();
+            let brokers = kcfg.brokers.clone();
+            let bus = open_kafka(kcfg).map_err(AppError::bus(format!("connecting to Kafka at {brokers}")))?;
+            Ok(Arc::new(bus))
+        }
+        BackendKind::Amqp => {
+            let acfg = cfg.bus.amqp.clone();
+            let url = acfg.url.redacted();
+            let bus = open_amqp(acfg).map_err(AppError::bus(format!("connecting to RabbitMQ at {url}")))?;
+            Ok(Arc::new(bus))
+        }
+        other @ BackendKind::Nats => Err(AppError::BackendNotBuilt(other)),
     }
+}
+
+/// Connects the kafka backend from synchronous code inside a Tokio runtime (multi-thread, as
+/// every horizons command runs): bounded by the config's `admin_timeout`.
+fn open_kafka(kcfg: horizons_kafka::KafkaConfig) -> Result<horizons_kafka::KafkaBus, horizons_bus::BusError> {
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(horizons_kafka::KafkaBus::connect(kcfg)).map_err(Into::into)
+    })
+}
+
+/// Connects the amqp backend from synchronous code inside a (multi-thread) Tokio runtime, so
+/// an unreachable broker or wrong credentials fail at start-up, within `connect_timeout`.
+fn open_amqp(acfg: horizons_amqp::AmqpConfig) -> Result<horizons_amqp::AmqpBus, horizons_bus::BusError> {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(horizons_amqp::AmqpBus::connect(acfg)))
 }
 
 #[cfg(test)]
@@ -88,12 +114,10 @@ mod tests {
 
     #[tokio::test]
     async fn unbuilt_backends_fail_clearly() {
-        for k in [BackendKind::Amqp, BackendKind::Kafka, BackendKind::Nats] {
-            let mut cfg = Config::default();
-            cfg.bus.backend = k;
-            let err = open(&cfg).err().expect("not built").to_string();
-            assert!(err.contains(&format!("the {k} backend is not built yet")), "{err}");
-        }
+        let mut cfg = Config::default();
+        cfg.bus.backend = BackendKind::Nats;
+        let err = open(&cfg).err().expect("not built").to_string();
+        assert!(err.contains("the nats backend is not built yet"), "{err}");
     }
 
     #[tokio::test]
@@ -104,5 +128,24 @@ mod tests {
         assert_eq!(bus.name(), "embedded");
         assert!(dir.path().join("bus").is_dir());
         bus.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_start_up_failure_names_the_brokers() {
+        let mut cfg = Config::default();
+        cfg.bus.backend = BackendKind::Kafka;
+        cfg.bus.kafka.brokers = "127.0.0.1:1".into();
+        cfg.bus.kafka.admin_timeout = std::time::Duration::from_secs(2);
+        let err = open(&cfg).err().expect("nothing listens on port 1").to_string();
+        assert!(err.contains("connecting to Kafka at 127.0.0.1:1"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn amqp_start_up_failure_names_the_url_without_password() {
+        let mut cfg = Config::default();
+        cfg.bus.backend = BackendKind::Amqp;
+        cfg.bus.amqp.url = horizons_amqp::SecretUrl::new("amqp://horizons:hunter2@127.0.0.1:1/%2f");
+        let err = open(&cfg).err().expect("nothing listens on port 1").to_string();
+        assert!(err.contains("amqp://horizons:***@127.0.0.1:1/%2f") && !err.contains("hunter2"), "{err}");
     }
 }

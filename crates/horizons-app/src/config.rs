@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use horizons_amqp::AmqpConfig;
 use horizons_bus::BusError;
 use horizons_embedded::EmbeddedConfig;
+use horizons_kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
@@ -25,11 +27,13 @@ pub const DEFAULT_FILE: &str = "horizons.toml";
 pub const ENV_CONFIG: &str = "HORIZONS_CONFIG";
 
 /// The environment variables read, and the key each one sets.
-pub const ENV_VARS: [(&str, &str); 4] = [
+pub const ENV_VARS: [(&str, &str); 6] = [
     ("HORIZONS_DATA_DIR", "data_dir"),
     ("HORIZONS_HTTP_ADDR", "http.addr"),
     ("HORIZONS_BUS_BACKEND", "bus.backend"),
     ("HORIZONS_BUS_EMBEDDED_DATA_DIR", "bus.embedded.data_dir"),
+    ("HORIZONS_AMQP_URL", "bus.amqp.url"),
+    ("HORIZONS_KAFKA_BROKERS", "bus.kafka.brokers"),
 ];
 
 /// The whole configuration of a horizons process.
@@ -75,6 +79,10 @@ pub struct BusConfig {
     pub backend: BackendKind,
     /// Settings of the embedded backend.
     pub embedded: EmbeddedSection,
+    /// Settings of the amqp backend (`[bus.amqp]`; the URL also from `HORIZONS_AMQP_URL`).
+    pub amqp: AmqpConfig,
+    /// Settings of the kafka backend (`[bus.kafka]`; brokers also from `HORIZONS_KAFKA_BROKERS`).
+    pub kafka: KafkaConfig,
 }
 
 /// `[bus.embedded]`: the embedded log engine.
@@ -164,6 +172,8 @@ impl Config {
                 }
                 "HORIZONS_BUS_BACKEND" => self.bus.backend = value.parse().map_err(bad)?,
                 "HORIZONS_BUS_EMBEDDED_DATA_DIR" => self.bus.embedded.data_dir = Some(PathBuf::from(&value)),
+                "HORIZONS_AMQP_URL" => self.bus.amqp.url = horizons_amqp::SecretUrl::new(value.clone()),
+                "HORIZONS_KAFKA_BROKERS" => self.bus.kafka.brokers = value.clone(),
                 _ => unreachable!("every entry of ENV_VARS is handled"),
             }
         }
@@ -194,6 +204,8 @@ impl Config {
         if self.bus.embedded.data_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             return invalid("bus.embedded.data_dir must not be empty when set");
         }
+        self.bus.kafka.validate().map_err(|e| AppError::ConfigInvalid(e.to_string()))?;
+        self.bus.amqp.validate().map_err(|e| AppError::ConfigInvalid(e.to_string()))?;
         self.embedded().validate().map_err(|e| match e {
             BusError::Config(m) => AppError::ConfigInvalid(m),
             other => AppError::ConfigInvalid(other.to_string()),

@@ -82,6 +82,9 @@ pub enum AppError {
     /// A benchmark did not complete (e.g. the consumers stalled).
     #[error("benchmark failed: {0}")]
     Bench(String),
+    /// The ngVLA pipeline failed (bad input file, no usable data, writing products).
+    #[error("pipeline")]
+    Pipeline(#[source] horizons_ngvla::NgvlaError),
 }
 
 impl AppError {
@@ -89,6 +92,11 @@ impl AppError {
     pub fn bus(context: impl Into<String>) -> impl FnOnce(horizons_bus::BusError) -> AppError {
         let context = context.into();
         move |source| AppError::Bus { context, source }
+    }
+
+    /// Wraps a pipeline error.
+    pub fn pipeline(e: horizons_ngvla::NgvlaError) -> AppError {
+        AppError::Pipeline(e)
     }
 
     /// A closure wrapping an I/O error with `context`.

@@ -6,6 +6,7 @@
 //! - [`bus`]: `horizons bus topics|publish|consume|dlq|replay`, an operator's kcat.
 //! - [`bench`]: `horizons bench bus`, throughput and latency with a same-run baseline.
 //! - [`up`]: `horizons up` / `serve`, the bus and the HTTP API in one process.
+//! - [`pipeline`]: `horizons pipeline run FILE --out DIR`, the ngVLA chain in one process.
 //!
 //! *Architecture invariant:* commands see the bus through `horizons_bus` traits only; the only
 //! mention of a concrete backend is in [`backend::open`] (and the embedded baseline of the
@@ -17,6 +18,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod payload;
+pub mod pipeline;
 pub mod shutdown;
 pub mod telemetry;
 pub mod up;
@@ -52,6 +54,9 @@ pub enum Command {
     /// Measure.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The ngVLA pipeline: validate, flag, calibrate, image and archive visibilities.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
 }
 
 /// Runs `command`. Sets up logging (stderr; `RUST_LOG` overrides the default level), loads the
@@ -59,7 +64,7 @@ pub enum Command {
 pub async fn run(global: GlobalArgs, command: Command) -> Result<(), AppError> {
     let default_level = match command {
         Command::Up(_) | Command::Serve(_) => "info",
-        Command::Bus(_) | Command::Bench(_) => "warn",
+        Command::Bus(_) | Command::Bench(_) | Command::Pipeline(_) => "warn",
     };
     telemetry::init_tracing(default_level)?;
     let mut flags = Overrides { config: global.config, data_dir: global.data_dir.clone(), ..Default::default() };
@@ -80,5 +85,9 @@ pub async fn run(global: GlobalArgs, command: Command) -> Result<(), AppError> {
             let cfg = Config::load(&flags)?;
             bench::run(cfg, global.data_dir.is_some(), c).await
         }
+        // CPU-bound and self-contained: run it off the async workers.
+        Command::Pipeline(c) => tokio::task::spawn_blocking(move || pipeline::run(c))
+            .await
+            .map_err(|e| AppError::Task(format!("pipeline: {e}")))?,
     }
 }

@@ -4,7 +4,8 @@
 //! The run uses a fresh data directory (under `--data-dir`, else the system temp dir) that is
 //! removed afterwards. With `--baseline raw` on the embedded backend, [`raw`] measures the
 //! disk's fdatasync'd ceiling in the same directory right after the run, at the engine's own
-//! group-commit cadence (counted by [`commits`]).
+//! group-commit cadence (counted by [`commits`]). On kafka, [`raw_kafka`] runs the same load
+//! through bare rdkafka right after, and the ratio is of end-to-end messages per second.
 //!
 //! Figures: `publish_msgs_per_sec` = N / (first publish → last publish acknowledged);
 //! `consume_msgs_per_sec` = N / (first delivery → last delivery); `end_to_end_msgs_per_sec`
@@ -16,6 +17,8 @@
 pub mod commits;
 pub mod load;
 pub mod raw;
+pub mod raw_amqp;
+pub mod raw_kafka;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -38,7 +41,8 @@ pub enum BenchCommand {
 /// Baselines a bench can compare with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BaselineKind {
-    /// The bare minimum: for embedded, fdatasync'd appends of the same records to a plain file.
+    /// The bare minimum: for embedded, fdatasync'd appends of the same records to a plain file;
+    /// for kafka, bare rdkafka with the adapter's settings ([`raw_kafka`]).
     Raw,
 }
 
@@ -144,8 +148,15 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
     cfg.data_dir = tmp.path().to_path_buf();
     cfg.bus.embedded.data_dir = Some(tmp.path().join("bus"));
     let commits = commits::CommitCounter::install();
+    // Bench queues on RabbitMQ delete themselves an hour after the run.
+    cfg.bus.amqp.queue_expires.get_or_insert(Duration::from_secs(3600));
     let backend = backend::open(&cfg)?;
-    let topic = Topic::new("bench").expect("valid name");
+    // A broker keeps topics between runs: each run gets a fresh one there.
+    let topic = match cfg.bus.backend {
+        BackendKind::Embedded => Topic::new("bench"),
+        _ => Topic::new(format!("bench-{}", tmp.path().file_name().map_or("run".into(), |n| n.to_string_lossy()))),
+    }
+    .expect("valid name");
     let load = load::Load {
         messages: args.messages,
         size: args.size,
@@ -189,7 +200,21 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
         _ => args.batch as u64,
     };
     let mut raw_detail = None;
-    if args.baseline == Some(BaselineKind::Raw) {
+    let mut kafka_detail = None;
+    let mut amqp_detail = None;
+    if args.baseline == Some(BaselineKind::Raw) && cfg.bus.backend == BackendKind::Amqp {
+        let r = raw_amqp::run(&cfg.bus.amqp, &load).await?;
+        report.ratio = Some(report.end_to_end_msgs_per_sec / r.end_to_end_msgs_per_sec.max(1e-12));
+        report.baseline =
+            Some(Baseline { name: "raw-lapin", msgs_per_sec: r.end_to_end_msgs_per_sec, mb_per_sec: r.mb_per_sec });
+        amqp_detail = Some(r);
+    } else if args.baseline == Some(BaselineKind::Raw) && cfg.bus.backend == BackendKind::Kafka {
+        let r = raw_kafka::run(&cfg.bus.kafka, &load).await?;
+        report.ratio = Some(report.end_to_end_msgs_per_sec / r.end_to_end_msgs_per_sec.max(1e-12));
+        report.baseline =
+            Some(Baseline { name: "raw-rdkafka", msgs_per_sec: r.end_to_end_msgs_per_sec, mb_per_sec: r.mb_per_sec });
+        kafka_detail = Some(r);
+    } else if args.baseline == Some(BaselineKind::Raw) {
         let (dir, topic, size, msgs) = (tmp.path().to_path_buf(), topic.clone(), args.size, args.messages);
         let r = tokio::task::spawn_blocking(move || raw::run(&dir, &topic, msgs, size, per_sync))
             .await
@@ -200,6 +225,9 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
         raw_detail = Some(r);
     }
     drop(tmp);
+    if cfg.bus.backend == BackendKind::Kafka {
+        raw_kafka::cleanup(&cfg.bus.kafka, &topic).await;
+    }
 
     if args.json {
         let json = serde_json::to_string(&report).expect("report serialises");
@@ -226,7 +254,7 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
         report.latency_ms.p50,
         report.latency_ms.p99,
     );
-    if let Some(c) = commits_made {
+    if let Some(c) = commits_made.filter(|_| cfg.bus.backend == BackendKind::Embedded) {
         text += &format!("commits      {c} fsyncs, {per_sync} records each on average\n");
     }
     if m.duplicates > 0 || m.corrupt > 0 {
@@ -237,6 +265,20 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
             "baseline raw {:>12.0} records/s  {:.1} MB/s payload ({:.1} MB/s on disk, {} fdatasyncs of {} records)\n\
              ratio        {:.3} (end-to-end MB/s / raw MB/s)\n",
             b.msgs_per_sec, b.mb_per_sec, r.disk_mb_per_sec, r.syncs, per_sync, ratio
+        );
+    }
+    if let (Some(r), Some(ratio)) = (&amqp_detail, report.ratio) {
+        text += &format!(
+            "baseline raw lapin: publish {:.0} msg/s, consume {:.0} msg/s, end-to-end {:.0} msg/s {:.1} MB/s payload\n\
+             ratio        {:.3} (end-to-end msg/s / bare lapin end-to-end msg/s)\n",
+            r.publish_msgs_per_sec, r.consume_msgs_per_sec, r.end_to_end_msgs_per_sec, r.mb_per_sec, ratio
+        );
+    }
+    if let (Some(r), Some(ratio)) = (&kafka_detail, report.ratio) {
+        text += &format!(
+            "baseline raw rdkafka: publish {:.0} msg/s, consume {:.0} msg/s, end-to-end {:.0} msg/s {:.1} MB/s payload\n\
+             ratio        {:.3} (end-to-end msg/s / bare rdkafka end-to-end msg/s)\n",
+            r.publish_msgs_per_sec, r.consume_msgs_per_sec, r.end_to_end_msgs_per_sec, r.mb_per_sec, ratio
         );
     }
     print!("{text}");

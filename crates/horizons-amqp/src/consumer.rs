@@ -1,0 +1,291 @@
+//! Subscribing: one channel per member, `basic.qos` = the member's prefetch for each of the
+//! group's queues, manual acks; a task drives the member's [`Member`] state and hands
+//! deliveries to the subscription one at a time, so the choice of what goes next (priority,
+//! key blocking) is made as late as possible.
+//!
+//! The task outlives outages: when the channel or connection dies it drops what the dead
+//! channel delivered (the broker requeues it, counting a return), waits for the supervisor's
+//! next connection and consumes again. A subscription ends only when it is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{SelectAll, StreamExt};
+use futures::{FutureExt, Stream};
+use horizons_bus::{
+    BusError, Delivery, GroupSpec, OrderingMode, Position, SubscribeOptions, Subscriber, Subscription, Topic,
+};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::acker::{AmqpAcker, GroupCtx};
+use crate::codec;
+use crate::member::{Action, Entry, Member};
+use crate::topology::{self, Layout};
+use crate::{AmqpBus, AmqpError, Inner};
+
+/// How long a new member waits for levels the broker says are non-empty before handing out
+/// a lower one.
+const STARTUP_GRACE: Duration = Duration::from_millis(300);
+
+type Deliveries =
+    SelectAll<std::pin::Pin<Box<dyn Stream<Item = (usize, lapin::Result<lapin::message::Delivery>)> + Send>>>;
+
+/// One consuming channel.
+struct Session {
+    ch: lapin::Channel,
+    gen: u64,
+    deliveries: Deliveries,
+}
+
+/// Opens a channel and consumes every queue of `layout`; tells `member` what waits.
+async fn open_session(
+    inner: &Inner,
+    layout: &Layout,
+    prefetch: usize,
+    member: &mut Member,
+) -> Result<Session, BusError> {
+    let live = inner.conn.live(None).await?;
+    let ch = live.channel("consuming").await?;
+    let result = async {
+        let qos = prefetch.clamp(1, usize::from(u16::MAX)) as u16;
+        ch.basic_qos(qos, BasicQosOptions { global: false }).await?;
+        let mut deliveries = SelectAll::new();
+        for (i, q) in layout.queues.iter().enumerate() {
+            if layout.ordering == OrderingMode::Requeue {
+                let passive = QueueDeclareOptions::durable().passive();
+                let info = ch.queue_declare(q.as_str().into(), passive, FieldTable::default()).await?;
+                if info.message_count() > 0 {
+                    member.expect(i, Instant::now() + STARTUP_GRACE);
+                }
+            }
+            let consumer = ch
+                .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await?;
+            let s: std::pin::Pin<Box<dyn Stream<Item = _> + Send>> = Box::pin(consumer.map(move |d| (i, d)));
+            deliveries.push(s);
+        }
+        Ok::<_, lapin::Error>(deliveries)
+    }
+    .await;
+    match result {
+        Ok(deliveries) => Ok(Session { ch, gen: live.gen, deliveries }),
+        Err(e) => {
+            let _ = ch.close(200, "consume failed".into()).await;
+            Err(AmqpError::lapin(format!("consuming {}/{}", layout.topic, layout.group), e).into())
+        }
+    }
+}
+
+fn entry(layout: &Layout, queue: usize, d: lapin::message::Delivery) -> Entry {
+    let (env, meta) = codec::decode(&layout.topic, &d.properties, d.data);
+    Entry {
+        env,
+        lapin: d.acker,
+        queue,
+        tag: d.delivery_tag,
+        attempt: meta.trail.attempts + meta.returns + 1,
+        trail: meta.trail,
+    }
+}
+
+/// Why a session ended.
+enum End {
+    Cancelled,
+    Lost(String),
+}
+
+struct Driver {
+    ctx: Arc<GroupCtx>,
+    member: Member,
+    cmd_rx: flume::Receiver<crate::member::Cmd>,
+    tx: flume::Sender<Delivery>,
+    cancel: CancellationToken,
+    prefetch: usize,
+}
+
+impl Driver {
+    async fn run(mut self, mut session: Option<Session>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let s = match session.take() {
+                Some(s) => s,
+                None => match open_session(&self.ctx.inner, &self.ctx.layout, self.prefetch, &mut self.member).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(topic = %self.ctx.layout.topic, group = %self.ctx.layout.group, error = %e, "cannot consume; retrying");
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+            };
+            backoff = Duration::from_millis(50);
+            let (ch, gen) = (s.ch.clone(), s.gen);
+            let end = self.session(s).await;
+            self.member.lost();
+            match end {
+                End::Cancelled => {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), ch.close(200, "unsubscribed".into())).await;
+                    return;
+                }
+                End::Lost(why) => {
+                    tracing::warn!(topic = %self.ctx.layout.topic, group = %self.ctx.layout.group, why, "consumer channel lost; resubscribing");
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ch.close(200, "lost".into())).await;
+                    self.ctx.inner.conn.report(gen);
+                }
+            }
+        }
+    }
+
+    /// Takes a delivery from the broker; one over the size limit goes straight to the DLQ.
+    fn push(&mut self, e: Entry) {
+        let size = e.env.wire_size();
+        let max = self.ctx.layout.max_bytes;
+        self.member.push(e);
+        if size <= max {
+            return;
+        }
+        // Taken out of the buffer before anyone sees it, and dead-lettered like a handler would.
+        if let Some(e) = self.member.remove_oversize(max) {
+            let (token, state) = self.member.offer(e.clone());
+            let acker = Box::new(AmqpAcker::new(self.ctx.clone(), &e, token, state));
+            let reason =
+                format!("oversize message: {size} bytes, the limit of topic {} is {max}", self.ctx.layout.topic);
+            tracing::warn!(message_id = %e.env.id, reason, "dead-lettering unhandled");
+            tokio::spawn(async move {
+                let s = horizons_bus::Settlement::DeadLetter { reason, error: None };
+                if let Err(e) = horizons_bus::Acker::settle(acker, s).await {
+                    tracing::warn!(error = %e, "dead-lettering an oversize message failed; it will come back");
+                }
+            });
+        }
+    }
+
+    async fn act(&self, actions: impl IntoIterator<Item = Action>) {
+        for Action::Requeue(acker) in actions {
+            let _ = acker.reject(BasicRejectOptions { requeue: true }).await;
+        }
+    }
+
+    async fn session(&mut self, mut s: Session) -> End {
+        let mut slot: Option<std::pin::Pin<Box<flume::r#async::SendFut<'static, Delivery>>>> = None;
+        let mut slot_token = 0;
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        loop {
+            let now = Instant::now();
+            let expired = self.member.expire(now);
+            self.act(expired).await;
+            let mut wake = self.member.next_due().filter(|t| *t > now);
+            if slot.is_none() {
+                match self.member.next_ready(now) {
+                    Ok(e) => {
+                        let (token, state) = self.member.offer(e.clone());
+                        let acker = AmqpAcker::new(self.ctx.clone(), &e, token, state);
+                        let position = Position { partition: Some(e.queue as u32), offset: e.tag };
+                        let d = Delivery::new(e.env, e.attempt, position, Box::new(acker));
+                        slot = Some(Box::pin(self.tx.clone().into_send_async(d)));
+                        slot_token = token;
+                    }
+                    Err(t) => wake = wake.into_iter().chain(t).min(),
+                }
+            }
+            if let Some(t) = wake {
+                if sleep.deadline() != t {
+                    sleep.as_mut().reset(t);
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return End::Cancelled,
+                r = async { slot.as_mut().expect("guarded").await }, if slot.is_some() => {
+                    slot = None;
+                    if r.is_err() {
+                        return End::Cancelled;
+                    }
+                    self.member.taken(slot_token, Instant::now());
+                }
+                cmd = self.cmd_rx.recv_async() => {
+                    let now = Instant::now();
+                    // Settles come in bursts: take every one that is waiting.
+                    for cmd in cmd.into_iter().chain(self.cmd_rx.try_iter()) {
+                        let action = self.member.command(cmd, now);
+                        self.act(action).await;
+                    }
+                }
+                d = s.deliveries.next() => {
+                    let mut next = Some(d);
+                    while let Some(d) = next {
+                        match d {
+                            Some((i, Ok(d))) => self.push(entry(&self.ctx.layout, i, d)),
+                            Some((_, Err(e))) => return End::Lost(e.to_string()),
+                            None => return End::Lost("consumers cancelled".into()),
+                        }
+                        next = s.deliveries.next().now_or_never();
+                    }
+                }
+                _ = &mut sleep, if wake.is_some() => {}
+            }
+        }
+    }
+}
+
+/// Unsubscribes when the subscription is dropped.
+struct Guard(CancellationToken);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl AmqpBus {
+    /// The group's layout: from what this process declared, else from the queues that exist.
+    pub(crate) async fn layout(&self, topic: &Topic, group: &str) -> Result<Layout, BusError> {
+        let inner = &self.inner;
+        let spec = inner.topics.read().get(topic).cloned();
+        if let Some(t) = spec {
+            return match t.find_group(group) {
+                Some(g) => Ok(Layout { max_bytes: t.max_message_bytes, ..Layout::new(&inner.cfg, topic, g) }),
+                None => Err(BusError::UnknownGroup { topic: topic.to_string(), group: group.into() }),
+            };
+        }
+        let live = inner.conn.live(Some(inner.cfg.unavailable_wait)).await?;
+        let probe = |ordering: OrderingMode| Layout::new(&inner.cfg, topic, &GroupSpec::new(group).ordering(ordering));
+        for ordering in [OrderingMode::Requeue, OrderingMode::BlockKey] {
+            let layout = probe(ordering);
+            if topology::probe(&live, &layout.queues[0]).await?.is_some() {
+                return Ok(layout);
+            }
+        }
+        Err(BusError::UnknownGroup { topic: topic.to_string(), group: group.into() })
+    }
+}
+
+#[async_trait]
+impl Subscriber for AmqpBus {
+    async fn subscribe(&self, topic: &Topic, group: &str, opts: SubscribeOptions) -> Result<Subscription, BusError> {
+        let layout = self.layout(topic, group).await?;
+        let cfg = &self.inner.cfg;
+        let prefetch = opts.prefetch.max(1);
+        let mut member =
+            Member::new(layout.ordering, layout.queues.len(), prefetch, cfg.priority_grace, layout.visibility);
+        let session = open_session(&self.inner, &layout, prefetch, &mut member).await?;
+        let (cmd_tx, cmd_rx) = flume::unbounded();
+        // Small prefetches hand over one at a time, so priority and key order are decided as
+        // late as possible; large ones keep a few ready, saving a task switch per delivery.
+        let (tx, rx) = flume::bounded(prefetch / 16);
+        let cancel = CancellationToken::new();
+        let ctx = Arc::new(GroupCtx { inner: self.inner.clone(), layout, cmd: cmd_tx });
+        let driver = Driver { ctx, member, cmd_rx, tx, cancel: cancel.clone(), prefetch };
+        tokio::spawn(driver.run(Some(session)));
+        Ok(Subscription::new(rx, Box::new(Guard(cancel))))
+    }
+}

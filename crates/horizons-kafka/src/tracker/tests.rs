@@ -1,0 +1,107 @@
+//! The tracker's rules, one scenario per test: commit positions never pass an unsettled
+//! message, `BlockKey` releases a key only when its holder is done, leases and retries
+//! bring messages back with growing attempts.
+
+use std::time::{Duration, Instant};
+
+use horizons_bus::{Envelope, OrderingMode, Settlement, Topic};
+
+use super::{Action, Tracker};
+
+const TP: (usize, i32) = (0, 0);
+
+fn msg(key: &str) -> Envelope {
+    Envelope::new(Topic::new("t").unwrap(), "x").with_key(key)
+}
+
+fn tracker(mode: OrderingMode, keys: &[&str]) -> Tracker {
+    let mut t = Tracker::new(mode, Duration::from_secs(30));
+    for (i, k) in keys.iter().enumerate() {
+        let id = t.push(TP, i as i64 + 10, msg(k), None, 1);
+        t.admit(id, None);
+    }
+    t
+}
+
+fn deliver_all(t: &mut Tracker) -> Vec<(u64, u32)> {
+    std::iter::from_fn(|| t.next_delivery(Instant::now())).collect()
+}
+
+fn retry(d: Duration) -> Settlement {
+    Settlement::RetryAfter { delay: d, error: "e".into() }
+}
+
+#[test]
+fn commit_stops_at_first_unsettled() {
+    let mut t = tracker(OrderingMode::Requeue, &["a", "b", "c"]);
+    let d = deliver_all(&mut t);
+    assert_eq!(d.len(), 3);
+    assert_eq!(t.settle(d[1].0, d[1].1, Settlement::Ack, Instant::now()), Action::None);
+    assert_eq!(t.commits(), [(TP, 10)]);
+    t.committed(TP, 10);
+    assert!(t.commits().is_empty());
+    t.settle(d[0].0, d[0].1, Settlement::Ack, Instant::now());
+    assert_eq!(t.commits(), [(TP, 12)]);
+    t.settle(d[2].0, d[2].1, Settlement::Ack, Instant::now());
+    assert_eq!(t.commits(), [(TP, 13)]);
+}
+
+#[test]
+fn block_key_holds_later_messages_of_the_key() {
+    let mut t = tracker(OrderingMode::BlockKey, &["a", "a", "b"]);
+    let d = deliver_all(&mut t);
+    assert_eq!(d.len(), 2, "the second 'a' must wait: {d:?}");
+    let now = Instant::now();
+    assert_eq!(t.settle(d[0].0, d[0].1, retry(Duration::from_millis(1)), now), Action::None);
+    assert!(t.next_delivery(now).is_none(), "the key is blocked while its holder waits");
+    t.fire_timers(now + Duration::from_millis(5));
+    let again = t.next_delivery(now).unwrap();
+    assert_eq!(again.0, d[0].0);
+    assert_eq!(t.slot(again.0).unwrap().attempt, 2);
+    t.settle(again.0, again.1, Settlement::Ack, now);
+    let second = t.next_delivery(now).unwrap();
+    assert_eq!(t.slot(second.0).unwrap().offset, 11);
+}
+
+#[test]
+fn requeue_retry_moves_without_blocking() {
+    let mut t = tracker(OrderingMode::Requeue, &["a", "a"]);
+    let d = deliver_all(&mut t);
+    assert_eq!(d.len(), 2);
+    let a = t.settle(d[0].0, d[0].1, retry(Duration::from_secs(3)), Instant::now());
+    assert_eq!(a, Action::Retry { slot: d[0].0, delay: Duration::from_secs(3) });
+    assert_eq!(t.commits(), [(TP, 10)], "not committed before the copy is written");
+    t.moved(d[0].0);
+    assert_eq!(t.commits(), [(TP, 11)]);
+}
+
+#[test]
+fn stale_and_released_deliveries() {
+    let mut t = tracker(OrderingMode::Requeue, &["a"]);
+    let (id, seq) = t.next_delivery(Instant::now()).unwrap();
+    t.release(id, seq);
+    let (id2, seq2) = t.next_delivery(Instant::now()).unwrap();
+    assert_eq!((id2, seq2), (id, seq + 1));
+    assert_eq!(t.slot(id).unwrap().attempt, 2);
+    assert_eq!(t.settle(id, seq, Settlement::Ack, Instant::now()), Action::Stale);
+    t.fire_timers(Instant::now() + Duration::from_secs(31));
+    assert_eq!(t.settle(id2, seq2, Settlement::Ack, Instant::now()), Action::Stale, "lease ran out");
+    let (_, seq3) = t.next_delivery(Instant::now()).unwrap();
+    assert_eq!(t.slot(id).unwrap().attempt, 3);
+    assert_eq!(t.delivered_in(TP), [(10, 3)]);
+    assert_eq!(t.settle(id, seq3, Settlement::Ack, Instant::now()), Action::None);
+    assert_eq!(t.outstanding(), 0);
+}
+
+#[test]
+fn dropping_a_partition_frees_its_keys() {
+    let mut t = tracker(OrderingMode::BlockKey, &["a"]);
+    let other = t.push((1, 0), 0, msg("a"), None, 1);
+    t.admit(other, None);
+    let (id, _) = t.next_delivery(Instant::now()).unwrap();
+    assert!(t.next_delivery(Instant::now()).is_none());
+    t.drop_partition(TP);
+    assert!(t.slot(id).is_none());
+    assert_eq!(t.outstanding(), 0);
+    assert_eq!(t.next_delivery(Instant::now()).map(|d| d.0), Some(other));
+}
