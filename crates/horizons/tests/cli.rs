@@ -195,9 +195,10 @@ fn a_bad_configuration_fails_naming_the_key() {
 fn unbuilt_backends_fail_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let d = dir_arg(tmp.path());
+    // RabbitMQ and Kafka are built (their crates test them against the real brokers); NATS is not.
     for args in [
-        vec!["bus", "--backend", "amqp", "topics", "--data-dir", d],
-        vec!["bus", "publish", "--backend", "kafka", "--topic", "t", "--count", "1", "--data-dir", d],
+        vec!["bus", "--backend", "nats", "topics", "--data-dir", d],
+        vec!["bus", "publish", "--backend", "nats", "--topic", "t", "--count", "1", "--data-dir", d],
         vec!["bench", "bus", "--backend", "nats", "--messages", "10", "--data-dir", d],
     ] {
         let err = fails(&args);
