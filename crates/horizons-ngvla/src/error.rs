@@ -82,6 +82,20 @@ impl NgvlaError {
     pub(crate) fn header(hdu: &str, reason: impl Into<String>) -> Self {
         NgvlaError::BadHeader { hdu: hdu.to_string(), reason: reason.into() }
     }
+
+    /// Fails with [`NgvlaError::Truncated`] unless `bytes` holds `needed` bytes from `offset`;
+    /// `what` names the part (built only on failure).
+    pub(crate) fn ensure_len(bytes: &[u8], offset: usize, needed: usize, what: impl FnOnce() -> String) -> Result<()> {
+        if offset.checked_add(needed).is_some_and(|end| end <= bytes.len()) {
+            return Ok(());
+        }
+        Err(NgvlaError::Truncated {
+            what: what(),
+            offset: offset as u64,
+            needed: needed as u64,
+            len: bytes.len() as u64,
+        })
+    }
 }
 
 /// The crate's result type.

@@ -64,14 +64,7 @@ impl BinTable {
             .checked_mul(rows)
             .and_then(|n| n.checked_add(pcount as usize))
             .ok_or_else(|| NgvlaError::header(&hdu, "table size overflows"))?;
-        if data_start + size > bytes.len() {
-            return Err(NgvlaError::Truncated {
-                what: format!("{hdu} table data"),
-                offset: data_start as u64,
-                needed: size as u64,
-                len: bytes.len() as u64,
-            });
-        }
+        NgvlaError::ensure_len(bytes, data_start, size, || format!("{hdu} table data"))?;
         let next = data_start + size.div_ceil(BLOCK) * BLOCK;
         let mut columns = Vec::new();
         if xt.trim() == "BINTABLE" {

@@ -91,14 +91,7 @@ pub fn parse(bytes: &[u8], offset: usize, hdu: &str) -> Result<(Header, usize)> 
     let mut header = Header::default();
     let mut pos = offset;
     loop {
-        if pos + BLOCK > bytes.len() {
-            return Err(NgvlaError::Truncated {
-                what: format!("{hdu} header (no END card)"),
-                offset: pos as u64,
-                needed: BLOCK as u64,
-                len: bytes.len() as u64,
-            });
-        }
+        NgvlaError::ensure_len(bytes, pos, BLOCK, || format!("{hdu} header (no END card)"))?;
         for card in bytes[pos..pos + BLOCK].chunks_exact(CARD) {
             if !card.iter().all(|b| (0x20..0x7f).contains(b)) {
                 return Err(NgvlaError::header(hdu, "header holds non-ASCII bytes (not a FITS header)"));

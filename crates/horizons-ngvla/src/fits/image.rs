@@ -120,14 +120,7 @@ pub fn read_image(path: &Path) -> Result<FitsImage> {
     let width = header.require_int("primary", "NAXIS1")?.max(0) as usize;
     let height = header.require_int("primary", "NAXIS2")?.max(0) as usize;
     let n = width * height;
-    if data_start + n * 4 > bytes.len() {
-        return Err(NgvlaError::Truncated {
-            what: "image data".into(),
-            offset: data_start as u64,
-            needed: (n * 4) as u64,
-            len: bytes.len() as u64,
-        });
-    }
+    NgvlaError::ensure_len(&bytes, data_start, n * 4, || "image data".into())?;
     let data = bytes[data_start..data_start + n * 4]
         .chunks_exact(4)
         .map(|b| f32::from_be_bytes([b[0], b[1], b[2], b[3]]))

@@ -210,14 +210,7 @@ pub fn read(bytes: &[u8], start: usize, h: &Header, axes: &Axes) -> Result<(Vec<
         .checked_mul(per_group)
         .and_then(|n| n.checked_mul(width))
         .ok_or_else(|| NgvlaError::header("primary", "data size overflows"))?;
-    if start + needed > bytes.len() {
-        return Err(NgvlaError::Truncated {
-            what: format!("{gcount} random groups"),
-            offset: start as u64,
-            needed: needed as u64,
-            len: bytes.len() as u64,
-        });
-    }
+    NgvlaError::ensure_len(bytes, start, needed, || format!("{gcount} random groups"))?;
     let map = param_map(h, pcount)?;
     let pscal: Vec<f64> = (1..=pcount).map(|i| h.float(&format!("PSCAL{i}")).unwrap_or(1.0)).collect();
     let pzero: Vec<f64> = (1..=pcount).map(|i| h.float(&format!("PZERO{i}")).unwrap_or(0.0)).collect();
