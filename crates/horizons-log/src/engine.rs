@@ -80,6 +80,8 @@ pub struct Engine {
     topics: RwLock<HashMap<Topic, Arc<TopicState>>>,
     groups: Mutex<HashMap<(Topic, String), Running>>,
     retention: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set while declared topology is not yet in `topology.json`.
+    topology_unsaved: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -122,6 +124,7 @@ impl Engine {
             topics: RwLock::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             retention: Mutex::new(None),
+            topology_unsaved: std::sync::atomic::AtomicBool::new(false),
         });
         let topo_path = dir.join("topology.json");
         let topology: Topology = match fs::read(&topo_path) {
@@ -196,6 +199,7 @@ impl Engine {
     /// Applies `topology` idempotently and saves it.
     pub fn declare(&self, topology: &Topology) -> Result<(), LogError> {
         topology.validate()?;
+        let mut changed = false;
         for spec in &topology.topics {
             let existing = self.topics.read().get(&spec.name).cloned();
             match existing {
@@ -205,14 +209,22 @@ impl Engine {
                         if ts.spec.read().find_group(&g.name).is_none() {
                             self.open_group(&ts, &g.name)?;
                             ts.spec.write().groups.push(g.clone());
+                            changed = true;
                         }
                     }
                 }
                 None => {
                     self.open_topic(spec.clone())?;
+                    changed = true;
                 }
             }
         }
+        // A redeclaration that matches (every start-up, every CLI call) costs no I/O; a save
+        // that failed before is tried again.
+        if !changed && !self.topology_unsaved.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        self.topology_unsaved.store(true, std::sync::atomic::Ordering::Release);
         let all = Topology { topics: self.topics.read().values().map(|t| t.spec.read().clone()).collect() };
         let path = self.dir.join("topology.json");
         let tmp = path.with_extension("tmp");
@@ -220,6 +232,7 @@ impl Engine {
         fs::write(&tmp, bytes).map_err(LogError::io("writing", &tmp))?;
         fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(LogError::io("syncing", &tmp))?;
         fs::rename(&tmp, &path).map_err(LogError::io("renaming", &path))?;
+        self.topology_unsaved.store(false, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
