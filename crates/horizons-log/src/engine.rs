@@ -369,7 +369,7 @@ impl Engine {
             .ok_or_else(|| BusError::UnknownGroup { topic: topic.to_string(), group: group.to_string() })
     }
 
-    async fn dlq_entries(dlq: &Dlq, state: &GroupState, limit: usize) -> Result<Vec<(u64, Envelope)>, LogError> {
+    fn dlq_entries(dlq: &Dlq, state: &GroupState, limit: usize) -> Result<Vec<(u64, Envelope)>, LogError> {
         let mut out = Vec::new();
         let mut cursor = Cursor::at(state.low_water);
         while out.len() < limit {
@@ -387,7 +387,7 @@ impl Engine {
     pub async fn dlq_list(&self, topic: &Topic, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
         let dlq = self.dlq(topic, group)?;
         let state = dlq.state.lock().await;
-        Ok(Self::dlq_entries(&dlq, &state, limit).await?.into_iter().map(|(_, e)| DeadLetter::decode(e)).collect())
+        Ok(Self::dlq_entries(&dlq, &state, limit)?.into_iter().map(|(_, e)| DeadLetter::decode(e)).collect())
     }
 
     /// Republishes dead letters to their topic and removes them from the DLQ.
@@ -400,7 +400,7 @@ impl Engine {
             if want == 0 {
                 break;
             }
-            let batch = Self::dlq_entries(&dlq, &state, want).await?;
+            let batch = Self::dlq_entries(&dlq, &state, want)?;
             if batch.is_empty() {
                 break;
             }
