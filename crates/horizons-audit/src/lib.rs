@@ -3,11 +3,11 @@
 //!
 //! * [`keys`]: the [`KeyRing`] of AES-256 keys from configuration (`"<key-id>:<base64>"`), one
 //!   current for new records, older ones kept so old records stay readable (rotation).
-//! * [`seal`]: AES-256-GCM sealing of sensitive fields ([`Sealed`]), bound to their record by
+//! * [`seal`](mod@seal): AES-256-GCM sealing of sensitive fields ([`Sealed`]), bound to their record by
 //!   associated data.
 //! * [`record`]: [`Draft`] → [`Record`] via [`chain`]: sequence numbers, the previous record's
 //!   hash, and the canonical encoding the record hash covers (documented there, versioned).
-//! * [`verify`]: streaming verification of a stored chain ([`verify()`], [`Verifier`]) that names
+//! * [`verify`](mod@verify): streaming verification of a stored chain ([`verify()`], [`Verifier`]) that names
 //!   the first broken record and why.
 //! * [`retention`]: [`Retention`] and [`plan_retention`], which says which head records may be
 //!   deleted and which [`Anchor`] to store so that the rest of the chain stays verifiable.
