@@ -6,6 +6,17 @@
 //! synchronous, allocation-light and has no I/O: the default model is trained once, lazily,
 //! from the training split of the labelled set compiled into the crate.
 //!
+//! ```
+//! use horizons_moderation::Moderator;
+//!
+//! let m = Moderator::default_trained();
+//! let spam = m.score("Cheap viagra, no prescription, order at http://pills.biz");
+//! assert!(spam.flagged);
+//! assert!(spam.reasons.iter().any(|r| r == "blocked_term"));
+//! let ham = m.score("Did you self-calibrate before imaging the HI cube?");
+//! assert!(!ham.flagged && ham.reasons.is_empty());
+//! ```
+//!
 //! Modules, in the order data flows: [`tokenize`] (normalisation shared by everything) →
 //! [`rules`] (named, explainable checks) and [`bayes`] (the classifier) → [`Moderator`] (the
 //! combination) → [`eval`] (precision/recall and the threshold choice), over [`dataset`] (the
@@ -24,6 +35,23 @@
 //! the combined score within the training split, sweeping 0.05…0.95, taking the best F1 (ties
 //! to the higher threshold). A test re-runs the selection and fails if the constant stops
 //! being the optimum. The held-out split is used only to report the final numbers.
+//!
+//! # How well it works
+//!
+//! Measured by `tests/held_out.rs` (see `data/README.md` for the data):
+//!
+//! | set | precision | recall | F1 | accuracy |
+//! | --- | --- | --- | --- | --- |
+//! | held-out 20 % of the labelled set (n 100) | 1.000 | 0.979 | 0.989 | 0.990 |
+//! | hand-written challenge set (n 80) | 0.878 | 0.900 | 0.889 | 0.887 |
+//!
+//! The first row is optimistic (most of the labelled set is generated from templates shared by
+//! both halves); the second, on comments written after the model was fixed, is the better
+//! guide. Its misses show the known weaknesses: insults and threats in words the training set
+//! lacks ("boring", "garbage", "kill yourself") pass; ham that shares vocabulary with spam
+//! ("Bitcoin mining", "free-free", two links, "telegram") or is a bare generic reply ("no
+//! idea, sorry") can be flagged. Flagging only queues a comment for a human, so the threshold
+//! favours F1 rather than certainty; raise it with [`Moderator::with_threshold`] to flag less.
 
 pub mod bayes;
 pub mod dataset;
