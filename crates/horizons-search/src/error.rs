@@ -103,9 +103,6 @@ impl SearchError {
 
     /// A refused query.
     pub(crate) fn bad_query(query: &str, reason: impl Into<String>) -> Self {
-        SearchError::BadQuery {
-            query: query.to_owned(),
-            reason: reason.into(),
-        }
+        SearchError::BadQuery { query: query.to_owned(), reason: reason.into() }
     }
 }

@@ -37,10 +37,7 @@ use tantivy::directory::MmapDirectory;
 use tantivy::query::QueryParser;
 use tantivy::schema::{Schema, Value};
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{
-    Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, TantivyError,
-    Term,
-};
+use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, TantivyError, Term};
 
 use crate::error::SearchError;
 use crate::schema::{self, Fields};
@@ -134,9 +131,7 @@ struct WriterState {
 
 impl fmt::Debug for SearchIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SearchIndex")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("SearchIndex").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -152,25 +147,13 @@ impl SearchIndex {
     pub fn open(dir: &Path) -> Result<Self, SearchError> {
         let (schema, fields) = schema::build();
         let index = open_or_create(dir, schema)?;
-        let open_err = |source| SearchError::Open {
-            dir: dir.to_owned(),
-            source,
-        };
+        let open_err = |source| SearchError::Open { dir: dir.to_owned(), source };
 
-        let writer = index
-            .writer::<TantivyDocument>(WRITER_MEMORY_BYTES)
-            .map_err(|source| match source {
-                TantivyError::LockFailure(..) => SearchError::Locked {
-                    dir: dir.to_owned(),
-                    source,
-                },
-                source => open_err(source),
-            })?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(open_err)?;
+        let writer = index.writer::<TantivyDocument>(WRITER_MEMORY_BYTES).map_err(|source| match source {
+            TantivyError::LockFailure(..) => SearchError::Locked { dir: dir.to_owned(), source },
+            source => open_err(source),
+        })?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(open_err)?;
         let parser = query_parser(&index, &fields);
         tracing::info!(dir = %dir.display(), docs = reader.searcher().num_docs(), "search index open");
         Ok(SearchIndex {
@@ -178,11 +161,7 @@ impl SearchIndex {
             fields,
             reader,
             parser,
-            writer: Mutex::new(WriterState {
-                writer,
-                uncommitted: 0,
-                reader_stale: false,
-            }),
+            writer: Mutex::new(WriterState { writer, uncommitted: 0, reader_stale: false }),
         })
     }
 
@@ -204,9 +183,7 @@ impl SearchIndex {
         // Delete then add under one lock: tantivy applies a delete to documents with a smaller
         // opstamp only, so the new version survives and every older one (committed or not) goes.
         st.writer.delete_term(self.id_term(&doc.id));
-        st.writer
-            .add_document(d)
-            .map_err(SearchError::index("upsert"))?;
+        st.writer.add_document(d).map_err(SearchError::index("upsert"))?;
         st.uncommitted += 1;
         Ok(())
     }
@@ -267,10 +244,7 @@ impl SearchIndex {
             return Err(SearchError::bad_query(q, "the query is empty"));
         }
         if q.len() > MAX_QUERY_BYTES {
-            return Err(SearchError::bad_query(
-                q,
-                format!("the query is longer than {MAX_QUERY_BYTES} bytes"),
-            ));
+            return Err(SearchError::bad_query(q, format!("the query is longer than {MAX_QUERY_BYTES} bytes")));
         }
         if page == 0 {
             return Err(SearchError::bad_query(q, "page numbers start at 1"));
@@ -279,40 +253,45 @@ impl SearchIndex {
             return Err(SearchError::bad_query(q, "per_page must be at least 1"));
         }
         let per_page = per_page.min(MAX_PER_PAGE);
-        let offset = (page - 1)
-            .checked_mul(per_page)
-            .ok_or_else(|| SearchError::bad_query(q, "page number out of range"))?;
+        let offset =
+            (page - 1).checked_mul(per_page).ok_or_else(|| SearchError::bad_query(q, "page number out of range"))?;
 
-        let (query, errors) = self.parser.parse_query_lenient(text);
+        let (mut query, errors) = self.parser.parse_query_lenient(text);
         if !errors.is_empty() {
             tracing::debug!(query = text, ?errors, "search query repaired leniently");
         }
 
         // One searcher for both passes, so `total` and `hits` describe the same snapshot.
         let searcher = self.reader.searcher();
-        let total = searcher
-            .search(&query, &Count)
-            .map_err(SearchError::index("search"))?;
+        let total = match searcher.search(&query, &Count) {
+            Ok(total) => total,
+            // Some syntax parses but cannot run on this schema (`body:*` wants a fast field, a
+            // range on a text field, ...). That is the user's syntax, not a broken index: search
+            // the plain words instead, as a search box would.
+            Err(e) if is_query_error(&e) => {
+                tracing::debug!(query = text, error = %e, "query cannot run; searching its words");
+                let words = plain_words(text);
+                if words.is_empty() {
+                    return Ok(SearchPage { total: 0, page, per_page, hits: Vec::new() });
+                }
+                query = self.parser.parse_query_lenient(&words).0;
+                searcher.search(&query, &Count).map_err(SearchError::index("search"))?
+            }
+            Err(e) => return Err(SearchError::index("search")(e)),
+        };
         let mut hits = Vec::new();
         // Skipping the top-docs pass past the end is not only a shortcut: TopDocs sizes its heap
         // from offset + limit, so a huge page number must never reach it.
         if offset < total {
             let top = searcher
-                .search(
-                    &query,
-                    &TopDocs::with_limit(per_page)
-                        .and_offset(offset)
-                        .order_by_score(),
-                )
+                .search(&query, &TopDocs::with_limit(per_page).and_offset(offset).order_by_score())
                 .map_err(SearchError::index("search"))?;
             let mut snippets = SnippetGenerator::create(&searcher, &*query, self.fields.body)
                 .map_err(SearchError::index("snippet"))?;
             snippets.set_max_num_chars(snippet::MAX_SNIPPET_CHARS);
             hits.reserve(top.len());
             for (score, address) in top {
-                let doc: TantivyDocument = searcher
-                    .doc(address)
-                    .map_err(SearchError::index("fetch document"))?;
+                let doc: TantivyDocument = searcher.doc(address).map_err(SearchError::index("fetch document"))?;
                 let body = self.text(&doc, self.fields.body);
                 let snippet = snippet::render(&snippets.snippet(body), body);
                 hits.push(Hit {
@@ -328,12 +307,7 @@ impl SearchIndex {
                 });
             }
         }
-        Ok(SearchPage {
-            total,
-            page,
-            per_page,
-            hits,
-        })
+        Ok(SearchPage { total, page, per_page, hits })
     }
 
     /// Number of searchable (committed, not deleted) comments.
@@ -361,26 +335,25 @@ impl SearchIndex {
         mut progress: impl FnMut(u64),
     ) -> Result<u64, SearchError> {
         let mut st = self.writer.lock();
+        // Drop writes pending from before the rebuild first: `delete_all_documents` only removes
+        // segments already flushed, and documents still in the indexing queue would otherwise
+        // land in the rebuilt index.
+        st.writer.rollback().map_err(SearchError::index("rebuild: drop pending writes"))?;
+        st.uncommitted = 0;
         let result = (|| {
-            st.writer
-                .delete_all_documents()
-                .map_err(SearchError::index("rebuild: clear"))?;
+            st.writer.delete_all_documents().map_err(SearchError::index("rebuild: clear"))?;
             let mut n = 0u64;
             for doc in docs {
                 check_id(&doc.id)?;
                 // No delete_term here: the index was just cleared, and `docs` is assumed to have
                 // unique ids (a duplicate would be indexed twice).
-                st.writer
-                    .add_document(self.to_document(&doc))
-                    .map_err(SearchError::index("rebuild: add"))?;
+                st.writer.add_document(self.to_document(&doc)).map_err(SearchError::index("rebuild: add"))?;
                 n += 1;
                 if n % PROGRESS_EVERY == 0 {
                     progress(n);
                 }
             }
-            st.writer
-                .commit()
-                .map_err(SearchError::index("rebuild: commit"))?;
+            st.writer.commit().map_err(SearchError::index("rebuild: commit"))?;
             Ok(n)
         })();
         match result {
@@ -425,23 +398,30 @@ impl SearchIndex {
     }
 }
 
+/// Errors that a query causes by asking for something this schema cannot do, as opposed to a
+/// failing index.
+fn is_query_error(e: &TantivyError) -> bool {
+    matches!(e, TantivyError::FieldNotFound(_) | TantivyError::SchemaError(_) | TantivyError::InvalidArgument(_))
+}
+
+/// `text` with every character that could be query syntax replaced by a space.
+fn plain_words(text: &str) -> String {
+    let words: String = text.chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
+    words.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Ids are the delete key; an empty one would be a bug upstream, caught here before it can
 /// delete or shadow other documents.
 fn check_id(id: &str) -> Result<(), SearchError> {
     if id.is_empty() {
-        return Err(SearchError::InvalidDocument {
-            reason: "comment id is empty".to_owned(),
-        });
+        return Err(SearchError::InvalidDocument { reason: "comment id is empty".to_owned() });
     }
     Ok(())
 }
 
 /// Opens the index in `dir` if there is one (checking its schema), or creates it.
 fn open_or_create(dir: &Path, schema: Schema) -> Result<Index, SearchError> {
-    let open_err = |source: TantivyError| SearchError::Open {
-        dir: dir.to_owned(),
-        source,
-    };
+    let open_err = |source: TantivyError| SearchError::Open { dir: dir.to_owned(), source };
     std::fs::create_dir_all(dir).map_err(|source| SearchError::Io {
         op: "create directory",
         dir: dir.to_owned(),
@@ -454,9 +434,7 @@ fn open_or_create(dir: &Path, schema: Schema) -> Result<Index, SearchError> {
         // Exact comparison: field names, types, tokenizers and options must all match, since a
         // different analyser on old segments would silently change what matches.
         if index.schema() != schema {
-            return Err(SearchError::SchemaMismatch {
-                dir: dir.to_owned(),
-            });
+            return Err(SearchError::SchemaMismatch { dir: dir.to_owned() });
         }
         Ok(index)
     } else {

@@ -6,8 +6,7 @@
 //! with a rebuild.
 
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST, STORED,
-    STRING,
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
 };
 
 /// tantivy's built-in English analyser: simple tokenizer, lowercasing, Snowball stemmer, so
@@ -46,14 +45,7 @@ pub(crate) fn build() -> (Schema, Fields) {
     };
     let author = b.add_text_field("author", text(AUTHOR_TOKENIZER));
     let body = b.add_text_field("body", text(BODY_TOKENIZER));
-    let created_at_ms =
-        b.add_i64_field("created_at_ms", NumericOptions::from(STORED) | NumericOptions::from(FAST));
-    let fields = Fields {
-        id,
-        post_id,
-        author,
-        body,
-        created_at_ms,
-    };
+    let created_at_ms = b.add_i64_field("created_at_ms", NumericOptions::from(STORED) | NumericOptions::from(FAST));
+    let fields = Fields { id, post_id, author, body, created_at_ms };
     (b.build(), fields)
 }

@@ -40,18 +40,25 @@ pub(crate) fn render(snippet: &Snippet, text: &str) -> String {
     }
     escape_into(&mut html, &fragment[from..]);
     if range.end < text.len() {
-        html.push_str(ELLIPSIS);
+        // tantivy ends the fragment at the last token, which would cut "centre." to "centre…";
+        // a short tail without words is kept instead.
+        let tail = &text[range.end..];
+        if tail.len() <= MAX_WORDLESS_TAIL && !tail.chars().any(char::is_alphanumeric) {
+            escape_into(&mut html, tail.trim_end());
+        } else {
+            html.push_str(ELLIPSIS);
+        }
     }
     html
 }
 
+/// Longest run of trailing punctuation (in bytes) appended to a snippet instead of an ellipsis.
+const MAX_WORDLESS_TAIL: usize = 16;
+
 /// The first [`MAX_SNIPPET_CHARS`] characters of `text`, escaped, with an ellipsis if cut.
 fn leading_text(text: &str) -> String {
     let text = text.trim();
-    let cut = text
-        .char_indices()
-        .nth(MAX_SNIPPET_CHARS)
-        .map_or(text.len(), |(i, _)| i);
+    let cut = text.char_indices().nth(MAX_SNIPPET_CHARS).map_or(text.len(), |(i, _)| i);
     let mut html = String::with_capacity(cut + 8);
     escape_into(&mut html, &text[..cut]);
     if cut < text.len() {
