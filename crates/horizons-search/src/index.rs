@@ -1,0 +1,451 @@
+//! [`SearchIndex`]: the embedded comment index (one tantivy index in one directory).
+//!
+//! # Concurrency model
+//!
+//! tantivy allows one `IndexWriter` per index directory, enforced with a lock file; this type
+//! owns that writer behind a mutex, so a single `SearchIndex` (in an `Arc`) serves every thread
+//! of the process. A second `SearchIndex` on the same directory, in this process or another,
+//! fails at [`SearchIndex::open`] with [`SearchError::Locked`] naming the directory.
+//!
+//! Searches never take that mutex: they run on the reader's current snapshot, which only moves
+//! forward in [`SearchIndex::commit`] (`ReloadPolicy::Manual`). Manual reload is what lets
+//! `commit` promise read-your-writes: with tantivy's default `OnCommitWithDelay` the reader
+//! catches up some time *after* the commit, which would blur the comment-to-searchable latency
+//! the product measures.
+//!
+//! # Group commit
+//!
+//! A commit costs fsyncs and a segment flush; doing one per comment is what makes an index fall
+//! behind under load. The writer state counts writes since the last commit, and `commit` does
+//! nothing when that count is zero. So when many threads each do `upsert` + `commit`, they queue
+//! on the mutex, the first one commits everybody's writes, and the rest return at once: under
+//! load commits batch themselves, while a lone comment is still committed immediately. A
+//! consumer that reads events in batches should still call `commit` once per batch.
+//!
+//! # Durability contract for callers
+//!
+//! Writes are neither durable nor visible until `commit` returns `Ok`. A consumer should
+//! acknowledge its bus offsets only after that, so a crash re-delivers (and re-upserts, which is
+//! idempotent by id) anything the index had not committed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::QueryParser;
+use tantivy::schema::{Schema, Value};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, TantivyError, Term};
+
+use crate::error::SearchError;
+use crate::schema::{self, Fields};
+use crate::snippet;
+
+/// Largest page a caller may ask for; larger `per_page` values are lowered to this (and the
+/// returned [`SearchPage::per_page`] says so). Bounds the work one HTTP request can cause.
+pub const MAX_PER_PAGE: usize = 100;
+
+/// Longest query accepted, in bytes. Real queries are a few words; a megabyte of query text is
+/// an attack on the parser, not a search.
+pub const MAX_QUERY_BYTES: usize = 1024;
+
+/// Memory for the writer's in-RAM segments before tantivy flushes on its own. 64 MB lets
+/// tantivy use up to 4 indexing threads (it wants at least 15 MB each) during a rebuild, and is
+/// far more than a commit's worth of comments.
+const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often [`SearchIndex::rebuild`] reports progress, in documents.
+const PROGRESS_EVERY: u64 = 1000;
+
+/// One comment, as the indexer consumer hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentDoc {
+    /// Comment id; unique, the key for [`SearchIndex::upsert`] and [`SearchIndex::delete`].
+    pub id: String,
+    /// Id of the post the comment belongs to.
+    pub post_id: String,
+    /// Author's display name (searchable).
+    pub author: String,
+    /// Comment text, as written (plain text; it is escaped when rendered into snippets).
+    pub body: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    /// Number of matching comments in all pages.
+    pub total: usize,
+    /// The page returned, 1-based.
+    pub page: usize,
+    /// Page size actually used (the requested one, lowered to [`MAX_PER_PAGE`]).
+    pub per_page: usize,
+    /// The hits of this page, best first; empty past the last page.
+    pub hits: Vec<Hit>,
+}
+
+/// One matching comment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// Comment id.
+    pub id: String,
+    /// Post the comment belongs to (to build the link).
+    pub post_id: String,
+    /// Author's display name.
+    pub author: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// BM25 relevance score; only meaningful relative to the other hits of the same query.
+    pub score: f32,
+    /// Part of the body as HTML: all text escaped, matched words wrapped in `<mark>…</mark>`,
+    /// `…` where the body was cut. Safe to insert into a page as is.
+    pub snippet: String,
+}
+
+/// The comment index in one directory. `Send + Sync`; share it in an `Arc`.
+///
+/// Every method blocks (disk I/O, fsync in `commit`); async callers run them in
+/// `spawn_blocking`.
+pub struct SearchIndex {
+    /// Where the index lives, for error messages.
+    dir: PathBuf,
+    fields: Fields,
+    reader: IndexReader,
+    /// Built once: it holds the schema and tokenizers, and parsing does not mutate it.
+    parser: QueryParser,
+    writer: Mutex<WriterState>,
+}
+
+/// The single writer and what is pending on it.
+struct WriterState {
+    writer: IndexWriter<TantivyDocument>,
+    /// Upserts and deletes since the last successful commit; 0 lets `commit` skip (group commit).
+    uncommitted: u64,
+    /// A commit succeeded but the reader reload after it failed: the next `commit` must reload
+    /// even with nothing new to commit, or those writes would stay invisible.
+    reader_stale: bool,
+}
+
+impl fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SearchIndex").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir`, creating the directory and an empty index if there is none.
+    ///
+    /// # Errors
+    /// - [`SearchError::SchemaMismatch`] if `dir` holds an index with other fields;
+    /// - [`SearchError::Locked`] if another writer (process or `SearchIndex`) has it open;
+    /// - [`SearchError::Open`] / [`SearchError::Io`] if the directory or its files are unusable.
+    ///
+    /// All of them name `dir`.
+    pub fn open(dir: &Path) -> Result<Self, SearchError> {
+        let (schema, fields) = schema::build();
+        let index = open_or_create(dir, schema)?;
+        let open_err = |source| SearchError::Open { dir: dir.to_owned(), source };
+
+        let writer = index.writer::<TantivyDocument>(WRITER_MEMORY_BYTES).map_err(|source| match source {
+            TantivyError::LockFailure(..) => SearchError::Locked { dir: dir.to_owned(), source },
+            source => open_err(source),
+        })?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(open_err)?;
+        let parser = query_parser(&index, &fields);
+        tracing::info!(dir = %dir.display(), docs = reader.searcher().num_docs(), "search index open");
+        Ok(SearchIndex {
+            dir: dir.to_owned(),
+            fields,
+            reader,
+            parser,
+            writer: Mutex::new(WriterState { writer, uncommitted: 0, reader_stale: false }),
+        })
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds `doc`, replacing any document with the same id. Visible after the next
+    /// [`commit`](Self::commit).
+    ///
+    /// # Errors
+    /// [`SearchError::InvalidDocument`] for an empty id (it would match every id-less document
+    /// on delete); [`SearchError::Index`] if tantivy's indexing pipeline is gone.
+    pub fn upsert(&self, doc: &CommentDoc) -> Result<(), SearchError> {
+        check_id(&doc.id)?;
+        let d = self.to_document(doc);
+        let mut st = self.writer.lock();
+        // Delete then add under one lock: tantivy applies a delete to documents with a smaller
+        // opstamp only, so the new version survives and every older one (committed or not) goes.
+        st.writer.delete_term(self.id_term(&doc.id));
+        st.writer.add_document(d).map_err(SearchError::index("upsert"))?;
+        st.uncommitted += 1;
+        Ok(())
+    }
+
+    /// Removes the document with this id, if any. Visible after the next
+    /// [`commit`](Self::commit).
+    ///
+    /// # Errors
+    /// [`SearchError::InvalidDocument`] for an empty id.
+    pub fn delete(&self, id: &str) -> Result<(), SearchError> {
+        check_id(id)?;
+        let mut st = self.writer.lock();
+        st.writer.delete_term(self.id_term(id));
+        st.uncommitted += 1;
+        Ok(())
+    }
+
+    /// Makes every write that returned before this call durable and visible to
+    /// [`search`](Self::search) and [`count`](Self::count) by the time it returns.
+    ///
+    /// Cheap when there is nothing to commit, which is what makes concurrent callers share one
+    /// commit (see the module docs).
+    ///
+    /// # Errors
+    /// [`SearchError::Index`] if the commit or the reader reload failed. The writes stay
+    /// pending, so calling `commit` again retries.
+    pub fn commit(&self) -> Result<(), SearchError> {
+        let mut st = self.writer.lock();
+        if st.uncommitted > 0 {
+            st.writer.commit().map_err(SearchError::index("commit"))?;
+            st.uncommitted = 0;
+            st.reader_stale = true;
+        }
+        if st.reader_stale {
+            // Still under the writer lock: a caller that finds nothing to commit must also find
+            // the reader already showing the commit that took its writes.
+            self.reader.reload().map_err(SearchError::index("reload"))?;
+            st.reader_stale = false;
+        }
+        Ok(())
+    }
+
+    /// Searches `body` and `author` for `q`, returning page `page` (1-based) of `per_page` hits
+    /// (at most [`MAX_PER_PAGE`]), best first.
+    ///
+    /// `q` uses tantivy's query syntax (`radio AND telescope`, `"phrase"`, `author:reber`,
+    /// `-excluded`), parsed leniently: malformed syntax such as `"unbalanced` or `AND OR (` is
+    /// repaired or dropped rather than refused, because it comes from a search box. Terms are
+    /// combined with AND, like web search.
+    ///
+    /// # Errors
+    /// [`SearchError::BadQuery`] for an empty or whitespace-only query, one longer than
+    /// [`MAX_QUERY_BYTES`], `page == 0`, `per_page == 0`, or a page so far out that its offset
+    /// overflows; [`SearchError::Index`] if tantivy fails reading the index.
+    pub fn search(&self, q: &str, page: usize, per_page: usize) -> Result<SearchPage, SearchError> {
+        let text = q.trim();
+        if text.is_empty() {
+            return Err(SearchError::bad_query(q, "the query is empty"));
+        }
+        if q.len() > MAX_QUERY_BYTES {
+            return Err(SearchError::bad_query(q, format!("the query is longer than {MAX_QUERY_BYTES} bytes")));
+        }
+        if page == 0 {
+            return Err(SearchError::bad_query(q, "page numbers start at 1"));
+        }
+        if per_page == 0 {
+            return Err(SearchError::bad_query(q, "per_page must be at least 1"));
+        }
+        let per_page = per_page.min(MAX_PER_PAGE);
+        let offset =
+            (page - 1).checked_mul(per_page).ok_or_else(|| SearchError::bad_query(q, "page number out of range"))?;
+
+        let (mut query, errors) = self.parser.parse_query_lenient(text);
+        if !errors.is_empty() {
+            tracing::debug!(query = text, ?errors, "search query repaired leniently");
+        }
+
+        // One searcher for both passes, so `total` and `hits` describe the same snapshot.
+        let searcher = self.reader.searcher();
+        let total = match searcher.search(&query, &Count) {
+            Ok(total) => total,
+            // Some syntax parses but cannot run on this schema (`body:*` wants a fast field, a
+            // range on a text field, ...). That is the user's syntax, not a broken index: search
+            // the plain words instead, as a search box would.
+            Err(e) if is_query_error(&e) => {
+                tracing::debug!(query = text, error = %e, "query cannot run; searching its words");
+                let words = plain_words(text);
+                if words.is_empty() {
+                    return Ok(SearchPage { total: 0, page, per_page, hits: Vec::new() });
+                }
+                query = self.parser.parse_query_lenient(&words).0;
+                searcher.search(&query, &Count).map_err(SearchError::index("search"))?
+            }
+            Err(e) => return Err(SearchError::index("search")(e)),
+        };
+        let mut hits = Vec::new();
+        // Skipping the top-docs pass past the end is not only a shortcut: TopDocs sizes its heap
+        // from offset + limit, so a huge page number must never reach it.
+        if offset < total {
+            let top = searcher
+                .search(&query, &TopDocs::with_limit(per_page).and_offset(offset).order_by_score())
+                .map_err(SearchError::index("search"))?;
+            let mut snippets = SnippetGenerator::create(&searcher, &*query, self.fields.body)
+                .map_err(SearchError::index("snippet"))?;
+            snippets.set_max_num_chars(snippet::MAX_SNIPPET_CHARS);
+            hits.reserve(top.len());
+            for (score, address) in top {
+                let doc: TantivyDocument = searcher.doc(address).map_err(SearchError::index("fetch document"))?;
+                let body = self.text(&doc, self.fields.body);
+                let snippet = snippet::render(&snippets.snippet(body), body);
+                hits.push(Hit {
+                    id: self.text(&doc, self.fields.id).to_owned(),
+                    post_id: self.text(&doc, self.fields.post_id).to_owned(),
+                    author: self.text(&doc, self.fields.author).to_owned(),
+                    created_at_ms: doc
+                        .get_first(self.fields.created_at_ms)
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or_default(),
+                    score,
+                    snippet,
+                });
+            }
+        }
+        Ok(SearchPage { total, page, per_page, hits })
+    }
+
+    /// Number of searchable (committed, not deleted) comments.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for a count that reads the index.
+    pub fn count(&self) -> Result<u64, SearchError> {
+        Ok(self.reader.searcher().num_docs())
+    }
+
+    /// Replaces the whole index with `docs`, in one commit, and returns how many were indexed.
+    ///
+    /// `progress` gets the running count every 1000 documents and once at the end. Searches
+    /// keep seeing the old contents until the final commit, then see only the new ones. The
+    /// writer is held throughout, so concurrent `upsert`/`delete`/`commit` wait for the
+    /// rebuild; writes pending from before it are discarded with the old contents. If indexing
+    /// or the commit fails, the index is rolled back to its state before the rebuild.
+    ///
+    /// # Errors
+    /// [`SearchError::InvalidDocument`] for a document with an empty id, [`SearchError::Index`]
+    /// for tantivy failures; in both cases nothing changed.
+    pub fn rebuild(
+        &self,
+        docs: impl Iterator<Item = CommentDoc>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, SearchError> {
+        let mut st = self.writer.lock();
+        // Drop writes pending from before the rebuild first: `delete_all_documents` only removes
+        // segments already flushed, and documents still in the indexing queue would otherwise
+        // land in the rebuilt index.
+        st.writer.rollback().map_err(SearchError::index("rebuild: drop pending writes"))?;
+        st.uncommitted = 0;
+        let result = (|| {
+            st.writer.delete_all_documents().map_err(SearchError::index("rebuild: clear"))?;
+            let mut n = 0u64;
+            for doc in docs {
+                check_id(&doc.id)?;
+                // No delete_term here: the index was just cleared, and `docs` is assumed to have
+                // unique ids (a duplicate would be indexed twice).
+                st.writer.add_document(self.to_document(&doc)).map_err(SearchError::index("rebuild: add"))?;
+                n += 1;
+                if n % PROGRESS_EVERY == 0 {
+                    progress(n);
+                }
+            }
+            st.writer.commit().map_err(SearchError::index("rebuild: commit"))?;
+            Ok(n)
+        })();
+        match result {
+            Ok(n) => {
+                progress(n);
+                st.uncommitted = 0;
+                st.reader_stale = true;
+                self.reader.reload().map_err(SearchError::index("reload"))?;
+                st.reader_stale = false;
+                tracing::info!(dir = %self.dir.display(), docs = n, "search index rebuilt");
+                Ok(n)
+            }
+            Err(e) => {
+                if let Err(rollback) = st.writer.rollback() {
+                    tracing::error!(dir = %self.dir.display(), error = %rollback, "rebuild rollback failed");
+                }
+                st.uncommitted = 0;
+                Err(e)
+            }
+        }
+    }
+
+    fn to_document(&self, doc: &CommentDoc) -> TantivyDocument {
+        let f = &self.fields;
+        let mut d = TantivyDocument::default();
+        d.add_text(f.id, &doc.id);
+        d.add_text(f.post_id, &doc.post_id);
+        d.add_text(f.author, &doc.author);
+        d.add_text(f.body, &doc.body);
+        d.add_i64(f.created_at_ms, doc.created_at_ms);
+        d
+    }
+
+    fn id_term(&self, id: &str) -> Term {
+        Term::from_field_text(self.fields.id, id)
+    }
+
+    /// The first text value of `field`, or "" (every field is always written, so "" means an
+    /// index written by something else; a hit with blanks beats failing the whole page).
+    fn text<'a>(&self, doc: &'a TantivyDocument, field: tantivy::schema::Field) -> &'a str {
+        doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("")
+    }
+}
+
+/// Errors that a query causes by asking for something this schema cannot do, as opposed to a
+/// failing index.
+fn is_query_error(e: &TantivyError) -> bool {
+    matches!(e, TantivyError::FieldNotFound(_) | TantivyError::SchemaError(_) | TantivyError::InvalidArgument(_))
+}
+
+/// `text` with every character that could be query syntax replaced by a space.
+fn plain_words(text: &str) -> String {
+    let words: String = text.chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
+    words.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Ids are the delete key; an empty one would be a bug upstream, caught here before it can
+/// delete or shadow other documents.
+fn check_id(id: &str) -> Result<(), SearchError> {
+    if id.is_empty() {
+        return Err(SearchError::InvalidDocument { reason: "comment id is empty".to_owned() });
+    }
+    Ok(())
+}
+
+/// Opens the index in `dir` if there is one (checking its schema), or creates it.
+fn open_or_create(dir: &Path, schema: Schema) -> Result<Index, SearchError> {
+    let open_err = |source: TantivyError| SearchError::Open { dir: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(|source| SearchError::Io {
+        op: "create directory",
+        dir: dir.to_owned(),
+        source,
+    })?;
+    let directory = MmapDirectory::open(dir).map_err(|e| open_err(e.into()))?;
+    let exists = Index::exists(&directory).map_err(|e| open_err(e.into()))?;
+    if exists {
+        let index = Index::open(directory).map_err(open_err)?;
+        // Exact comparison: field names, types, tokenizers and options must all match, since a
+        // different analyser on old segments would silently change what matches.
+        if index.schema() != schema {
+            return Err(SearchError::SchemaMismatch { dir: dir.to_owned() });
+        }
+        Ok(index)
+    } else {
+        Index::create(directory, schema, IndexSettings::default()).map_err(open_err)
+    }
+}
+
+fn query_parser(index: &Index, fields: &Fields) -> QueryParser {
+    let mut parser = QueryParser::for_index(index, vec![fields.body, fields.author]);
+    // "radio telescope" should mean both words, as in every web search box; OR-by-default ranks
+    // well but makes `total` meaninglessly large.
+    parser.set_conjunction_by_default();
+    parser
+}
