@@ -10,6 +10,7 @@
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod portal;
 pub mod state;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::metrics))
+        .merge(portal::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

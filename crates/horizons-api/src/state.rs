@@ -16,6 +16,8 @@ pub struct ApiState {
     pub prometheus: Option<PrometheusHandle>,
     /// Cancelled once the composition root starts closing the bus: health turns 503 at once.
     pub bus_closing: CancellationToken,
+    /// The portal's services; `None` in a process that serves only health and metrics.
+    pub portal: Option<crate::portal::Portal>,
     /// How long a health probe waits for the bus.
     pub probe_timeout: Duration,
 }
@@ -33,6 +35,6 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// State over `backend`, with a one-second health probe.
     pub fn new(backend: Arc<dyn Backend>, prometheus: Option<PrometheusHandle>) -> Self {
-        Self { backend, prometheus, bus_closing: CancellationToken::new(), probe_timeout: Duration::from_secs(1) }
+        Self { backend, prometheus, bus_closing: CancellationToken::new(), probe_timeout: Duration::from_secs(1), portal: None }
     }
 }

@@ -1,0 +1,61 @@
+//! The workers that turn events into effects. Each is a bus [`Handler`] for one group:
+//!
+//! | group | topic | effect |
+//! |---|---|---|
+//! | `audit` | `comments` | a hash-chained, partly encrypted audit record ([`audit`]) |
+//! | `notify` | `notifications` | in-app notification row (pushed over SSE), e-mail via [`crate::mail`] |
+//! | `search` | `comments` | the tantivy index follows the visible comments ([`search`]) |
+//! | `moderation` | `comments` | the content filter's verdict; flagged comments enter the queue |
+//!
+//! Every handler decodes strictly (an unknown type or version, or a bad body, is a permanent
+//! failure: dead-lettered with the reason) and makes its effect exactly once by recording the
+//! message id in the `inbox` table in the same transaction ([`claim`]). Database errors are
+//! retryable; the bus redelivers after the group's backoff.
+//!
+//! [`Handler`]: horizons_bus::Handler
+
+pub mod audit;
+pub mod moderation;
+pub mod notify;
+pub mod search;
+
+use horizons_bus::{Envelope, HandlerError};
+use sqlx::{Any, Transaction};
+
+use crate::events::Event;
+use crate::{now_ms, CommentsError};
+
+/// The roles a worker process can run.
+pub const ROLES: &[&str] = &["audit", "notify", "search", "moderation"];
+
+/// Decodes `msg` or fails permanently with the reason.
+pub(crate) fn decode(msg: &Envelope) -> Result<Event, HandlerError> {
+    Event::decode(&msg.payload).map_err(HandlerError::permanent)
+}
+
+/// Database and bus trouble is worth retrying; bad input is not.
+pub(crate) fn retryable(e: CommentsError) -> HandlerError {
+    match e {
+        CommentsError::Invalid { .. } | CommentsError::NotFound { .. } => HandlerError::permanent(e),
+        other => HandlerError::retryable(other),
+    }
+}
+
+/// Records that `consumer` processed `msg` inside `tx`. `false`: it already had, so the caller
+/// must do nothing (and may commit or drop `tx`).
+pub(crate) async fn claim(
+    tx: &mut Transaction<'static, Any>,
+    consumer: &str,
+    msg: &Envelope,
+) -> Result<bool, CommentsError> {
+    let done = sqlx::query(
+        "INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(msg.id.to_string())
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| CommentsError::db("recording the message in the inbox", e))?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,146 @@
+//! The outbox relay: publishes events written by [`crate::service`] and stamps them sent.
+//!
+//! Order of work per batch: read the oldest unsent rows, publish them (the bus call returns
+//! when they are durable), then set `sent_at`. A crash before the publish leaves the rows
+//! unsent, so the next relay publishes them; a crash after the publish but before the stamp
+//! publishes them again with the same message ids, which the consumers' inboxes absorb. Run
+//! one relay per database: two would publish the same rows twice (still absorbed, but wasted).
+//!
+//! Failpoints for the crash tests: `HORIZONS_FAILPOINT=<name>` aborts the process at that
+//! point (`after-domain-commit`, `relay-before-publish`, `relay-after-publish`). Read once.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use horizons_bus::{Envelope, MessageId, Publisher, Topic};
+use sqlx::Row;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+use crate::{now_ms, CommentsError};
+
+/// Aborts the process here if `HORIZONS_FAILPOINT` names this point: a crash with no
+/// clean-up, for tests that must show nothing is lost.
+pub fn failpoint(name: &str) {
+    static POINT: OnceLock<Option<String>> = OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("HORIZONS_FAILPOINT").ok().filter(|s| !s.is_empty()));
+    if point.as_deref() == Some(name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Publishes the outbox.
+pub struct Relay {
+    store: Store,
+    bus: Arc<dyn Publisher>,
+    signal: Arc<Notify>,
+    /// Rows per publish.
+    pub batch: i64,
+    /// How often to look without a signal (another process may have written).
+    pub poll: Duration,
+    /// Topic name prefix (the deployment's namespace).
+    prefix: String,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("batch", &self.batch).field("poll", &self.poll).finish()
+    }
+}
+
+impl Relay {
+    /// A relay from `store` to `bus`, woken by `signal`; topics are `prefix` + event topic.
+    pub fn new(store: Store, bus: Arc<dyn Publisher>, signal: Arc<Notify>, prefix: &str) -> Self {
+        Self { store, bus, signal, batch: 256, poll: Duration::from_millis(100), prefix: prefix.to_string() }
+    }
+
+    /// Publishes until cancelled; a failing bus or database is retried with backoff.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.pump().await {
+                Ok(n) if n as i64 >= self.batch => continue,
+                Ok(_) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay failed; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.signal.notified() => {}
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+
+    /// Publishes one batch of unsent events; returns how many.
+    pub async fn pump(&self) -> Result<usize, CommentsError> {
+        let rows = sqlx::query(
+            "SELECT id, topic, event_type, msg_key, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.batch)
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(|e| CommentsError::db("reading the outbox", e))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut envs = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.get(0);
+            let topic = Topic::new(format!("{}{}", self.prefix, r.get::<String, _>(1)))
+                .map_err(|e| CommentsError::Bus { context: format!("outbox row {id}"), source: e })?;
+            let payload: String = r.get(4);
+            let mut env = Envelope::new(topic, payload.into_bytes())
+                .with_header("type", r.get::<String, _>(2))
+                .with_header("version", crate::events::VERSION.to_string());
+            if let Some(k) = r.get::<Option<String>, _>(3) {
+                env = env.with_key(k);
+            }
+            env.id = MessageId(
+                uuid::Uuid::parse_str(&id).map_err(|e| CommentsError::Other(format!("outbox row {id}: {e}")))?,
+            );
+            envs.push(env);
+            ids.push(id);
+        }
+        failpoint("relay-before-publish");
+        self.bus
+            .publish_batch(envs)
+            .await
+            .map_err(|e| CommentsError::Bus { context: format!("publishing {} outbox event(s)", ids.len()), source: e })?;
+        failpoint("relay-after-publish");
+        let now = now_ms();
+        let mut tx = self.store.pool().begin().await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
+        for id in &ids {
+            sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| CommentsError::db("stamping the outbox", e))?;
+        }
+        tx.commit().await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
+        metrics::counter!("horizons_outbox_published_total").increment(ids.len() as u64);
+        Ok(ids.len())
+    }
+
+    /// Deletes sent rows older than `keep`.
+    pub async fn prune(&self, keep: Duration) -> Result<u64, CommentsError> {
+        let cutoff = now_ms() - keep.as_millis() as i64;
+        Ok(sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(cutoff)
+            .execute(self.store.pool())
+            .await
+            .map_err(|e| CommentsError::db("pruning the outbox", e))?
+            .rows_affected())
+    }
+}

@@ -1,0 +1,172 @@
+//! The store: one sqlx pool over SQLite (the default, a file under the data dir) or
+//! PostgreSQL (when the URL says `postgres://`), with the schema migrated at start-up.
+//!
+//! Queries are written once for both engines through sqlx's `Any` driver: `$N` placeholders
+//! (SQLite accepts them too), TEXT ids, BIGINT integers, no engine-specific types. Migrations
+//! are embedded SQL files applied in order inside a transaction each and recorded in
+//! `horizons_migrations`; a database with a migration this build does not know is refused
+//! (an older binary must not write to a newer schema).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
+
+use crate::CommentsError;
+
+/// The migrations, in order. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "portal", include_str!("../migrations/0001_portal.sql"))];
+
+/// Which engine a [`Store`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite, one file.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The database: a pool plus which engine it is.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+/// Hides a URL's password for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`) and migrates the schema. A SQLite
+    /// file is created if missing, in WAL mode so readers never block the writer.
+    pub async fn connect(url: &str) -> Result<Self, CommentsError> {
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Engine::Postgres
+        } else {
+            return Err(CommentsError::Config {
+                key: "database_url",
+                message: format!("{shown}: expected sqlite://PATH or postgres://…"),
+            });
+        };
+        let url = match engine {
+            Engine::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let opts = AnyConnectOptions::from_str(&url)
+            .map_err(|e| CommentsError::db(format!("parsing the database URL {shown}"), e))?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer; a small pool keeps lock waits short. Postgres gets more.
+            .max_connections(if engine == Engine::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(|e| CommentsError::db(format!("connecting to the database at {shown}"), e))?;
+        if engine == Engine::Sqlite {
+            sqlx::raw_sql("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(|e| CommentsError::db("enabling WAL", e))?;
+        }
+        let store = Self { pool, engine };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine this is.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    async fn migrate(&self) -> Result<(), CommentsError> {
+        let db = |what: &str| {
+            let what = what.to_string();
+            move |e| CommentsError::db(what, e)
+        };
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS horizons_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db("creating the migrations table"))?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM horizons_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading applied migrations"))?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        if let Some(newer) = applied.iter().find(|v| **v > known) {
+            return Err(CommentsError::Config {
+                key: "database_url",
+                message: format!("the database has schema migration {newer}, newer than this build knows ({known})"),
+            });
+        }
+        for (version, name, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await.map_err(db("starting a migration"))?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db(&format!("applying migration {version} ({name})")))?;
+            sqlx::query("INSERT INTO horizons_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(*version)
+                .bind(*name)
+                .bind(crate::now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording a migration"))?;
+            tx.commit().await.map_err(db(&format!("committing migration {version}")))?;
+            tracing::info!(version, name, "database migrated");
+        }
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        let check = |url: &str, want: &str| assert_eq!(redact_url(url), want);
+        check("postgres://u:secret@h:5432/db", "postgres://u:***@h:5432/db");
+        check("postgres://u@h/db", "postgres://u@h/db");
+        check("sqlite:///tmp/x.db", "sqlite:///tmp/x.db");
+    }
+}
