@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
 use crate::error::AppError;
+use crate::portal::config::{PortalConfig, Secret};
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_FILE: &str = "horizons.toml";
@@ -27,13 +28,17 @@ pub const DEFAULT_FILE: &str = "horizons.toml";
 pub const ENV_CONFIG: &str = "HORIZONS_CONFIG";
 
 /// The environment variables read, and the key each one sets.
-pub const ENV_VARS: [(&str, &str); 6] = [
+pub const ENV_VARS: [(&str, &str); 10] = [
     ("HORIZONS_DATA_DIR", "data_dir"),
     ("HORIZONS_HTTP_ADDR", "http.addr"),
     ("HORIZONS_BUS_BACKEND", "bus.backend"),
     ("HORIZONS_BUS_EMBEDDED_DATA_DIR", "bus.embedded.data_dir"),
     ("HORIZONS_AMQP_URL", "bus.amqp.url"),
     ("HORIZONS_KAFKA_BROKERS", "bus.kafka.brokers"),
+    ("HORIZONS_DATABASE_URL", "portal.database_url"),
+    ("HORIZONS_NAMESPACE", "portal.namespace"),
+    ("HORIZONS_JWT_SECRET", "portal.jwt_secret"),
+    ("HORIZONS_SMTP_URL", "portal.smtp_url"),
 ];
 
 /// The whole configuration of a horizons process.
@@ -46,11 +51,18 @@ pub struct Config {
     pub http: HttpConfig,
     /// The message bus.
     pub bus: BusConfig,
+    /// The comment pipeline (database, secrets, audit, mail, search).
+    pub portal: PortalConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("./data"), http: HttpConfig::default(), bus: BusConfig::default() }
+        Self {
+            data_dir: PathBuf::from("./data"),
+            http: HttpConfig::default(),
+            bus: BusConfig::default(),
+            portal: PortalConfig::default(),
+        }
     }
 }
 
@@ -174,6 +186,10 @@ impl Config {
                 "HORIZONS_BUS_EMBEDDED_DATA_DIR" => self.bus.embedded.data_dir = Some(PathBuf::from(&value)),
                 "HORIZONS_AMQP_URL" => self.bus.amqp.url = horizons_amqp::SecretUrl::new(value.clone()),
                 "HORIZONS_KAFKA_BROKERS" => self.bus.kafka.brokers = value.clone(),
+                "HORIZONS_DATABASE_URL" => self.portal.database_url = Secret::new(value.clone()),
+                "HORIZONS_NAMESPACE" => self.portal.namespace = value.clone(),
+                "HORIZONS_JWT_SECRET" => self.portal.jwt_secret = Secret::new(value.clone()),
+                "HORIZONS_SMTP_URL" => self.portal.smtp_url = Secret::new(value.clone()),
                 _ => unreachable!("every entry of ENV_VARS is handled"),
             }
         }
@@ -204,6 +220,7 @@ impl Config {
         if self.bus.embedded.data_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             return invalid("bus.embedded.data_dir must not be empty when set");
         }
+        self.portal.validate().map_err(AppError::ConfigInvalid)?;
         self.bus.kafka.validate().map_err(|e| AppError::ConfigInvalid(e.to_string()))?;
         self.bus.amqp.validate().map_err(|e| AppError::ConfigInvalid(e.to_string()))?;
         self.embedded().validate().map_err(|e| match e {

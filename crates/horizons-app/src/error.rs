@@ -82,6 +82,12 @@ pub enum AppError {
     /// A benchmark did not complete (e.g. the consumers stalled).
     #[error("benchmark failed: {0}")]
     Bench(String),
+    /// The comment pipeline failed (database, index, mail, keys).
+    #[error("comment pipeline")]
+    Portal(#[source] horizons_comments::CommentsError),
+    /// A check found a problem (e.g. `horizons audit verify`); the message says where.
+    #[error("{0}")]
+    Check(String),
     /// The ngVLA pipeline failed (bad input file, no usable data, writing products).
     #[error("pipeline")]
     Pipeline(#[source] horizons_ngvla::NgvlaError),

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod payload;
 pub mod pipeline;
+pub mod portal;
 pub mod shutdown;
 pub mod telemetry;
 pub mod up;
@@ -57,22 +58,45 @@ pub enum Command {
     /// The ngVLA pipeline: validate, flag, calibrate, image and archive visibilities.
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// Prints a bearer token for the portal API (signed with this data dir's secret).
+    Token(portal::commands::TokenArgs),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(portal::commands::AuditCommand),
+    /// The search index.
+    #[command(subcommand)]
+    Search(portal::commands::SearchCommand),
+    /// Runs comment-pipeline workers (audit, notify, search, moderation) without the API.
+    Worker(portal::commands::WorkerArgs),
 }
 
 /// Runs `command`. Sets up logging (stderr; `RUST_LOG` overrides the default level), loads the
 /// configuration and dispatches.
 pub async fn run(global: GlobalArgs, command: Command) -> Result<(), AppError> {
     let default_level = match command {
-        Command::Up(_) | Command::Serve(_) => "info",
-        Command::Bus(_) | Command::Bench(_) | Command::Pipeline(_) => "warn",
+        Command::Up(_) | Command::Serve(_) | Command::Worker(_) => "info",
+        Command::Bus(_)
+        | Command::Bench(_)
+        | Command::Pipeline(_)
+        | Command::Token(_)
+        | Command::Audit(_)
+        | Command::Search(_) => "warn",
     };
     telemetry::init_tracing(default_level)?;
     let mut flags = Overrides { config: global.config, data_dir: global.data_dir.clone(), ..Default::default() };
     match command {
-        Command::Up(a) | Command::Serve(a) => {
+        Command::Up(a) => {
             flags.http_addr = a.http;
-            up::run(Config::load(&flags)?).await
+            up::run(Config::load(&flags)?, true).await
         }
+        Command::Serve(a) => {
+            flags.http_addr = a.http;
+            up::run(Config::load(&flags)?, false).await
+        }
+        Command::Token(a) => portal::commands::token(Config::load(&flags)?, a).await,
+        Command::Audit(c) => portal::commands::audit(Config::load(&flags)?, c).await,
+        Command::Search(c) => portal::commands::search(Config::load(&flags)?, c).await,
+        Command::Worker(a) => portal::commands::worker(Config::load(&flags)?, a).await,
         Command::Bus(a) => {
             flags.backend = a.backend;
             let cfg = Config::load(&flags)?;

@@ -1,17 +1,25 @@
-//! `horizons up` (and `serve`, an alias for now): the bus and the HTTP API in one process.
+//! `horizons up` and `horizons serve`: the HTTP API with the comment pipeline.
 //!
-//! Start-up: metrics recorder, backend, listener, server. Shutdown on Ctrl-C or SIGTERM: one
-//! cancellation token stops the server (in-flight requests get `http.shutdown_timeout` to
-//! finish), health turns 503, then the backend is closed (the embedded engine saves consumer
-//! positions and finishes queued appends) and the process exits 0.
+//! `up` runs everything in one process: API, outbox relay, every worker and the mailer (the
+//! zero-set-up default). `serve` runs the API and the relay; workers then run elsewhere with
+//! `horizons worker`.
+//!
+//! Start-up: metrics recorder, store, backend, topology, listener, server, workers. Shutdown on
+//! Ctrl-C or SIGTERM: one cancellation token stops the server (in-flight requests get
+//! `http.shutdown_timeout` to finish) and the workers (in-flight handlers finish and settle),
+//! health turns 503, then the backend is closed (the embedded engine saves consumer positions
+//! and finishes queued appends) and the process exits 0.
 
 use std::net::SocketAddr;
 
 use horizons_api::ApiState;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::AppError;
+use crate::portal::{self, Parts, Roles};
 use crate::{backend, telemetry};
 
 /// `horizons up` / `horizons serve`.
@@ -22,11 +30,16 @@ pub struct UpArgs {
     pub http: Option<SocketAddr>,
 }
 
-/// Runs until a shutdown signal, then shuts down cleanly.
-pub async fn run(cfg: Config) -> Result<(), AppError> {
+/// Runs until a shutdown signal, then shuts down cleanly; `all_workers` for `up`, else `serve`.
+pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     let cancel = CancellationToken::new();
     let prometheus = telemetry::install_metrics(cancel.child_token())?;
+    let parts = Parts::open(&cfg).await?;
     let backend = backend::open(&cfg)?;
+    if let Err(e) = backend.declare(&parts.topology()).await {
+        let _ = backend.close().await;
+        return Err(AppError::bus("declaring the pipeline's topics")(e));
+    }
     let listener = match tokio::net::TcpListener::bind(cfg.http.addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -36,8 +49,25 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         }
     };
     let addr = listener.local_addr().map_err(AppError::io("reading the bound address"))?;
-    let state = ApiState::new(backend.clone(), Some(prometheus));
+    let search = match parts.open_search() {
+        Ok(s) => Some(s),
+        Err(e) if all_workers => {
+            let _ = backend.close().await;
+            return Err(e);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "search is not served by this process (the index is held elsewhere)");
+            None
+        }
+    };
+    let (live, _) = broadcast::channel(1024);
+    let mut state = ApiState::new(backend.clone(), Some(prometheus));
+    state.portal = Some(parts.portal(search.clone(), live.clone()));
     let bus_closing = state.bus_closing.clone();
+    let workers_cancel = CancellationToken::new();
+    let mut workers = JoinSet::new();
+    let roles = if all_workers { Roles::all() } else { Roles::default() };
+    portal::spawn(&parts, backend.clone(), &roles, true, search, live, &mut workers, &workers_cancel)?;
     tracing::info!(%addr, backend = backend.name(), data_dir = %cfg.data_dir.display(), "horizons is up");
 
     tokio::spawn(crate::shutdown::cancel_on_signal(cancel.clone()));
@@ -53,9 +83,13 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             Ok(())
         }
     };
+    workers_cancel.cancel();
+    let worked = portal::commands::supervise(&mut workers, &workers_cancel).await;
     bus_closing.cancel();
+    parts.store.close().await;
     let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
     served?;
+    worked?;
     closed?;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -1,0 +1,135 @@
+//! `[portal]`: the comment pipeline's database, namespace, secrets, audit keys, mail and search.
+//!
+//! Everything defaults to something that works offline on one machine: SQLite under the data
+//! dir, a JWT secret and an audit key generated once into the data dir (mode 0600), mail
+//! written as files. Secrets are [`Secret`]s: they print as `***`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A value that never prints.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `s`.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether it is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// `[portal]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    /// `sqlite://PATH` or `postgres://…`; empty means `sqlite://<data_dir>/horizons.db`.
+    /// Env: HORIZONS_DATABASE_URL.
+    pub database_url: Secret,
+    /// Prefix of every topic name, so several deployments (or test runs) share a broker.
+    /// Env: HORIZONS_NAMESPACE.
+    pub namespace: String,
+    /// HS256 secret for bearer tokens (≥ 32 bytes); empty means generated into
+    /// `<data_dir>/jwt.secret` on first start. Env: HORIZONS_JWT_SECRET.
+    pub jwt_secret: Secret,
+    /// How long `horizons token` tokens live.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Id of the audit key new records are sealed with; with `audit_keys` empty, a key is
+    /// generated into `<data_dir>/audit.keys` on first start.
+    pub audit_current_key: String,
+    /// Audit keys, `"<id>:<base64 of 32 bytes>"`; keep old ones so old records stay readable.
+    pub audit_keys: Vec<Secret>,
+    /// Audit records older than this are removed from the head of the chain (≥ 1 day).
+    #[serde(with = "humantime_serde")]
+    pub audit_retention: Duration,
+    /// SMTP server for notification e-mail (`smtp://user:pass@host:587?tls=required`); empty
+    /// means `.eml` files in `<data_dir>/mail`. Env: HORIZONS_SMTP_URL.
+    pub smtp_url: Secret,
+    /// Sender of notification e-mail.
+    pub mail_from: String,
+    /// Bursts of notifications within this window go out as one e-mail per user.
+    #[serde(with = "humantime_serde")]
+    pub mail_batch_window: Duration,
+    /// Where the search index lives; empty means `<data_dir>/search`.
+    pub search_dir: Option<PathBuf>,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            database_url: Secret::default(),
+            namespace: String::new(),
+            jwt_secret: Secret::default(),
+            token_ttl: Duration::from_secs(12 * 3600),
+            audit_current_key: String::new(),
+            audit_keys: Vec::new(),
+            audit_retention: Duration::from_secs(30 * 24 * 3600),
+            smtp_url: Secret::default(),
+            mail_from: "Cosmic Horizons <noreply@localhost>".into(),
+            mail_batch_window: Duration::from_secs(2),
+            search_dir: None,
+        }
+    }
+}
+
+impl PortalConfig {
+    /// Checks the values; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.jwt_secret.is_empty() && self.jwt_secret.expose().len() < 32 {
+            return Err("portal.jwt_secret must have at least 32 bytes".into());
+        }
+        if self.audit_keys.is_empty() != self.audit_current_key.is_empty() {
+            return Err("portal.audit_current_key and portal.audit_keys are set together (or neither)".into());
+        }
+        if self.audit_retention < Duration::from_secs(24 * 3600) {
+            return Err("portal.audit_retention must be at least 1 day".into());
+        }
+        if self.mail_batch_window.is_zero() {
+            return Err("portal.mail_batch_window must be positive".into());
+        }
+        if self.token_ttl.is_zero() {
+            return Err("portal.token_ttl must be positive".into());
+        }
+        if !self.namespace.is_empty() && horizons_bus::Topic::new(format!("{}comments", self.namespace)).is_err() {
+            return Err(format!("portal.namespace {:?}: must make valid topic names", self.namespace));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_secrets_do_not_print() {
+        PortalConfig::default().validate().unwrap();
+        let c = PortalConfig { jwt_secret: Secret::new("x".repeat(40)), ..Default::default() };
+        assert!(!format!("{c:?}").contains("xxxx"));
+        let short = PortalConfig { jwt_secret: Secret::new("short"), ..Default::default() };
+        assert!(short.validate().unwrap_err().contains("portal.jwt_secret"));
+    }
+}

@@ -1,0 +1,231 @@
+//! The comment pipeline's composition root: opens the store, keys, index and mailer from the
+//! configuration, declares the topics, and runs the relay and the workers.
+//!
+//! - `horizons up`: API + relay + every worker + mailer in one process (the zero-set-up default).
+//! - `horizons serve`: API + relay.
+//! - `horizons worker --role audit,notify,search,moderation`: workers only, any subset, so roles
+//!   can be split across processes (with a broker backend; the embedded bus is one process).
+//! - `horizons token`, `horizons audit verify`, `horizons search reindex`: operator tools.
+
+pub mod commands;
+pub mod config;
+pub mod secrets;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use horizons_api::portal::{Portal, TokenKeys};
+use horizons_audit::{KeyRing, Retention};
+use horizons_bus::{Backend, GroupSpec, RetryPolicy, Router, Topic, TopicSpec, Topology};
+use horizons_comments::consumers::{audit, moderation, notify, search};
+use horizons_comments::events::{AUDIT, COMMENTS, NOTIFICATIONS};
+use horizons_comments::mail::{Mailer, Transport};
+use horizons_comments::relay::Relay;
+use horizons_comments::{Service, Store};
+use horizons_search::SearchIndex;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::AppError;
+
+/// What every portal process opens.
+#[derive(Clone, Debug)]
+pub struct Parts {
+    /// The database.
+    pub store: Store,
+    /// Domain operations.
+    pub service: Service,
+    /// Token keys.
+    pub tokens: TokenKeys,
+    /// Audit keys.
+    pub ring: Arc<KeyRing>,
+    /// Topic prefix.
+    pub prefix: String,
+    /// `[portal]`.
+    pub cfg: config::PortalConfig,
+    /// The data dir.
+    pub data_dir: PathBuf,
+}
+
+/// The database URL: configured, or SQLite in the data dir.
+pub fn database_url(cfg: &Config) -> Result<String, AppError> {
+    if !cfg.portal.database_url.is_empty() {
+        return Ok(cfg.portal.database_url.expose().to_string());
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(AppError::io(format!("creating the data dir {}", cfg.data_dir.display())))?;
+    Ok(format!("sqlite://{}", cfg.data_dir.join("horizons.db").display()))
+}
+
+impl Parts {
+    /// Opens the store (migrating it) and loads or creates the keys.
+    pub async fn open(cfg: &Config) -> Result<Parts, AppError> {
+        let store = Store::connect(&database_url(cfg)?).await.map_err(AppError::Portal)?;
+        let tokens = TokenKeys::new(&secrets::jwt_secret(cfg)?)
+            .map_err(|e| AppError::ConfigInvalid(format!("portal.jwt_secret: {e}")))?;
+        let ring = Arc::new(secrets::audit_ring(cfg)?);
+        Ok(Parts {
+            service: Service::new(store.clone()),
+            store,
+            tokens,
+            ring,
+            prefix: cfg.portal.namespace.clone(),
+            cfg: cfg.portal.clone(),
+            data_dir: cfg.data_dir.clone(),
+        })
+    }
+
+    /// The topic named `name` in this deployment's namespace.
+    pub fn topic(&self, name: &str) -> Topic {
+        Topic::new(format!("{}{name}", self.prefix)).expect("validated namespace makes valid topics")
+    }
+
+    /// The pipeline's topics and groups.
+    pub fn topology(&self) -> Topology {
+        let group = |name: &str| GroupSpec::new(name).retry(RetryPolicy::default());
+        Topology::new()
+            .topic(
+                TopicSpec::new(self.topic(COMMENTS))
+                    .group(group("audit"))
+                    .group(group("search"))
+                    .group(group("moderation")),
+            )
+            .topic(TopicSpec::new(self.topic(NOTIFICATIONS)).group(group("notify")))
+            .topic(TopicSpec::new(self.topic(AUDIT)).group(group("audit-head")))
+    }
+
+    /// Where the search index lives.
+    pub fn search_dir(&self) -> PathBuf {
+        self.cfg.search_dir.clone().unwrap_or_else(|| self.data_dir.join("search"))
+    }
+
+    /// Opens the search index (one writer per index: a second process gets a clear error).
+    pub fn open_search(&self) -> Result<Arc<SearchIndex>, AppError> {
+        let dir = self.search_dir();
+        SearchIndex::open(&dir)
+            .map(Arc::new)
+            .map_err(|e| AppError::Portal(horizons_comments::CommentsError::Other(format!("search index: {e}"))))
+    }
+
+    /// The API's view of these parts.
+    pub fn portal(&self, search: Option<Arc<SearchIndex>>, live: broadcast::Sender<String>) -> Portal {
+        Portal { service: self.service.clone(), keys: self.tokens.clone(), search, live }
+    }
+}
+
+/// Which workers a process runs.
+#[derive(Clone, Debug, Default)]
+pub struct Roles {
+    /// Audit log writer (+ retention, + the audit head follower).
+    pub audit: bool,
+    /// Notifications (+ the mailer).
+    pub notify: bool,
+    /// Search indexer.
+    pub search: bool,
+    /// Content filter.
+    pub moderation: bool,
+}
+
+impl Roles {
+    /// Every role.
+    pub fn all() -> Self {
+        Self { audit: true, notify: true, search: true, moderation: true }
+    }
+
+    /// Parses `audit,notify,…` (or `all`).
+    pub fn parse(list: &str) -> Result<Self, AppError> {
+        let mut r = Roles::default();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "all" => r = Roles::all(),
+                "audit" => r.audit = true,
+                "notify" => r.notify = true,
+                "search" => r.search = true,
+                "moderation" => r.moderation = true,
+                other => {
+                    return Err(AppError::Usage(format!(
+                        "unknown worker role {other:?} (audit, notify, search, moderation, all)"
+                    )))
+                }
+            }
+        }
+        if !(r.audit || r.notify || r.search || r.moderation) {
+            return Err(AppError::Usage("no worker role given".into()));
+        }
+        Ok(r)
+    }
+}
+
+/// Spawns the relay (when `relay`) and the workers of `roles` into `tasks`; all stop when
+/// `cancel` fires.
+pub fn spawn(
+    parts: &Parts,
+    backend: Arc<dyn Backend>,
+    roles: &Roles,
+    relay: bool,
+    search: Option<Arc<SearchIndex>>,
+    live: broadcast::Sender<String>,
+    tasks: &mut JoinSet<Result<(), AppError>>,
+    cancel: &CancellationToken,
+) -> Result<(), AppError> {
+    if relay {
+        let r = Relay::new(parts.store.clone(), backend.clone(), parts.service.outbox_signal(), &parts.prefix);
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            r.run(c).await;
+            Ok(())
+        });
+    }
+    let policy = RetryPolicy::default();
+    let mut router = Router::new(backend);
+    if roles.audit {
+        let h = Arc::new(audit::Audit::new(parts.store.clone(), parts.ring.clone()));
+        router = router.route(parts.topic(COMMENTS), "audit", policy.clone(), 1, h);
+        router = router.route(parts.topic(AUDIT), "audit-head", policy.clone(), 1, Arc::new(commands::AuditHead));
+        let (store, retention) = (parts.store.clone(), parts.cfg.audit_retention);
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            let retention = Retention::from_duration(retention)
+                .map_err(|e| AppError::ConfigInvalid(format!("portal.audit_retention: {e}")))?;
+            loop {
+                if let Err(e) = audit::enforce_retention(&store, retention).await {
+                    tracing::warn!(error = %e, "audit retention failed; will retry");
+                }
+                tokio::select! {
+                    _ = c.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                }
+            }
+        });
+    }
+    if roles.notify {
+        let h = Arc::new(notify::Notify::new(parts.store.clone(), live));
+        router = router.route(parts.topic(NOTIFICATIONS), "notify", policy.clone(), 4, h);
+        let transport = Transport::new(
+            Some(parts.cfg.smtp_url.expose()).filter(|s| !s.is_empty()),
+            parts.data_dir.join("mail"),
+        )
+        .map_err(AppError::Portal)?;
+        let mailer = Mailer::new(parts.store.clone(), transport, &parts.cfg.mail_from, parts.cfg.mail_batch_window)
+            .map_err(AppError::Portal)?;
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            mailer.run(c).await;
+            Ok(())
+        });
+    }
+    if roles.search {
+        let index = search.ok_or_else(|| AppError::Usage("the search role needs the search index".into()))?;
+        let h = Arc::new(search::Indexer::new(parts.store.clone(), index));
+        router = router.route(parts.topic(COMMENTS), "search", policy.clone(), 8, h);
+    }
+    if roles.moderation {
+        let h = Arc::new(moderation::Moderation::new(parts.store.clone()));
+        router = router.route(parts.topic(COMMENTS), "moderation", policy, 4, h);
+    }
+    let c = cancel.clone();
+    tasks.spawn(async move { router.run(c).await.map_err(AppError::bus("running the workers")) });
+    Ok(())
+}
