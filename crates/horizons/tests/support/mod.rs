@@ -1,0 +1,175 @@
+//! Shared by the portal tests: start `horizons` processes on a fresh data dir and talk to them.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_horizons");
+
+/// Where and how a test's processes run: one data dir, one environment.
+pub struct Deployment {
+    pub data: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl Deployment {
+    /// The embedded default: SQLite and the embedded bus in the data dir.
+    pub fn embedded() -> Self {
+        Self { data: tempfile::tempdir().unwrap(), env: vec![("HORIZONS_BUS_BACKEND".into(), "embedded".into())] }
+    }
+
+    /// RabbitMQ and a fresh PostgreSQL database, in a namespace of their own.
+    pub async fn amqp_postgres() -> Self {
+        let base = std::env::var("HORIZONS_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://horizons:horizons@127.0.0.1:5432/horizons".into());
+        let amqp = std::env::var("HORIZONS_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://horizons:horizons@127.0.0.1:5672/%2f".into());
+        let tag = format!("t{}", &uuid_like()[..12]);
+        let db = format!("hz_{tag}");
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} (start it with scripts/services up postgres): {e}"));
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {db}").as_str()).await.unwrap();
+        let url = match base.rfind('/') {
+            Some(i) => format!("{}/{db}", &base[..i]),
+            None => panic!("database URL without a path: {base}"),
+        };
+        Self {
+            data: tempfile::tempdir().unwrap(),
+            env: vec![
+                ("HORIZONS_BUS_BACKEND".into(), "amqp".into()),
+                ("HORIZONS_AMQP_URL".into(), amqp),
+                ("HORIZONS_DATABASE_URL".into(), url),
+                ("HORIZONS_NAMESPACE".into(), format!("{tag}.")),
+            ],
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).arg("--data-dir").arg(self.dir()).env_remove("HORIZONS_CONFIG").env("RUST_LOG", "warn");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn token(&self, user: &str, role: &str) -> String {
+        let out = self.run(&["token", "--user", user, "--role", role, "--email", &format!("{user}@example.org")]);
+        assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Starts `horizons <args> --http ADDR` and waits for /healthz.
+    pub fn start(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Server {
+        let addr = free_port();
+        let mut c = self.command(args);
+        c.arg("--http").arg(addr.to_string()).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        let child = c.spawn().unwrap();
+        let server = Server { child, addr };
+        server.wait_healthy();
+        server
+    }
+
+    /// Starts `horizons worker --role …` in the background.
+    pub fn worker(&self, roles: &str) -> Child {
+        self.command(&["worker", "--role", roles]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    }
+
+    /// The database URL the processes use.
+    pub fn database_url(&self) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "HORIZONS_DATABASE_URL")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.dir().join("horizons.db").display()))
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "horizons did not start listening on {}", self.addr);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
+        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn uuid_like() -> String {
+    use rand::Rng;
+    let mut r = rand::thread_rng();
+    (0..32).map(|_| char::from_digit(r.gen_range(0..16), 16).unwrap()).collect()
+}
+
+/// Polls `f` until it returns `Some`, for up to `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Files in `dir` (none if it does not exist).
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
+}
