@@ -134,9 +134,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = started.elapsed();
     summary("4 threads: upsert + commit (visible)", lat);
     println!(
-        "4 threads: {n} docs in {:.1} ms = {:.0} docs/s, count={}",
+        "4 threads: {n} docs in {:.1} ms = {:.0} docs/s, {} commits for {n} commit() calls, count={}",
         total.as_secs_f64() * 1e3,
         n as f64 / total.as_secs_f64(),
+        index.commits(),
         index.count()?
     );
     Ok(())

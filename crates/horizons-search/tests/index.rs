@@ -405,4 +405,22 @@ fn concurrent_writers_all_become_visible() {
     }
     assert_eq!(index.count().unwrap(), 100);
     assert_eq!(index.search("beam", 1, 10).unwrap().total, 100);
+    // Group commit may merge some of the 100 commit() calls; it never adds commits.
+    assert!((1..=100).contains(&index.commits()), "{}", index.commits());
+}
+
+#[test]
+fn commit_without_new_writes_does_no_commit() {
+    let (_tmp, index) = open();
+    index.commit().unwrap();
+    assert_eq!(index.commits(), 0, "nothing to commit on a fresh index");
+    index.upsert(&doc("c1", "a", "one")).unwrap();
+    index.upsert(&doc("c2", "a", "two")).unwrap();
+    index.commit().unwrap();
+    index.commit().unwrap();
+    assert_eq!(index.commits(), 1, "two writes, one commit; the second call had nothing to do");
+    index.delete("c1").unwrap();
+    index.commit().unwrap();
+    assert_eq!(index.commits(), 2, "a delete is a write too");
+    assert_eq!(index.count().unwrap(), 1);
 }
