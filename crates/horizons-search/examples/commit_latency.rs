@@ -12,6 +12,12 @@
 //! 3. 4 threads each doing upsert + commit, so group commit can merge their commits.
 //!
 //! Prints numbers only; it asserts nothing about timing.
+//!
+//! Measured on the 2-core dev VM (ext4, release build, N=500), when a 4 KiB write+fsync took
+//! 0.3 ms: single commit (commit + reload) p50 11-15 ms, p99 29-37 ms; a batch of 50 commits in
+//! 26-41 ms (~0.5-0.8 ms per comment, ~1300-1800 docs/s); 4 threads of upsert + commit: ~3
+//! writes per actual commit, p99 62-81 ms. While other builds loaded the disk (fsync 4-6 ms)
+//! the single-commit p50 was 57-68 ms and p99 220-260 ms: commit time is mostly fsync.
 
 use std::path::PathBuf;
 use std::sync::Arc;
