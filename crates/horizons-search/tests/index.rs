@@ -405,4 +405,50 @@ fn concurrent_writers_all_become_visible() {
     }
     assert_eq!(index.count().unwrap(), 100);
     assert_eq!(index.search("beam", 1, 10).unwrap().total, 100);
+    // Group commit may merge some of the 100 commit() calls; it never adds commits.
+    assert!((1..=100).contains(&index.commits()), "{}", index.commits());
+}
+
+#[test]
+fn commit_without_new_writes_does_no_commit() {
+    let (_tmp, index) = open();
+    index.commit().unwrap();
+    assert_eq!(index.commits(), 0, "nothing to commit on a fresh index");
+    index.upsert(&doc("c1", "a", "one")).unwrap();
+    index.upsert(&doc("c2", "a", "two")).unwrap();
+    index.commit().unwrap();
+    index.commit().unwrap();
+    assert_eq!(index.commits(), 1, "two writes, one commit; the second call had nothing to do");
+    index.delete("c1").unwrap();
+    index.commit().unwrap();
+    assert_eq!(index.commits(), 2, "a delete is a write too");
+    assert_eq!(index.count().unwrap(), 1);
+}
+
+/// Set by `second_process_gets_the_locked_error` for the copy of this test binary it starts.
+const CHILD_DIR_ENV: &str = "HORIZONS_SEARCH_TEST_LOCKED_DIR";
+
+#[test]
+fn second_process_gets_the_locked_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _held = SearchIndex::open(tmp.path()).unwrap();
+    // Re-run this test binary, filtered to the child half below, as a genuinely separate process.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process_half_of_the_lock_test", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR_ENV, tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("child saw: search index at"), "{stdout}");
+}
+
+/// Does nothing in a normal run; in the child started above it must fail to open the index.
+#[test]
+fn child_process_half_of_the_lock_test() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else { return };
+    let err = SearchIndex::open(std::path::Path::new(&dir)).unwrap_err();
+    assert!(matches!(err, SearchError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains(&*dir.to_string_lossy()), "{err}");
+    println!("child saw: {err}");
 }
