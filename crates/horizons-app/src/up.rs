@@ -66,8 +66,8 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     let bus_closing = state.bus_closing.clone();
     let workers_cancel = CancellationToken::new();
     let mut workers = JoinSet::new();
-    let roles = if all_workers { Roles::all() } else { Roles::default() };
-    portal::spawn(&parts, backend.clone(), &roles, true, search, live, &mut workers, &workers_cancel)?;
+    let roles = if all_workers { Roles::all() } else { Roles { relay: true, ..Roles::default() } };
+    portal::spawn(&parts, backend.clone(), &roles, search, live, &mut workers, &workers_cancel)?;
     tracing::info!(%addr, backend = backend.name(), data_dir = %cfg.data_dir.display(), "horizons is up");
 
     tokio::spawn(crate::shutdown::cancel_on_signal(cancel.clone()));

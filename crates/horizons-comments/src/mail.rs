@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 use crate::{now_ms, CommentsError};
 
+/// One pending notification: id, text, post.
+type Pending = (String, String, Option<String>);
+
 /// Where mail goes.
 pub enum Transport {
     /// `.eml` files in this folder.
@@ -100,7 +103,7 @@ impl Mailer {
         .fetch_all(self.store.pool())
         .await
         .map_err(|e| CommentsError::db("reading pending e-mail", e))?;
-        let mut by_user: BTreeMap<(String, String), Vec<(String, String, Option<String>)>> = BTreeMap::new();
+        let mut by_user: BTreeMap<(String, String), Vec<Pending>> = BTreeMap::new();
         for r in &rows {
             by_user
                 .entry((r.get(1), r.get(4)))
@@ -138,7 +141,7 @@ impl Mailer {
         &self,
         user: &str,
         email: &str,
-        items: &[(String, String, Option<String>)],
+        items: &[Pending],
     ) -> Result<Message, CommentsError> {
         let to: Mailbox = format!("{user} <{email}>")
             .parse()

@@ -104,7 +104,7 @@ pub async fn search(cfg: Config, c: SearchCommand) -> Result<(), AppError> {
 
 /// Runs workers until a shutdown signal.
 pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
-    let roles = Roles::parse(&a.role)?;
+    let roles = Roles { relay: a.relay, ..Roles::parse(&a.role)? };
     let cancel = CancellationToken::new();
     let _prom = crate::telemetry::install_metrics(cancel.child_token())?;
     let parts = Parts::open(&cfg).await?;
@@ -113,7 +113,7 @@ pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
     let search = if roles.search { Some(parts.open_search()?) } else { None };
     let (live, _) = broadcast::channel(1024);
     let mut tasks = JoinSet::new();
-    super::spawn(&parts, backend.clone(), &roles, a.relay, search, live, &mut tasks, &cancel)?;
+    super::spawn(&parts, backend.clone(), &roles, search, live, &mut tasks, &cancel)?;
     tracing::info!(role = %a.role, relay = a.relay, backend = backend.name(), "workers running");
     tokio::spawn(crate::shutdown::cancel_on_signal(cancel.clone()));
     let result = supervise(&mut tasks, &cancel).await;

@@ -126,12 +126,14 @@ pub struct Roles {
     pub search: bool,
     /// Content filter.
     pub moderation: bool,
+    /// The outbox relay (exactly one per database is the useful number).
+    pub relay: bool,
 }
 
 impl Roles {
     /// Every role.
     pub fn all() -> Self {
-        Self { audit: true, notify: true, search: true, moderation: true }
+        Self { audit: true, notify: true, search: true, moderation: true, relay: true }
     }
 
     /// Parses `audit,notify,…` (or `all`).
@@ -139,7 +141,7 @@ impl Roles {
         let mut r = Roles::default();
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match name {
-                "all" => r = Roles::all(),
+                "all" => r = Roles { relay: false, ..Roles::all() },
                 "audit" => r.audit = true,
                 "notify" => r.notify = true,
                 "search" => r.search = true,
@@ -158,19 +160,17 @@ impl Roles {
     }
 }
 
-/// Spawns the relay (when `relay`) and the workers of `roles` into `tasks`; all stop when
-/// `cancel` fires.
+/// Spawns the relay and the workers of `roles` into `tasks`; all stop when `cancel` fires.
 pub fn spawn(
     parts: &Parts,
     backend: Arc<dyn Backend>,
     roles: &Roles,
-    relay: bool,
     search: Option<Arc<SearchIndex>>,
     live: broadcast::Sender<String>,
     tasks: &mut JoinSet<Result<(), AppError>>,
     cancel: &CancellationToken,
 ) -> Result<(), AppError> {
-    if relay {
+    if roles.relay {
         let r = Relay::new(parts.store.clone(), backend.clone(), parts.service.outbox_signal(), &parts.prefix);
         let c = cancel.clone();
         tasks.spawn(async move {

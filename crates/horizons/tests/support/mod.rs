@@ -38,9 +38,15 @@ impl Deployment {
             Some(i) => format!("{}/{db}", &base[..i]),
             None => panic!("database URL without a path: {base}"),
         };
+        // Every run declares its own queues (a namespace per run); let the broker drop them a
+        // while after the run ends, so test runs do not pile up quorum queues.
+        let data = tempfile::tempdir().unwrap();
+        let config = data.path().join("horizons.toml");
+        std::fs::write(&config, "[bus.amqp]\nqueue_expires = \"5m\"\n").unwrap();
         Self {
-            data: tempfile::tempdir().unwrap(),
+            data,
             env: vec![
+                ("HORIZONS_CONFIG".into(), config.display().to_string()),
                 ("HORIZONS_BUS_BACKEND".into(), "amqp".into()),
                 ("HORIZONS_AMQP_URL".into(), amqp),
                 ("HORIZONS_DATABASE_URL".into(), url),
