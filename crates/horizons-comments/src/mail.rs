@@ -122,14 +122,16 @@ impl Mailer {
                 Err(e) => tracing::warn!(user, error = %e, "notification e-mail skipped"),
             }
             let now = now_ms();
+            let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("stamping sent e-mail", e))?;
             for id in ids {
                 sqlx::query("UPDATE notifications SET emailed_at = $1 WHERE id = $2")
                     .bind(now)
                     .bind(id)
-                    .execute(self.store.pool())
+                    .execute(&mut *tx)
                     .await
                     .map_err(|e| CommentsError::db("stamping sent e-mail", e))?;
             }
+            tx.commit().await.map_err(|e| CommentsError::db("stamping sent e-mail", e))?;
         }
         if sent > 0 {
             metrics::counter!("horizons_emails_sent_total").increment(sent as u64);

@@ -119,15 +119,15 @@ impl Relay {
             .map_err(|e| CommentsError::Bus { context: format!("publishing {} outbox event(s)", ids.len()), source: e })?;
         failpoint("relay-after-publish");
         let now = now_ms();
-        let mut tx = self.store.pool().begin().await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
+        let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
+        // One statement per batch: `id IN ($2, $3, …)`.
+        let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!("UPDATE outbox SET sent_at = $1 WHERE id IN ({})", marks.join(", "));
+        let mut q = sqlx::query(&sql).bind(now);
         for id in &ids {
-            sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| CommentsError::db("stamping the outbox", e))?;
+            q = q.bind(id);
         }
+        q.execute(&mut *tx).await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
         tx.commit().await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
         metrics::counter!("horizons_outbox_published_total").increment(ids.len() as u64);
         Ok(ids.len())

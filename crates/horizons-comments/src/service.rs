@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 use tokio::sync::Notify;
 
 use crate::events::{self, Event};
@@ -23,7 +23,7 @@ pub const MAX_TITLE_CHARS: usize = 300;
 /// Longest report reason or moderation note.
 pub const MAX_REASON_CHARS: usize = 1_000;
 
-type Tx = Transaction<'static, Any>;
+type Tx = crate::store::WriteTx;
 
 /// The domain operations over a [`Store`].
 #[derive(Clone, Debug)]
@@ -102,7 +102,7 @@ impl Service {
     }
 
     async fn begin(&self) -> Result<Tx, CommentsError> {
-        self.store.pool().begin().await.map_err(db("starting a transaction"))
+        self.store.begin().await.map_err(db("starting a transaction"))
     }
 
     async fn commit(&self, tx: Tx) -> Result<(), CommentsError> {
@@ -115,23 +115,18 @@ impl Service {
     /// Creates or refreshes the caller's user row (tokens are the source of users); refuses
     /// banned users.
     async fn writer(&self, tx: &mut Tx, actor: &Actor) -> Result<(), CommentsError> {
-        sqlx::query(
+        let banned: i64 = sqlx::query(
             "INSERT INTO users (name, email, role, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET email = excluded.email, role = excluded.role",
+             ON CONFLICT (name) DO UPDATE SET email = excluded.email, role = excluded.role RETURNING banned",
         )
         .bind(&actor.name)
         .bind(&actor.email)
         .bind(actor.role.as_str())
         .bind(now_ms())
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await
-        .map_err(db("recording the user"))?;
-        let banned: i64 = sqlx::query("SELECT banned FROM users WHERE name = $1")
-            .bind(&actor.name)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db("reading the user"))?
-            .get(0);
+        .map_err(db("recording the user"))?
+        .get(0);
         if banned != 0 {
             return Err(CommentsError::Forbidden(format!("user {} is banned", actor.name)));
         }
@@ -569,11 +564,12 @@ impl Service {
     pub async fn mark_read(&self, user: &str, ids: &[String]) -> Result<u64, CommentsError> {
         let now = now_ms();
         let mut changed = 0;
+        let mut tx = self.begin().await?;
         if ids.is_empty() {
             changed = sqlx::query("UPDATE notifications SET read_at = $1 WHERE user_name = $2 AND read_at IS NULL")
                 .bind(now)
                 .bind(user)
-                .execute(self.store.pool())
+                .execute(&mut *tx)
                 .await
                 .map_err(db("marking notifications read"))?
                 .rows_affected();
@@ -585,11 +581,12 @@ impl Service {
             .bind(now)
             .bind(user)
             .bind(id)
-            .execute(self.store.pool())
+            .execute(&mut *tx)
             .await
             .map_err(db("marking a notification read"))?
             .rows_affected();
         }
+        tx.commit().await.map_err(db("committing"))?;
         Ok(changed)
     }
 

@@ -8,10 +8,11 @@
 //! (an older binary must not write to a newer schema).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor, Row};
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor, Row, Transaction};
 
 use crate::CommentsError;
 
@@ -32,6 +33,42 @@ pub enum Engine {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// SQLite has one writer; queueing writers here, in order, instead of letting them spin
+    /// in SQLite's busy handler (which sleeps up to 100 ms per try) keeps write latency flat.
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction: the driver's transaction plus, on SQLite, this process's turn to
+/// write. Derefs to the connection, so `&mut *tx` is an executor.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteTx")
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits (and gives the turn to the next writer).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
 }
 
 /// Hides a URL's password for messages and logs.
@@ -93,7 +130,8 @@ impl Store {
                 .await
                 .map_err(|e| CommentsError::db("enabling WAL", e))?;
         }
-        let store = Self { pool, engine };
+        let gate = (engine == Engine::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let store = Self { pool, engine, gate };
         store.migrate().await?;
         Ok(store)
     }
@@ -101,6 +139,16 @@ impl Store {
     /// The pool, for queries.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Starts a write transaction (on SQLite, after this process's earlier writers).
+    pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = match &self.gate {
+            Some(g) => Some(g.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// Which engine this is.

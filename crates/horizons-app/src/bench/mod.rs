@@ -14,6 +14,7 @@
 //! MB/s over the baseline's payload MB/s; both count the same payload bytes, so it equals the
 //! ratio of messages per second at every size.
 
+pub mod api;
 pub mod commits;
 pub mod load;
 pub mod raw;
@@ -36,6 +37,9 @@ use crate::error::AppError;
 pub enum BenchCommand {
     /// Message-bus throughput and latency on one backend.
     Bus(BenchBusArgs),
+    /// The comment pipeline's API under a fixed request rate: POST latency and comment →
+    /// searchable latency.
+    Api(api::BenchApiArgs),
 }
 
 /// Baselines a bench can compare with.
@@ -129,7 +133,23 @@ pub struct Baseline {
 /// Runs a bench command. `cfg.data_dir` is where the temporary directory goes when
 /// `--data-dir` was given.
 pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -> Result<(), AppError> {
-    let BenchCommand::Bus(args) = command;
+    let args = match command {
+        BenchCommand::Bus(args) => args,
+        BenchCommand::Api(args) => {
+            let base = if data_dir_given { cfg.data_dir.clone() } else { std::env::temp_dir() };
+            std::fs::create_dir_all(&base).map_err(AppError::io(format!("creating {}", base.display())))?;
+            let tmp = tempfile::Builder::new()
+                .prefix("horizons-bench-api-")
+                .tempdir_in(&base)
+                .map_err(AppError::io(format!("creating a temporary directory in {}", base.display())))?;
+            cfg.data_dir = tmp.path().to_path_buf();
+            cfg.bus.embedded.data_dir = None;
+            cfg.portal.database_url = Default::default();
+            cfg.portal.search_dir = None;
+            cfg.portal.mail_batch_window = Duration::from_secs(1);
+            return api::run(cfg, args).await;
+        }
+    };
     if args.size < 16 {
         return Err(AppError::Usage("--size must be at least 16 (sequence number and send stamp)".into()));
     }

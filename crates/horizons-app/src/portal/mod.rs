@@ -219,7 +219,7 @@ pub fn spawn(
     if roles.search {
         let index = search.ok_or_else(|| AppError::Usage("the search role needs the search index".into()))?;
         let h = Arc::new(search::Indexer::new(parts.store.clone(), index));
-        router = router.route(parts.topic(COMMENTS), "search", policy.clone(), 8, h);
+        router = router.route(parts.topic(COMMENTS), "search", policy.clone(), 64, h);
     }
     if roles.moderation {
         let h = Arc::new(moderation::Moderation::new(parts.store.clone()));

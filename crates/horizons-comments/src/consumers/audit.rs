@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 use horizons_audit::{Anchor, Draft, KeyRing, Record, Retention};
 use horizons_bus::{Context, Envelope, Handler, HandlerError};
 use serde_json::json;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::consumers::{claim, decode, retryable};
 use crate::events::{self, Event};
@@ -89,7 +89,7 @@ fn at_ms(e: &Event) -> i64 {
     }
 }
 
-async fn anchor(tx: &mut Transaction<'static, Any>) -> Result<Option<Anchor>, CommentsError> {
+async fn anchor(tx: &mut crate::store::WriteTx) -> Result<Option<Anchor>, CommentsError> {
     let row = sqlx::query("SELECT anchor FROM audit_anchor WHERE id = 1")
         .fetch_optional(&mut **tx)
         .await
@@ -107,7 +107,7 @@ impl Audit {
     }
 
     async fn append(&self, msg: &Envelope, event: Event) -> Result<(), CommentsError> {
-        let mut tx = self.store.pool().begin().await.map_err(|e| CommentsError::db("begin", e))?;
+        let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("begin", e))?;
         if !claim(&mut tx, "audit", msg).await? {
             return Ok(());
         }
@@ -194,7 +194,7 @@ pub async fn verify(store: &Store, keys: Option<&KeyRing>) -> Result<horizons_au
 /// chain starts from afterwards; returns how many were removed.
 pub async fn enforce_retention(store: &Store, retention: Retention) -> Result<u64, CommentsError> {
     let cutoff = now_ms() - retention.as_millis();
-    let mut tx = store.pool().begin().await.map_err(|e| CommentsError::db("begin", e))?;
+    let mut tx = store.begin().await.map_err(|e| CommentsError::db("begin", e))?;
     let old = anchor(&mut tx).await?;
     let rows = sqlx::query("SELECT record FROM audit_log WHERE at_ms < $1 ORDER BY seq LIMIT 10000")
         .bind(cutoff)

@@ -20,7 +20,6 @@ pub mod notify;
 pub mod search;
 
 use horizons_bus::{Envelope, HandlerError};
-use sqlx::{Any, Transaction};
 
 use crate::events::Event;
 use crate::{now_ms, CommentsError};
@@ -44,7 +43,7 @@ pub(crate) fn retryable(e: CommentsError) -> HandlerError {
 /// Records that `consumer` processed `msg` inside `tx`. `false`: it already had, so the caller
 /// must do nothing (and may commit or drop `tx`).
 pub(crate) async fn claim(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::store::WriteTx,
     consumer: &str,
     msg: &Envelope,
 ) -> Result<bool, CommentsError> {

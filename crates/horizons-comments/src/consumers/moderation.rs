@@ -28,7 +28,7 @@ impl Moderation {
 
     async fn apply(&self, msg: &Envelope, comment_id: &str, body: &str) -> Result<(), CommentsError> {
         let verdict = self.filter.score(body);
-        let mut tx = self.store.pool().begin().await.map_err(|e| CommentsError::db("begin", e))?;
+        let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("begin", e))?;
         if !claim(&mut tx, "moderation", msg).await? {
             return Ok(());
         }

@@ -35,7 +35,7 @@ impl Notify {
                 msg.headers.get("type").map_or("?", String::as_str)
             )));
         };
-        let mut tx = self.store.pool().begin().await.map_err(|e| retryable(CommentsError::db("begin", e)))?;
+        let mut tx = self.store.begin().await.map_err(|e| retryable(CommentsError::db("begin", e)))?;
         if !claim(&mut tx, "notify", msg).await.map_err(retryable)? {
             return Ok(None);
         }

@@ -90,6 +90,7 @@ impl Indexer {
                 *committed = upto;
             }
         }
+        let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("recording the index state", e))?;
         sqlx::query(
             "INSERT INTO search_state (comment_id, version, indexed, at_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (comment_id) DO UPDATE SET version = excluded.version, indexed = excluded.indexed, at_ms = excluded.at_ms",
@@ -98,10 +99,10 @@ impl Indexer {
         .bind(version)
         .bind(i64::from(visible))
         .bind(now_ms())
-        .execute(self.store.pool())
+        .execute(&mut *tx)
         .await
         .map_err(|e| CommentsError::db("recording the index state", e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| CommentsError::db("recording the index state", e))
     }
 }
 
