@@ -35,6 +35,12 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// State over `backend`, with a one-second health probe.
     pub fn new(backend: Arc<dyn Backend>, prometheus: Option<PrometheusHandle>) -> Self {
-        Self { backend, prometheus, bus_closing: CancellationToken::new(), probe_timeout: Duration::from_secs(1), portal: None }
+        Self {
+            backend,
+            prometheus,
+            bus_closing: CancellationToken::new(),
+            probe_timeout: Duration::from_secs(1),
+            portal: None,
+        }
     }
 }

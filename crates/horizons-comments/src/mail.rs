@@ -71,9 +71,8 @@ pub struct Mailer {
 impl Mailer {
     /// A mailer sending from `from` every `window`.
     pub fn new(store: Store, transport: Transport, from: &str, window: Duration) -> Result<Self, CommentsError> {
-        let from = from
-            .parse()
-            .map_err(|e| CommentsError::Config { key: "mail.from", message: format!("{from:?}: {e}") })?;
+        let from =
+            from.parse().map_err(|e| CommentsError::Config { key: "mail.from", message: format!("{from:?}: {e}") })?;
         Ok(Self { store, transport, from, window })
     }
 
@@ -105,10 +104,7 @@ impl Mailer {
         .map_err(|e| CommentsError::db("reading pending e-mail", e))?;
         let mut by_user: BTreeMap<(String, String), Vec<Pending>> = BTreeMap::new();
         for r in &rows {
-            by_user
-                .entry((r.get(1), r.get(4)))
-                .or_default()
-                .push((r.get(0), r.get(2), r.get(3)));
+            by_user.entry((r.get(1), r.get(4))).or_default().push((r.get(0), r.get(2), r.get(3)));
         }
         let mut sent = 0;
         for ((user, email), items) in by_user {
@@ -139,15 +135,9 @@ impl Mailer {
         Ok(sent)
     }
 
-    fn compose(
-        &self,
-        user: &str,
-        email: &str,
-        items: &[Pending],
-    ) -> Result<Message, CommentsError> {
-        let to: Mailbox = format!("{user} <{email}>")
-            .parse()
-            .map_err(|e| CommentsError::Other(format!("address of {user}: {e}")))?;
+    fn compose(&self, user: &str, email: &str, items: &[Pending]) -> Result<Message, CommentsError> {
+        let to: Mailbox =
+            format!("{user} <{email}>").parse().map_err(|e| CommentsError::Other(format!("address of {user}: {e}")))?;
         let subject = match items {
             [one] => one.1.clone(),
             many => format!("{} new notifications on Cosmic Horizons", many.len()),
@@ -178,9 +168,7 @@ impl Mailer {
                     .await
                     .map_err(|e| CommentsError::Other(format!("writing {}: {e}", path.display())))
             }
-            Transport::Smtp(t) => {
-                t.send(msg).await.map(|_| ()).map_err(|e| CommentsError::Other(format!("SMTP: {e}")))
-            }
+            Transport::Smtp(t) => t.send(msg).await.map(|_| ()).map_err(|e| CommentsError::Other(format!("SMTP: {e}"))),
         }
     }
 }

@@ -113,10 +113,10 @@ impl Relay {
             ids.push(id);
         }
         failpoint("relay-before-publish");
-        self.bus
-            .publish_batch(envs)
-            .await
-            .map_err(|e| CommentsError::Bus { context: format!("publishing {} outbox event(s)", ids.len()), source: e })?;
+        self.bus.publish_batch(envs).await.map_err(|e| CommentsError::Bus {
+            context: format!("publishing {} outbox event(s)", ids.len()),
+            source: e,
+        })?;
         failpoint("relay-after-publish");
         let now = now_ms();
         let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("stamping the outbox", e))?;

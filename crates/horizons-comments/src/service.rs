@@ -182,12 +182,13 @@ impl Service {
         let body = text("body", body, MAX_BODY_CHARS)?;
         let mut tx = self.begin().await?;
         self.writer(&mut tx, actor).await?;
-        let post = sqlx::query("SELECT p.author, u.email FROM posts p JOIN users u ON u.name = p.author WHERE p.id = $1")
-            .bind(post_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("reading the post"))?
-            .ok_or_else(|| CommentsError::not_found("post", post_id))?;
+        let post =
+            sqlx::query("SELECT p.author, u.email FROM posts p JOIN users u ON u.name = p.author WHERE p.id = $1")
+                .bind(post_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading the post"))?
+                .ok_or_else(|| CommentsError::not_found("post", post_id))?;
         let (post_author, post_email): (String, String) = (post.get(0), post.get(1));
         let mut parent_author = None;
         if let Some(pid) = parent_id {
@@ -241,7 +242,11 @@ impl Service {
         };
         push(&mut tx, &Event::CommentCreated(created)).await?;
         let mut told = vec![actor.name.clone()];
-        let targets = parent_author.into_iter().map(|(u, e)| (u, e, "reply")).chain([(post_author, post_email, "comment_on_post")]);
+        let targets = parent_author.into_iter().map(|(u, e)| (u, e, "reply")).chain([(
+            post_author,
+            post_email,
+            "comment_on_post",
+        )]);
         for (user, email, kind) in targets {
             if told.contains(&user) {
                 continue;
@@ -452,7 +457,13 @@ impl Service {
 
     /// A moderator's decision: `approve` (visible again, leaves the queue), `hide`, or `ban`
     /// (hide and ban the author).
-    pub async fn decide(&self, actor: &Actor, comment_id: &str, action: &str, note: &str) -> Result<String, CommentsError> {
+    pub async fn decide(
+        &self,
+        actor: &Actor,
+        comment_id: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<String, CommentsError> {
         if !actor.role.moderates() {
             return Err(CommentsError::Forbidden("decisions are for moderators".into()));
         }
@@ -641,11 +652,12 @@ pub(crate) async fn enqueue(
     reasons: &[String],
     reports: i64,
 ) -> Result<(), CommentsError> {
-    let existing = sqlx::query("SELECT score, reasons, reports, decided_at FROM moderation_queue WHERE comment_id = $1")
-        .bind(comment_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db("reading the queue"))?;
+    let existing =
+        sqlx::query("SELECT score, reasons, reports, decided_at FROM moderation_queue WHERE comment_id = $1")
+            .bind(comment_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("reading the queue"))?;
     let now = now_ms();
     match existing {
         None => {
@@ -685,4 +697,3 @@ pub(crate) async fn enqueue(
     }
     Ok(())
 }
-

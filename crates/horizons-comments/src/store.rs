@@ -115,8 +115,10 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {
-                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL")
-                            .await?;
+                        conn.execute(
+                            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -186,7 +188,10 @@ impl Store {
                 continue;
             }
             let mut tx = self.pool.begin().await.map_err(db("starting a migration"))?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db(&format!("applying migration {version} ({name})")))?;
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(&format!("applying migration {version} ({name})")))?;
             sqlx::query("INSERT INTO horizons_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
                 .bind(*version)
                 .bind(*name)

@@ -40,12 +40,7 @@ async fn scenario(d: Deployment) {
     let post_id = post["id"].as_str().unwrap().to_string();
 
     // Alice listens for notifications before Bob comments.
-    let stream = http
-        .get(server.url("/api/notifications/stream"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+    let stream = http.get(server.url("/api/notifications/stream")).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(stream.status(), 200);
     let mut body = stream.bytes_stream();
 
@@ -137,7 +132,8 @@ async fn scenario(d: Deployment) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let q: Value = http.get(server.url("/api/moderation/queue")).bearer_auth(&carol).send().await.unwrap().json().await.unwrap();
+    let q: Value =
+        http.get(server.url("/api/moderation/queue")).bearer_auth(&carol).send().await.unwrap().json().await.unwrap();
     assert_eq!(q[0]["comment_id"], comment_id.as_str(), "{q}");
     let r = http
         .post(server.url("/api/moderation/decisions"))
@@ -161,7 +157,12 @@ async fn scenario(d: Deployment) {
 
     // One byte of the record changed in the database: verify fails naming it.
     let tampered = text.replacen("\"actor\":\"bob\"", "\"actor\":\"bop\"", 1);
-    sqlx::query("UPDATE audit_log SET record = $1 WHERE seq = $2").bind(&tampered).bind(seq).execute(&db).await.unwrap();
+    sqlx::query("UPDATE audit_log SET record = $1 WHERE seq = $2")
+        .bind(&tampered)
+        .bind(seq)
+        .execute(&db)
+        .await
+        .unwrap();
     let bad = d.run(&["audit", "verify"]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success(), "verify passed a tampered log");

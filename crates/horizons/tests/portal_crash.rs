@@ -125,7 +125,17 @@ async fn a_worker_killed_mid_burst_leaves_every_comment_indexed_audited_and_noti
 
 /// Message ids on `topic`, read from the beginning by a fresh group (embedded bus).
 fn ids_on(d: &Deployment, topic: &str) -> HashMap<String, usize> {
-    let out = d.run(&["bus", "consume", "--topic", topic, "--group", "outbox-check", "--from-beginning", "--until-idle", "2s"]);
+    let out = d.run(&[
+        "bus",
+        "consume",
+        "--topic",
+        topic,
+        "--group",
+        "outbox-check",
+        "--from-beginning",
+        "--until-idle",
+        "2s",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut ids = HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {

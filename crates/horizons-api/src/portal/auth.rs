@@ -94,7 +94,10 @@ impl Caller {
         if self.0.role.moderates() {
             Ok(&self.0)
         } else {
-            Err(ApiError::Forbidden(format!("role {} may not do this; moderator or admin needed", self.0.role.as_str())))
+            Err(ApiError::Forbidden(format!(
+                "role {} may not do this; moderator or admin needed",
+                self.0.role.as_str()
+            )))
         }
     }
 }
@@ -114,7 +117,8 @@ impl FromRequestParts<ApiState> for Caller {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
-        let claims = portal.keys.verify(token.trim()).map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
+        let claims =
+            portal.keys.verify(token.trim()).map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         let ip = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
         Ok(Caller(Actor { name: claims.sub, role: claims.role, email: claims.email, ip }))
     }

@@ -329,8 +329,9 @@ pub async fn notifications(
     QueryParams(q): QueryParams<NotificationsQuery>,
 ) -> Result<Json<Vec<Notification>>, ApiError> {
     let svc = &portal(&st)?.service;
-    let list =
-        svc.notifications(&caller.0.name, q.before.as_deref(), q.unread.unwrap_or(false), q.limit.unwrap_or(50)).await?;
+    let list = svc
+        .notifications(&caller.0.name, q.before.as_deref(), q.unread.unwrap_or(false), q.limit.unwrap_or(50))
+        .await?;
     Ok(Json(list))
 }
 
@@ -375,8 +376,10 @@ pub async fn search(
     State(st): State<ApiState>,
     QueryParams(q): QueryParams<SearchQuery>,
 ) -> Result<Json<SearchResults>, ApiError> {
-    let index =
-        portal(&st)?.search.clone().ok_or_else(|| ApiError::Unavailable("search is not served by this process".into()))?;
+    let index = portal(&st)?
+        .search
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("search is not served by this process".into()))?;
     if q.q.chars().count() > 500 {
         return Err(ApiError::BadRequest("q: at most 500 characters".into()));
     }
@@ -408,7 +411,7 @@ pub async fn search(
 #[openapi(
     info(title = "Cosmic Horizons portal API", description = "Posts, comments, moderation, notifications and search."),
     paths(create_post, get_post, create_comment, list_comments, edit_comment, delete_comment, report_comment,
-        moderation_queue, decide, notifications, mark_read, get_preferences, set_preferences, search),
+        moderation_queue, decide, notifications, mark_read, super::sse::stream, get_preferences, set_preferences, search),
     components(schemas(ErrorBody, NewPost, NewComment, EditComment, NewReport, Action, NewDecision, MarkRead, Created,
         Changed, SearchResults, SearchHit, Post, Comment, QueueEntry, Notification, Preferences)),
     modifiers(&BearerAuth)

@@ -31,7 +31,11 @@ struct Feed {
     started: bool,
 }
 
-/// The SSE handler.
+/// `GET /api/notifications/stream`
+#[utoipa::path(get, path = "/api/notifications/stream", security(("bearer" = [])),
+    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this notification id")),
+    responses((status = 200, description = "Server-Sent Events, `event: notification`, JSON data", content_type = "text/event-stream", body = String),
+        (status = 401, body = super::routes::ErrorBody)))]
 pub async fn stream(
     State(st): State<ApiState>,
     caller: Caller,

@@ -110,14 +110,16 @@ pub async fn run(cfg: Config, args: BenchApiArgs) -> Result<(), AppError> {
     let listener =
         tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(AppError::io("binding a port for the bench"))?;
     let addr = listener.local_addr().map_err(AppError::io("reading the bench address"))?;
-    let server = tokio::spawn(horizons_api::serve(listener, horizons_api::router(state), cancel.clone().cancelled_owned()));
+    let server =
+        tokio::spawn(horizons_api::serve(listener, horizons_api::router(state), cancel.clone().cancelled_owned()));
     let mut workers = JoinSet::new();
     portal::spawn(&parts, backend.clone(), &Roles::all(), Some(index.clone()), live, &mut workers, &cancel)?;
 
     let tokens = horizons_api::portal::TokenKeys::new(&portal::secrets::jwt_secret(&cfg)?)
         .map_err(|e| AppError::ConfigInvalid(format!("portal.jwt_secret: {e}")))?;
     let issue = |u: &str| {
-        tokens.issue(u, horizons_comments::Role::User, &format!("{u}@localhost"), Duration::from_secs(3600))
+        tokens
+            .issue(u, horizons_comments::Role::User, &format!("{u}@localhost"), Duration::from_secs(3600))
             .map_err(AppError::Bench)
     };
     let (alice, bob) = (issue("alice")?, issue("bob")?);
@@ -143,7 +145,8 @@ pub async fn run(cfg: Config, args: BenchApiArgs) -> Result<(), AppError> {
     let searchable = Arc::new(Mutex::new(hist()));
     let watch_stop = CancellationToken::new();
     let watcher = {
-        let (pending, searchable, index, stop) = (pending.clone(), searchable.clone(), index.clone(), watch_stop.clone());
+        let (pending, searchable, index, stop) =
+            (pending.clone(), searchable.clone(), index.clone(), watch_stop.clone());
         tokio::task::spawn_blocking(move || {
             let mut seen_commits = index.commits();
             while !stop.is_cancelled() || !pending.lock().is_empty() {

@@ -91,7 +91,9 @@ pub async fn search(cfg: Config, c: SearchCommand) -> Result<(), AppError> {
     let parts = Parts::open(&cfg).await?;
     let index = parts.open_search()?;
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {pos} comments indexed ({per_sec})").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} comments indexed ({per_sec})").expect("valid template"),
+    );
     let b = bar.clone();
     let n = horizons_comments::consumers::search::reindex(&parts.store, index, move |k| b.set_position(k))
         .await

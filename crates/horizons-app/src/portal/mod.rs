@@ -203,11 +203,9 @@ pub fn spawn(
     if roles.notify {
         let h = Arc::new(notify::Notify::new(parts.store.clone(), live));
         router = router.route(parts.topic(NOTIFICATIONS), "notify", policy.clone(), 4, h);
-        let transport = Transport::new(
-            Some(parts.cfg.smtp_url.expose()).filter(|s| !s.is_empty()),
-            parts.data_dir.join("mail"),
-        )
-        .map_err(AppError::Portal)?;
+        let transport =
+            Transport::new(Some(parts.cfg.smtp_url.expose()).filter(|s| !s.is_empty()), parts.data_dir.join("mail"))
+                .map_err(AppError::Portal)?;
         let mailer = Mailer::new(parts.store.clone(), transport, &parts.cfg.mail_from, parts.cfg.mail_batch_window)
             .map_err(AppError::Portal)?;
         let c = cancel.clone();

@@ -23,7 +23,9 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
     let value = make();
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(mut f) => {
-            f.write_all(value.as_bytes()).and_then(|()| f.sync_all()).map_err(AppError::io(format!("writing {}", path.display())))?;
+            f.write_all(value.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(AppError::io(format!("writing {}", path.display())))?;
             tracing::info!(path = %path.display(), "generated a secret");
             Ok(value)
         }

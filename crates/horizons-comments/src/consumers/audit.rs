@@ -218,11 +218,13 @@ pub async fn enforce_retention(store: &Store, retention: Retention) -> Result<u6
         .map_err(|e| CommentsError::db("removing old audit records", e))?
         .rows_affected();
     let text = serde_json::to_string(&new).expect("anchors serialize");
-    sqlx::query("INSERT INTO audit_anchor (id, anchor) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET anchor = excluded.anchor")
-        .bind(text)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| CommentsError::db("storing the audit anchor", e))?;
+    sqlx::query(
+        "INSERT INTO audit_anchor (id, anchor) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET anchor = excluded.anchor",
+    )
+    .bind(text)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| CommentsError::db("storing the audit anchor", e))?;
     tx.commit().await.map_err(|e| CommentsError::db("committing retention", e))?;
     tracing::info!(removed, anchor_seq = new.seq, "audit retention applied");
     Ok(removed)

@@ -48,11 +48,12 @@ impl Indexer {
     }
 
     async fn sync(&self, comment_id: &str) -> Result<(), CommentsError> {
-        let row = sqlx::query("SELECT id, post_id, author, body, status, version, created_at FROM comments WHERE id = $1")
-            .bind(comment_id)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(|e| CommentsError::db("reading the comment", e))?;
+        let row =
+            sqlx::query("SELECT id, post_id, author, body, status, version, created_at FROM comments WHERE id = $1")
+                .bind(comment_id)
+                .fetch_optional(self.store.pool())
+                .await
+                .map_err(|e| CommentsError::db("reading the comment", e))?;
         let Some(r) = row else {
             return Err(CommentsError::not_found("comment", comment_id));
         };
@@ -67,17 +68,12 @@ impl Indexer {
         };
         let index = self.index.clone();
         // The ticket is taken after the write, so a commit that starts later covers it.
-        let ticket = tokio::task::spawn_blocking(move || {
-            if visible {
-                index.upsert(&doc)
-            } else {
-                index.delete(&doc.id)
-            }
-        })
-        .await
-        .map_err(|e| CommentsError::Other(format!("index task: {e}")))?
-        .map_err(index_err)
-        .map(|()| self.written.fetch_add(1, Ordering::AcqRel) + 1)?;
+        let ticket =
+            tokio::task::spawn_blocking(move || if visible { index.upsert(&doc) } else { index.delete(&doc.id) })
+                .await
+                .map_err(|e| CommentsError::Other(format!("index task: {e}")))?
+                .map_err(index_err)
+                .map(|()| self.written.fetch_add(1, Ordering::AcqRel) + 1)?;
         {
             let mut committed = self.committed.lock().await;
             if *committed < ticket {
@@ -127,12 +123,11 @@ pub async fn reindex(
     index: Arc<SearchIndex>,
     progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<u64, CommentsError> {
-    let rows = sqlx::query(
-        "SELECT id, post_id, author, body, created_at FROM comments WHERE status = 'visible' ORDER BY id",
-    )
-    .fetch_all(store.pool())
-    .await
-    .map_err(|e| CommentsError::db("reading comments", e))?;
+    let rows =
+        sqlx::query("SELECT id, post_id, author, body, created_at FROM comments WHERE status = 'visible' ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .map_err(|e| CommentsError::db("reading comments", e))?;
     let docs: Vec<CommentDoc> = rows
         .iter()
         .map(|r| CommentDoc {

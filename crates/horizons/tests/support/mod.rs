@@ -25,8 +25,8 @@ impl Deployment {
     pub async fn amqp_postgres() -> Self {
         let base = std::env::var("HORIZONS_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://horizons:horizons@127.0.0.1:5432/horizons".into());
-        let amqp = std::env::var("HORIZONS_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://horizons:horizons@127.0.0.1:5672/%2f".into());
+        let amqp =
+            std::env::var("HORIZONS_AMQP_URL").unwrap_or_else(|_| "amqp://horizons:horizons@127.0.0.1:5672/%2f".into());
         let tag = format!("t{}", &uuid_like()[..12]);
         let db = format!("hz_{tag}");
         sqlx::any::install_default_drivers();
