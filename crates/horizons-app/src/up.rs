@@ -55,10 +55,14 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
             let _ = backend.close().await;
             return Err(e);
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "search is not served by this process (the index is held elsewhere)");
-            None
-        }
+        // A `worker --role search` elsewhere holds the writer: follow its commits read-only.
+        Err(_) => match horizons_search::SearchIndex::open_read_only(&parts.search_dir()) {
+            Ok(s) => Some(std::sync::Arc::new(s)),
+            Err(e) => {
+                tracing::warn!(error = %e, "search is not served by this process");
+                None
+            }
+        },
     };
     let (live, _) = broadcast::channel(1024);
     let mut state = ApiState::new(backend.clone(), Some(prometheus));

@@ -61,6 +61,14 @@ pub enum SearchError {
         source: tantivy::TantivyError,
     },
 
+    /// The index was opened read-only ([`crate::SearchIndex::open_read_only`]): writes go
+    /// through the process that holds the writer.
+    #[error("search index at {} is open read-only here; another process writes it", dir.display())]
+    ReadOnly {
+        /// The index directory.
+        dir: PathBuf,
+    },
+
     /// The directory exists but tantivy could not open the index in it (corrupt or unreadable
     /// files, an index from an incompatible tantivy version, ...).
     #[error("cannot open search index at {}", dir.display())]

@@ -119,7 +119,8 @@ pub struct SearchIndex {
     reader: IndexReader,
     /// Built once: it holds the schema and tokenizers, and parsing does not mutate it.
     parser: QueryParser,
-    writer: Mutex<WriterState>,
+    /// `None` when opened read-only.
+    writer: Option<Mutex<WriterState>>,
     /// Upserts and deletes ever accepted, bumped under the writer lock. `commit` reads it
     /// *before* taking the lock, to learn which writes it must cover; see [`WriterState`].
     write_seq: AtomicU64,
@@ -170,10 +171,41 @@ impl SearchIndex {
             fields,
             reader,
             parser,
-            writer: Mutex::new(WriterState { writer, committed_seq: 0, reader_stale: false }),
+            writer: Some(Mutex::new(WriterState { writer, committed_seq: 0, reader_stale: false })),
             write_seq: AtomicU64::new(0),
             commits: AtomicU64::new(0),
         })
+    }
+
+    /// Opens the index in `dir` for searching only, while another process holds the writer
+    /// (`horizons serve` next to a `horizons worker --role search`). The reader follows that
+    /// writer's commits on its own (tantivy watches `meta.json`, reloading shortly after each
+    /// commit), so results lag the writer by a few milliseconds. Writes answer
+    /// [`SearchError::ReadOnly`].
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), except that no lock is taken.
+    pub fn open_read_only(dir: &Path) -> Result<Self, SearchError> {
+        let (schema, fields) = schema::build();
+        let index = open_or_create(dir, schema)?;
+        let open_err = |source| SearchError::Open { dir: dir.to_owned(), source };
+        let reader =
+            index.reader_builder().reload_policy(ReloadPolicy::OnCommitWithDelay).try_into().map_err(open_err)?;
+        let parser = query_parser(&index, &fields);
+        tracing::info!(dir = %dir.display(), docs = reader.searcher().num_docs(), "search index open read-only");
+        Ok(SearchIndex {
+            dir: dir.to_owned(),
+            fields,
+            reader,
+            parser,
+            writer: None,
+            write_seq: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+        })
+    }
+
+    fn writer(&self) -> Result<&Mutex<WriterState>, SearchError> {
+        self.writer.as_ref().ok_or_else(|| SearchError::ReadOnly { dir: self.dir.clone() })
     }
 
     /// The index directory.
@@ -190,7 +222,7 @@ impl SearchIndex {
     pub fn upsert(&self, doc: &CommentDoc) -> Result<(), SearchError> {
         check_id(&doc.id)?;
         let d = self.to_document(doc);
-        let st = self.writer.lock();
+        let st = self.writer()?.lock();
         // Delete then add under one lock: tantivy applies a delete to documents with a smaller
         // opstamp only, so the new version survives and every older one (committed or not) goes.
         st.writer.delete_term(self.id_term(&doc.id));
@@ -209,7 +241,7 @@ impl SearchIndex {
     /// [`SearchError::InvalidDocument`] for an empty id.
     pub fn delete(&self, id: &str) -> Result<(), SearchError> {
         check_id(id)?;
-        let st = self.writer.lock();
+        let st = self.writer()?.lock();
         st.writer.delete_term(self.id_term(id));
         self.write_seq.fetch_add(1, Ordering::Release);
         MutexGuard::unlock_fair(st);
@@ -230,7 +262,7 @@ impl SearchIndex {
     pub fn commit(&self) -> Result<(), SearchError> {
         // Every write that returned before this call has bumped `write_seq` already.
         let target = self.write_seq.load(Ordering::Acquire);
-        let mut st = self.writer.lock();
+        let mut st = self.writer()?.lock();
         if st.committed_seq < target {
             // Writes need the lock, so this is exact: the commit covers everything up to `now`,
             // including writes queued after `target` (their own commits will then be no-ops).
@@ -364,7 +396,7 @@ impl SearchIndex {
         docs: impl Iterator<Item = CommentDoc>,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, SearchError> {
-        let mut st = self.writer.lock();
+        let mut st = self.writer()?.lock();
         // Drop writes pending from before the rebuild first: `delete_all_documents` only removes
         // segments already flushed, and documents still in the indexing queue would otherwise
         // land in the rebuilt index.

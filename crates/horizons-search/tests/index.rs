@@ -452,3 +452,20 @@ fn child_process_half_of_the_lock_test() {
     assert!(err.to_string().contains(&*dir.to_string_lossy()), "{err}");
     println!("child saw: {err}");
 }
+
+#[test]
+fn a_read_only_index_follows_the_writers_commits_and_refuses_writes() {
+    let (dir, writer) = open();
+    let reader = SearchIndex::open_read_only(dir.path()).unwrap();
+    writer.upsert(&doc("c1", "alice", "faraday rotation in the lobes")).unwrap();
+    writer.commit().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ids(&reader, "faraday").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the read-only index never saw the commit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(ids(&reader, "faraday"), ["c1"]);
+    let err = reader.upsert(&doc("c2", "bob", "nope")).unwrap_err();
+    assert!(matches!(err, SearchError::ReadOnly { .. }), "{err}");
+    assert!(reader.commit().is_err());
+}
