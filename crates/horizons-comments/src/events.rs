@@ -22,7 +22,7 @@ pub const AUDIT: &str = "audit";
 pub const VERSION: u32 = 1;
 
 /// A comment was written.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentCreated {
     pub comment_id: String,
@@ -39,7 +39,7 @@ pub struct CommentCreated {
 }
 
 /// A comment's body changed.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentEdited {
     pub comment_id: String,
@@ -52,7 +52,7 @@ pub struct CommentEdited {
 }
 
 /// A comment was soft-deleted.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentDeleted {
     pub comment_id: String,
@@ -63,7 +63,7 @@ pub struct CommentDeleted {
 }
 
 /// A user reported a comment.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentReported {
     pub report_id: String,
@@ -76,7 +76,7 @@ pub struct CommentReported {
 }
 
 /// A moderator decided on a comment.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModerationDecided {
     pub decision_id: String,
@@ -89,7 +89,7 @@ pub struct ModerationDecided {
 }
 
 /// Someone should be told something.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequested {
     pub notification_id: String,
@@ -103,7 +103,7 @@ pub struct NotificationRequested {
 }
 
 /// The audit writer appended a record.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecorded {
     pub seq: i64,
@@ -160,6 +160,24 @@ struct Wire<T> {
     event_type: String,
     version: u32,
     data: T,
+}
+
+/// The JSON Schema of every event's `data`, by type, in the version this build writes: what
+/// `GET /api/events/schemas` serves, so producers in other languages can validate.
+pub fn schemas() -> serde_json::Value {
+    use utoipa::PartialSchema;
+    fn one<T: PartialSchema>() -> serde_json::Value {
+        serde_json::json!({ "version": VERSION, "data": T::schema() })
+    }
+    serde_json::json!({
+        "CommentCreated": one::<CommentCreated>(),
+        "CommentEdited": one::<CommentEdited>(),
+        "CommentDeleted": one::<CommentDeleted>(),
+        "CommentReported": one::<CommentReported>(),
+        "ModerationDecided": one::<ModerationDecided>(),
+        "NotificationRequested": one::<NotificationRequested>(),
+        "AuditRecorded": one::<AuditRecorded>(),
+    })
 }
 
 impl Event {
@@ -267,6 +285,15 @@ mod tests {
             client_ip: Some("127.0.0.1".into()),
             at_ms: 1,
         })
+    }
+
+    #[test]
+    fn every_type_has_a_schema_naming_its_fields() {
+        let s = schemas();
+        assert_eq!(s.as_object().unwrap().len(), 7);
+        let created = s["CommentCreated"]["data"].to_string();
+        assert!(created.contains("comment_id") && created.contains("author_email"), "{created}");
+        assert_eq!(s["AuditRecorded"]["version"], VERSION);
     }
 
     #[test]

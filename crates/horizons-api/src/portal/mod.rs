@@ -59,6 +59,7 @@ pub fn router() -> Router<ApiState> {
         .route("/api/notifications/stream", get(sse::stream))
         .route("/api/me/preferences", get(routes::get_preferences).put(routes::set_preferences))
         .route("/api/search", get(routes::search))
+        .route("/api/events/schemas", get(routes::event_schemas))
         .route("/openapi.json", get(routes::openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

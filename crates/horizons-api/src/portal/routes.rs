@@ -406,12 +406,19 @@ pub async fn search(
     }))
 }
 
+/// `GET /api/events/schemas`: the JSON Schema of each event's `data`, with its version.
+#[utoipa::path(get, path = "/api/events/schemas",
+    responses((status = 200, description = "Event type → {version, data: JSON Schema}", body = Object)))]
+pub async fn event_schemas() -> Json<serde_json::Value> {
+    Json(horizons_comments::events::schemas())
+}
+
 /// The OpenAPI 3 document of these routes.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Cosmic Horizons portal API", description = "Posts, comments, moderation, notifications and search."),
     paths(create_post, get_post, create_comment, list_comments, edit_comment, delete_comment, report_comment,
-        moderation_queue, decide, notifications, mark_read, super::sse::stream, get_preferences, set_preferences, search),
+        moderation_queue, decide, notifications, mark_read, super::sse::stream, get_preferences, set_preferences, search, event_schemas),
     components(schemas(ErrorBody, NewPost, NewComment, EditComment, NewReport, Action, NewDecision, MarkRead, Created,
         Changed, SearchResults, SearchHit, Post, Comment, QueueEntry, Notification, Preferences)),
     modifiers(&BearerAuth)
