@@ -9,7 +9,16 @@ use std::time::{Duration, Instant};
 fn horizons() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_horizons"));
     // Keep the tests independent of the caller's environment.
-    for var in ["HORIZONS_CONFIG", "HORIZONS_DATA_DIR", "HORIZONS_HTTP_ADDR", "HORIZONS_BUS_BACKEND", "RUST_LOG"] {
+    for var in [
+        "HORIZONS_CONFIG",
+        "HORIZONS_DATA_DIR",
+        "HORIZONS_HTTP_ADDR",
+        "HORIZONS_BUS_BACKEND",
+        "HORIZONS_DATABASE_URL",
+        "HORIZONS_NAMESPACE",
+        "HORIZONS_JWT_SECRET",
+        "RUST_LOG",
+    ] {
         c.env_remove(var);
     }
     c

@@ -61,7 +61,21 @@ impl Deployment {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args).arg("--data-dir").arg(self.dir()).env_remove("HORIZONS_CONFIG").env("RUST_LOG", "warn");
+        c.args(args).arg("--data-dir").arg(self.dir()).env("RUST_LOG", "warn");
+        // Only what this deployment sets: CI exports the services' URLs for every test.
+        for var in [
+            "HORIZONS_CONFIG",
+            "HORIZONS_DATA_DIR",
+            "HORIZONS_HTTP_ADDR",
+            "HORIZONS_BUS_BACKEND",
+            "HORIZONS_DATABASE_URL",
+            "HORIZONS_NAMESPACE",
+            "HORIZONS_JWT_SECRET",
+            "HORIZONS_SMTP_URL",
+            "HORIZONS_FAILPOINT",
+        ] {
+            c.env_remove(var);
+        }
         for (k, v) in &self.env {
             c.env(k, v);
         }
