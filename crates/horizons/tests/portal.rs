@@ -168,6 +168,34 @@ async fn scenario(d: Deployment) {
     assert!(!bad.status.success(), "verify passed a tampered log");
     assert!(err.contains(&format!("record {seq}")), "{err}");
     db.close().await;
+
+    // Messages that are not events (the CLI's generated payloads) reach each group's DLQ with
+    // the reason.
+    let topic = format!("{}comments", d.env.iter().find(|(k, _)| k == "HORIZONS_NAMESPACE").map_or("", |(_, v)| v));
+    let out = d.run(&["bus", "publish", "--topic", &topic, "--count", "3", "--size", "64"]);
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    let server = d.start(&["up"], &[]);
+    let metrics = server.url("/metrics");
+    eventually(30, "three dead letters in the audit group", || {
+        let (http, metrics) = (http.clone(), metrics.clone());
+        async move {
+            let text = http.get(&metrics).send().await.ok()?.text().await.ok()?;
+            text.lines()
+                .filter(|l| l.starts_with("horizons_bus_settled_total") && l.contains("dead_letter"))
+                .filter(|l| l.contains("group=\"audit\""))
+                .any(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v >= 3.0))
+                .then_some(())
+        }
+    })
+    .await;
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+    let out = d.run(&["bus", "dlq", "list", "--topic", &topic, "--group", "audit", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "dlq list: {}", String::from_utf8_lossy(&out.stderr));
+    let dead: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(dead.len(), 3, "{text}");
+    assert!(dead.iter().all(|e| e["reason"].as_str().unwrap().contains("malformed event")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
