@@ -84,7 +84,8 @@ impl Relay {
     /// Publishes one batch of unsent events; returns how many.
     pub async fn pump(&self) -> Result<usize, CommentsError> {
         let rows = sqlx::query(
-            "SELECT id, topic, event_type, msg_key, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, topic, event_type, msg_key, payload, priority, not_before FROM outbox \
+             WHERE sent_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(self.batch)
         .fetch_all(self.store.pool())
@@ -106,6 +107,13 @@ impl Relay {
             if let Some(k) = r.get::<Option<String>, _>(3) {
                 env = env.with_key(k);
             }
+            let priority = u8::try_from(r.get::<i64, _>(5)).unwrap_or(4);
+            env = env.with_priority(
+                horizons_bus::Priority::new(priority)
+                    .map_err(|e| CommentsError::Bus { context: format!("outbox row {id}"), source: e })?,
+            );
+            // Publishing the absolute time keeps a relay delay from adding to the job's delay.
+            env.not_before = r.get::<Option<i64>, _>(6);
             env.id = MessageId(
                 uuid::Uuid::parse_str(&id).map_err(|e| CommentsError::Other(format!("outbox row {id}: {e}")))?,
             );

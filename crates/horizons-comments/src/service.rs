@@ -53,16 +53,49 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<String, Comments
 
 /// Writes `event` into the outbox inside `tx`; returns its id (the bus message id).
 pub(crate) async fn push(tx: &mut Tx, event: &Event) -> Result<String, CommentsError> {
+    let msg = Outgoing {
+        topic: event.topic(),
+        event_type: event.type_name(),
+        key: Some(event.key()),
+        payload: event.encode(),
+        priority: 4,
+        not_before: None,
+    };
+    push_message(tx, &msg).await
+}
+
+/// A message for the outbox that is not one of [`Event`] (a job's execution message).
+#[derive(Clone, Debug)]
+pub struct Outgoing<'a> {
+    /// Topic, without the deployment's namespace.
+    pub topic: &'a str,
+    /// The `type` header.
+    pub event_type: &'a str,
+    /// Ordering key.
+    pub key: Option<String>,
+    /// Body.
+    pub payload: String,
+    /// Bus priority 0–9.
+    pub priority: u8,
+    /// Not before, ms since the epoch.
+    pub not_before: Option<i64>,
+}
+
+/// Writes `msg` into the outbox inside `tx`; returns its id (the bus message id).
+pub async fn push_message(tx: &mut Tx, msg: &Outgoing<'_>) -> Result<String, CommentsError> {
     let id = new_id();
     sqlx::query(
-        "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at, priority, not_before) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&id)
-    .bind(event.topic())
-    .bind(event.type_name())
-    .bind(event.key())
-    .bind(event.encode())
+    .bind(msg.topic)
+    .bind(msg.event_type)
+    .bind(&msg.key)
+    .bind(&msg.payload)
     .bind(now_ms())
+    .bind(i64::from(msg.priority))
+    .bind(msg.not_before)
     .execute(&mut **tx)
     .await
     .map_err(db("writing to the outbox"))?;

@@ -17,7 +17,10 @@ use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor, Row, Transacti
 use crate::CommentsError;
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "portal", include_str!("../migrations/0001_portal.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "portal", include_str!("../migrations/0001_portal.sql")),
+    (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
+];
 
 /// Which engine a [`Store`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

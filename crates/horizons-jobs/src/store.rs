@@ -1,0 +1,207 @@
+//! Jobs in the database: submit (with the execution message in the same transaction),
+//! read, list, cancel, retry and redrive.
+
+use horizons_comments::service::{push_message, Outgoing};
+use horizons_comments::{new_id, now_ms, Store};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::kinds::Registry;
+use crate::model::{Attempt, Job, JobSpec, JobState};
+use crate::{JobsError, TOPIC};
+
+const COLUMNS: &str = "id, kind, args, priority, not_before, max_attempts, backoff_ms, timeout_ms, \
+    idempotency_key, owner, state, attempts, last_error, created_at, started_at, finished_at";
+
+fn job_from(r: &AnyRow) -> Job {
+    Job {
+        id: r.get("id"),
+        kind: r.get("kind"),
+        args: serde_json::from_str(&r.get::<String, _>("args")).unwrap_or(serde_json::Value::Null),
+        priority: r.get("priority"),
+        not_before: r.get("not_before"),
+        max_attempts: r.get("max_attempts"),
+        backoff_ms: r.get("backoff_ms"),
+        timeout_ms: r.get("timeout_ms"),
+        idempotency_key: r.get("idempotency_key"),
+        owner: r.get("owner"),
+        state: JobState::parse(&r.get::<String, _>("state")).unwrap_or(JobState::Dead),
+        attempts: r.get("attempts"),
+        last_error: r.get("last_error"),
+        created_at: r.get("created_at"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+    }
+}
+
+/// The execution message of job `id`.
+pub(crate) fn message(id: &str, priority: i64, not_before: Option<i64>) -> Outgoing<'static> {
+    Outgoing {
+        topic: TOPIC,
+        event_type: "JobQueued",
+        key: Some(id.to_string()),
+        payload: serde_json::json!({ "job_id": id }).to_string(),
+        priority: priority.clamp(0, 9) as u8,
+        not_before,
+    }
+}
+
+/// Submits `spec` for `owner`. Returns the job and whether it is new: with an idempotency key
+/// already used, the first job comes back instead.
+pub async fn submit(store: &Store, registry: &Registry, spec: &JobSpec, owner: &str) -> Result<(Job, bool), JobsError> {
+    spec.validate()?;
+    let kind = registry.get(&spec.kind).ok_or_else(|| {
+        JobsError::invalid("kind", format!("unknown kind {:?} (known: {})", spec.kind, registry.names().join(", ")))
+    })?;
+    kind.validate(&spec.args).map_err(|m| JobsError::invalid("args", m))?;
+    if let Some(key) = &spec.idempotency_key {
+        if let Some(j) = by_key(store, key).await? {
+            return Ok((j, false));
+        }
+    }
+    let now = now_ms();
+    let id = new_id();
+    let not_before = (spec.delay_ms > 0).then(|| now + spec.delay_ms);
+    let mut tx = store.begin().await.map_err(JobsError::db("starting a transaction"))?;
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, kind, args, priority, not_before, max_attempts, backoff_ms, timeout_ms, idempotency_key, \
+         owner, state, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&spec.kind)
+    .bind(spec.args.to_string())
+    .bind(spec.priority)
+    .bind(not_before)
+    .bind(spec.max_attempts)
+    .bind(spec.backoff_ms)
+    .bind(spec.timeout_ms)
+    .bind(&spec.idempotency_key)
+    .bind(owner)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(JobsError::db("writing the job"))?
+    .rows_affected();
+    if inserted == 0 {
+        // Another submission with this key won the race.
+        drop(tx);
+        let key = spec.idempotency_key.as_deref().unwrap_or_default();
+        return by_key(store, key).await?.map(|j| (j, false)).ok_or_else(|| JobsError::NotFound(key.into()));
+    }
+    push_message(&mut tx, &message(&id, spec.priority, not_before)).await?;
+    tx.commit().await.map_err(JobsError::db("committing the job"))?;
+    metrics::counter!("horizons_jobs_submitted_total", "priority" => spec.priority.to_string()).increment(1);
+    Ok((get(store, &id).await?, true))
+}
+
+async fn by_key(store: &Store, key: &str) -> Result<Option<Job>, JobsError> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE idempotency_key = $1");
+    let r = sqlx::query(&sql).bind(key).fetch_optional(store.pool()).await.map_err(JobsError::db("reading a job"))?;
+    Ok(r.as_ref().map(job_from))
+}
+
+/// The job `id`.
+pub async fn get(store: &Store, id: &str) -> Result<Job, JobsError> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+    let r = sqlx::query(&sql).bind(id).fetch_optional(store.pool()).await.map_err(JobsError::db("reading a job"))?;
+    r.as_ref().map(job_from).ok_or_else(|| JobsError::NotFound(id.into()))
+}
+
+/// The attempts of job `id`, in order.
+pub async fn attempts(store: &Store, id: &str) -> Result<Vec<Attempt>, JobsError> {
+    let rows = sqlx::query(
+        "SELECT attempt, worker, started_at, finished_at, outcome, error FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+    )
+    .bind(id)
+    .fetch_all(store.pool())
+    .await
+    .map_err(JobsError::db("reading attempts"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Attempt {
+            attempt: r.get(0),
+            worker: r.get(1),
+            started_at: r.get(2),
+            finished_at: r.get(3),
+            outcome: r.get(4),
+            error: r.get(5),
+        })
+        .collect())
+}
+
+/// Jobs, newest first, filtered by state and kind.
+pub async fn list(
+    store: &Store,
+    state: Option<JobState>,
+    kind: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Job>, JobsError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM jobs WHERE ($1 = '' OR state = $1) AND ($2 = '' OR kind = $2) ORDER BY id DESC LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(state.map_or("", JobState::as_str))
+        .bind(kind.unwrap_or(""))
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(store.pool())
+        .await
+        .map_err(JobsError::db("listing jobs"))?;
+    Ok(rows.iter().map(job_from).collect())
+}
+
+/// Cancels a job that has not started (queued, or retrying between attempts).
+pub async fn cancel(store: &Store, id: &str) -> Result<Job, JobsError> {
+    let changed = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_at = $1 WHERE id = $2 AND state IN ('queued', 'retrying')",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(store.pool())
+    .await
+    .map_err(JobsError::db("cancelling"))?
+    .rows_affected();
+    let job = get(store, id).await?;
+    if changed == 0 {
+        return Err(JobsError::State { id: id.into(), state: job.state.as_str().into(), what: "cancel" });
+    }
+    Ok(job)
+}
+
+/// Runs a dead or cancelled job again, with a fresh set of attempts (its history stays).
+pub async fn retry(store: &Store, id: &str) -> Result<Job, JobsError> {
+    let job = get(store, id).await?;
+    if !matches!(job.state, JobState::Dead | JobState::Cancelled) {
+        return Err(JobsError::State { id: id.into(), state: job.state.as_str().into(), what: "retry" });
+    }
+    let mut tx = store.begin().await.map_err(JobsError::db("starting a transaction"))?;
+    sqlx::query(
+        "UPDATE jobs SET state = 'queued', attempt_base = attempts, finished_at = NULL, not_before = NULL \
+         WHERE id = $1 AND state IN ('dead', 'cancelled')",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(JobsError::db("requeueing"))?;
+    push_message(&mut tx, &message(id, job.priority, None)).await?;
+    tx.commit().await.map_err(JobsError::db("committing"))?;
+    get(store, id).await
+}
+
+/// Runs every dead job (of `kind`, if given) again; returns how many.
+pub async fn redrive(store: &Store, kind: Option<&str>) -> Result<usize, JobsError> {
+    let dead = list(store, Some(JobState::Dead), kind, 10_000).await?;
+    for j in &dead {
+        retry(store, &j.id).await?;
+    }
+    Ok(dead.len())
+}
+
+/// Counts by state (for metrics and `jobs list` summaries).
+pub async fn counts(store: &Store) -> Result<Vec<(String, i64)>, JobsError> {
+    let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+        .fetch_all(store.pool())
+        .await
+        .map_err(JobsError::db("counting jobs"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

@@ -1,0 +1,255 @@
+//! The job system on the embedded default: retries, dead jobs and redrive, priorities, delays,
+//! idempotency, cancellation, panics and bad input.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use horizons_bus::{Backend, Router, Topic, Topology};
+use horizons_comments::relay::Relay;
+use horizons_comments::Store;
+use horizons_embedded::{EmbeddedBus, EmbeddedConfig};
+use horizons_jobs::worker::JobWorker;
+use horizons_jobs::{store, JobContext, JobError, JobKind, JobSpec, JobState, Registry, GROUP, TOPIC};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Store,
+    bus: Arc<dyn Backend>,
+    registry: Registry,
+    cancel: CancellationToken,
+}
+
+/// A kind that panics, to show the worker survives it.
+struct Panics;
+
+#[async_trait]
+impl JobKind for Panics {
+    fn name(&self) -> &'static str {
+        "test.panics"
+    }
+    fn validate(&self, _args: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+    async fn run(&self, _cx: &JobContext, _args: &serde_json::Value) -> Result<(), JobError> {
+        panic!("boom");
+    }
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+    let bus = EmbeddedBus::open(EmbeddedConfig::in_dir(dir.path().join("bus"))).unwrap();
+    let bus: Arc<dyn Backend> = Arc::new(bus);
+    let topic = Topic::new(TOPIC).unwrap();
+    bus.declare(&Topology::new().topic(JobWorker::topology(topic, Duration::from_secs(5)))).await.unwrap();
+    let mut registry = Registry::standard();
+    registry.register(Arc::new(Panics));
+    let cancel = CancellationToken::new();
+    let relay = Relay::new(store.clone(), bus.clone(), Arc::new(tokio::sync::Notify::new()), "");
+    let c = cancel.clone();
+    tokio::spawn(async move { relay.run(c).await });
+    Rig { _dir: dir, store, bus, registry, cancel }
+}
+
+impl Rig {
+    fn start_workers(&self, concurrency: usize) {
+        let w = JobWorker::new(self.store.clone(), self.registry.clone(), "test-worker");
+        let router = Router::new(self.bus.clone()).route(
+            Topic::new(TOPIC).unwrap(),
+            GROUP,
+            JobWorker::policy(),
+            concurrency,
+            Arc::new(w),
+        );
+        let c = self.cancel.clone();
+        tokio::spawn(async move { router.run(c).await });
+    }
+
+    async fn submit(&self, spec: JobSpec) -> String {
+        store::submit(&self.store, &self.registry, &spec, "tester").await.unwrap().0.id
+    }
+
+    async fn until(&self, id: &str, state: JobState, secs: u64) -> horizons_jobs::Job {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let j = store::get(&self.store, id).await.unwrap();
+            if j.state == state {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {id} is {:?}, waited for {state:?}: {j:?}", j.state);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn close(self) {
+        self.cancel.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.bus.close().await.unwrap();
+    }
+}
+
+fn flaky(fail_times: Option<i64>, max_attempts: i64) -> JobSpec {
+    JobSpec { max_attempts, backoff_ms: 50, ..JobSpec::new("demo.flaky", json!({ "fail_times": fail_times })) }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_fails_twice_then_succeeds_ends_succeeded_with_three_attempts() {
+    let r = rig().await;
+    r.start_workers(2);
+    let id = r.submit(flaky(Some(2), 5)).await;
+    let j = r.until(&id, JobState::Succeeded, 30).await;
+    assert_eq!(j.attempts, 3);
+    let a = store::attempts(&r.store, &id).await.unwrap();
+    let outcomes: Vec<_> = a.iter().map(|a| a.outcome.clone().unwrap()).collect();
+    assert_eq!(outcomes, ["failed", "failed", "succeeded"]);
+    assert!(a[0].error.as_deref().unwrap().contains("attempt 1"), "{a:?}");
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_always_fails_ends_dead_with_every_error_and_redrive_reruns_it() {
+    let r = rig().await;
+    r.start_workers(2);
+    let ids = [r.submit(flaky(None, 3)).await, r.submit(flaky(None, 3)).await];
+    for id in &ids {
+        let j = r.until(id, JobState::Dead, 30).await;
+        assert_eq!(j.attempts, 3);
+        let errors: Vec<_> =
+            store::attempts(&r.store, id).await.unwrap().into_iter().map(|a| a.error.unwrap()).collect();
+        assert_eq!(errors.len(), 3);
+        assert!(errors[2].contains("attempt 3"), "{errors:?}");
+    }
+    assert_eq!(store::redrive(&r.store, Some("demo.flaky")).await.unwrap(), 2);
+    for id in &ids {
+        // A fresh set of three attempts, history kept.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let j = store::get(&r.store, id).await.unwrap();
+            if j.state == JobState::Dead && j.attempts == 6 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{j:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store::attempts(&r.store, id).await.unwrap().len(), 6);
+    }
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn higher_priorities_start_first_and_low_ones_still_finish() {
+    let r = rig().await;
+    let mut ids = Vec::new();
+    for i in 0..1000i64 {
+        let p = (i * 7) % 10;
+        ids.push((p, r.submit(JobSpec { priority: p, ..JobSpec::new("demo.noop", json!({})) }).await));
+    }
+    // Everything on the bus before the one worker starts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let unsent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(r.store.pool())
+            .await
+            .unwrap();
+        if unsent == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.start_workers(1);
+    for (_, id) in &ids {
+        r.until(id, JobState::Succeeded, 120).await;
+    }
+    // Start order: attempt start times, ties broken by the order the worker recorded them.
+    let mut started = Vec::new();
+    for (p, id) in &ids {
+        started.push((store::attempts(&r.store, id).await.unwrap()[0].started_at, *p));
+    }
+    started.sort();
+    let order: Vec<i64> = started.iter().map(|s| s.1).collect();
+    let (mut ordered, mut pairs) = (0u64, 0u64);
+    for i in 0..order.len() {
+        for j in i + 1..order.len() {
+            if order[i] != order[j] {
+                pairs += 1;
+                ordered += u64::from(order[i] > order[j]);
+            }
+        }
+    }
+    let share = ordered as f64 / pairs as f64;
+    let mean_rank: Vec<f64> = (0..10)
+        .map(|p| {
+            let ranks: Vec<usize> = order.iter().enumerate().filter(|(_, q)| **q == p).map(|(i, _)| i).collect();
+            ranks.iter().sum::<usize>() as f64 / ranks.len() as f64
+        })
+        .collect();
+    println!("priority order: {share:.4} of differently-prioritised pairs started higher first");
+    println!("mean start rank by priority 0..9: {mean_rank:.0?}");
+    // The embedded bus ages waiting messages (its starvation guard), so once the backlog has
+    // waited long enough the low levels interleave: higher first, but never starved.
+    assert!(share > 0.85, "{share}: {order:?}");
+    assert!(order[..100].iter().all(|p| *p == 9), "the first jobs started are priority 9: {:?}", &order[..100]);
+    for p in 5..10 {
+        assert!(mean_rank[p] < mean_rank[p - 1], "priority {p} started later on average: {mean_rank:?}");
+    }
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delayed_job_does_not_start_before_its_time() {
+    let r = rig().await;
+    r.start_workers(2);
+    let id = r.submit(JobSpec { delay_ms: 2000, ..JobSpec::new("demo.noop", json!({})) }).await;
+    let j = r.until(&id, JobState::Succeeded, 30).await;
+    let a = store::attempts(&r.store, &id).await.unwrap();
+    let waited = a[0].started_at - j.created_at;
+    println!("delayed 2000 ms, started after {waited} ms");
+    assert!(waited >= 2000, "started after {waited} ms");
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_cancellation_panics_and_bad_input() {
+    let r = rig().await;
+    let key = JobSpec { idempotency_key: Some("weekly-digest-2026-48".into()), ..JobSpec::new("demo.noop", json!({})) };
+    let (a, new_a) = store::submit(&r.store, &r.registry, &key, "t").await.unwrap();
+    let (b, new_b) = store::submit(&r.store, &r.registry, &key, "t").await.unwrap();
+    assert!(new_a && !new_b);
+    assert_eq!(a.id, b.id);
+
+    let later = r.submit(JobSpec { delay_ms: 1500, ..JobSpec::new("demo.noop", json!({})) }).await;
+    assert_eq!(store::cancel(&r.store, &later).await.unwrap().state, JobState::Cancelled);
+
+    r.start_workers(2);
+    let boom = r.submit(JobSpec { max_attempts: 2, backoff_ms: 10, ..JobSpec::new("test.panics", json!({})) }).await;
+    let j = r.until(&boom, JobState::Dead, 30).await;
+    assert!(j.last_error.as_deref().unwrap().contains("panicked: boom"), "{j:?}");
+    // The worker is still running jobs.
+    let after = r.submit(JobSpec::new("demo.noop", json!({}))).await;
+    r.until(&after, JobState::Succeeded, 30).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let c = store::get(&r.store, &later).await.unwrap();
+    assert_eq!((c.state, c.attempts), (JobState::Cancelled, 0));
+
+    let bad = |spec: JobSpec, field: &str| {
+        let (store_, reg) = (r.store.clone(), r.registry.clone());
+        let field = field.to_string();
+        async move {
+            let e = store::submit(&store_, &reg, &spec, "t").await.unwrap_err().to_string();
+            assert!(e.starts_with(&field), "{e}");
+        }
+    };
+    bad(JobSpec::new("no.such.kind", json!({})), "kind").await;
+    bad(JobSpec::new("demo.sleep", json!({"ms": "long"})), "args").await;
+    bad(JobSpec::new("demo.noop", json!({"extra": 1})), "args").await;
+    bad(JobSpec { delay_ms: -1, ..JobSpec::new("demo.noop", json!({})) }, "delay_ms").await;
+    bad(JobSpec { priority: 12, ..JobSpec::new("demo.noop", json!({})) }, "priority").await;
+    let stub = r.submit(JobSpec::new("pipeline.run", json!({"input": "x.uvfits"}))).await;
+    let j = r.until(&stub, JobState::Dead, 30).await;
+    assert!(j.last_error.unwrap().contains("stub"));
+    r.close().await;
+}
