@@ -17,6 +17,7 @@ pub mod bench;
 pub mod bus;
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod payload;
 pub mod pipeline;
 pub mod portal;
@@ -66,8 +67,11 @@ pub enum Command {
     /// The search index.
     #[command(subcommand)]
     Search(portal::commands::SearchCommand),
-    /// Runs comment-pipeline workers (audit, notify, search, moderation) without the API.
+    /// Runs workers (audit, notify, search, moderation, jobs) without the API.
     Worker(portal::commands::WorkerArgs),
+    /// The job system.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 /// Runs `command`. Sets up logging (stderr; `RUST_LOG` overrides the default level), loads the
@@ -80,7 +84,8 @@ pub async fn run(global: GlobalArgs, command: Command) -> Result<(), AppError> {
         | Command::Pipeline(_)
         | Command::Token(_)
         | Command::Audit(_)
-        | Command::Search(_) => "warn",
+        | Command::Search(_)
+        | Command::Jobs(_) => "warn",
     };
     telemetry::init_tracing(default_level)?;
     let mut flags = Overrides { config: global.config, data_dir: global.data_dir.clone(), ..Default::default() };
@@ -97,6 +102,7 @@ pub async fn run(global: GlobalArgs, command: Command) -> Result<(), AppError> {
         Command::Audit(c) => portal::commands::audit(Config::load(&flags)?, c).await,
         Command::Search(c) => portal::commands::search(Config::load(&flags)?, c).await,
         Command::Worker(a) => portal::commands::worker(Config::load(&flags)?, a).await,
+        Command::Jobs(c) => jobs::run(Config::load(&flags)?, c).await,
         Command::Bus(a) => {
             flags.backend = a.backend;
             let cfg = Config::load(&flags)?;

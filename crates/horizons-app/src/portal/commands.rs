@@ -45,9 +45,12 @@ pub enum SearchCommand {
 /// `horizons worker`
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// Roles to run, comma-separated: audit, notify, search, moderation, or all.
+    /// Roles to run, comma-separated: audit, notify, search, moderation, jobs, or all.
     #[arg(long, default_value = "all")]
     pub role: String,
+    /// Jobs run at a time by the jobs role.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
     /// Also run the outbox relay.
     #[arg(long)]
     pub relay: bool,
@@ -106,7 +109,10 @@ pub async fn search(cfg: Config, c: SearchCommand) -> Result<(), AppError> {
 
 /// Runs workers until a shutdown signal.
 pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
-    let roles = Roles { relay: a.relay, ..Roles::parse(&a.role)? };
+    let mut roles = Roles { relay: a.relay, ..Roles::parse(&a.role)? };
+    if roles.jobs > 0 {
+        roles.jobs = a.concurrency.max(1);
+    }
     let cancel = CancellationToken::new();
     let _prom = crate::telemetry::install_metrics(cancel.child_token())?;
     let parts = Parts::open(&cfg).await?;

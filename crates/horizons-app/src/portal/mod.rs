@@ -22,6 +22,7 @@ use horizons_comments::events::{AUDIT, COMMENTS, NOTIFICATIONS};
 use horizons_comments::mail::{Mailer, Transport};
 use horizons_comments::relay::Relay;
 use horizons_comments::{Service, Store};
+use horizons_jobs::worker::JobWorker;
 use horizons_search::SearchIndex;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
@@ -94,6 +95,7 @@ impl Parts {
             )
             .topic(TopicSpec::new(self.topic(NOTIFICATIONS)).group(group("notify")))
             .topic(TopicSpec::new(self.topic(AUDIT)).group(group("audit-head")))
+            .topic(horizons_jobs::worker::JobWorker::topology(self.topic(horizons_jobs::TOPIC), JobWorker::LEASE))
     }
 
     /// Where the search index lives.
@@ -128,12 +130,14 @@ pub struct Roles {
     pub moderation: bool,
     /// The outbox relay (exactly one per database is the useful number).
     pub relay: bool,
+    /// Job execution: this many jobs at a time (0 = none).
+    pub jobs: usize,
 }
 
 impl Roles {
     /// Every role.
     pub fn all() -> Self {
-        Self { audit: true, notify: true, search: true, moderation: true, relay: true }
+        Self { audit: true, notify: true, search: true, moderation: true, relay: true, jobs: 4 }
     }
 
     /// Parses `audit,notify,…` (or `all`).
@@ -142,18 +146,19 @@ impl Roles {
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match name {
                 "all" => r = Roles { relay: false, ..Roles::all() },
+                "jobs" => r.jobs = r.jobs.max(4),
                 "audit" => r.audit = true,
                 "notify" => r.notify = true,
                 "search" => r.search = true,
                 "moderation" => r.moderation = true,
                 other => {
                     return Err(AppError::Usage(format!(
-                        "unknown worker role {other:?} (audit, notify, search, moderation, all)"
+                        "unknown worker role {other:?} (audit, notify, search, moderation, jobs, all)"
                     )))
                 }
             }
         }
-        if !(r.audit || r.notify || r.search || r.moderation) {
+        if !(r.audit || r.notify || r.search || r.moderation || r.jobs > 0) {
             return Err(AppError::Usage("no worker role given".into()));
         }
         Ok(r)
@@ -219,6 +224,12 @@ pub fn spawn(
         let h = Arc::new(search::Indexer::new(parts.store.clone(), index));
         router = router.route(parts.topic(COMMENTS), "search", policy.clone(), 64, h);
     }
+    if roles.jobs > 0 {
+        let name = format!("{}-{}", hostname(), std::process::id());
+        let w = JobWorker::new(parts.store.clone(), horizons_jobs::Registry::standard(), name);
+        let topic = parts.topic(horizons_jobs::TOPIC);
+        router = router.route(topic, horizons_jobs::GROUP, JobWorker::policy(), roles.jobs, Arc::new(w));
+    }
     if roles.moderation {
         let h = Arc::new(moderation::Moderation::new(parts.store.clone()));
         router = router.route(parts.topic(COMMENTS), "moderation", policy, 4, h);
@@ -226,4 +237,8 @@ pub fn spawn(
     let c = cancel.clone();
     tasks.spawn(async move { router.run(c).await.map_err(AppError::bus("running the workers")) });
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "worker".into())
 }

@@ -1,0 +1,143 @@
+//! `horizons jobs submit|list|status|cancel|retry|dlq|redrive`: the job system from the shell.
+//! Jobs run in `horizons up` or `horizons worker --role jobs`.
+
+use horizons_jobs::{store, JobSpec, JobState, Registry};
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::portal::Parts;
+
+/// `horizons jobs …`
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Submits a job; prints it as JSON.
+    Submit(SubmitArgs),
+    /// Lists jobs, newest first (JSON lines).
+    List {
+        /// Only jobs in this state (queued, running, retrying, succeeded, dead, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// One job with its attempts.
+    Status {
+        /// The job id.
+        id: String,
+    },
+    /// Cancels a job that has not started.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// Runs a dead or cancelled job again with a fresh set of attempts.
+    Retry {
+        /// The job id.
+        id: String,
+    },
+    /// The dead set (JSON lines).
+    Dlq {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Runs every dead job (of a kind) again.
+    Redrive {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+/// `horizons jobs submit`.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// The kind, e.g. audit.verify.
+    #[arg(long)]
+    pub kind: String,
+    /// Arguments as JSON.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+    /// Priority 0 (lowest) – 9 (highest).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub priority: i64,
+    /// Start no earlier than this many milliseconds from now.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub delay_ms: i64,
+    /// Attempts in all.
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: i64,
+    /// A second submission with this key returns the first job.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+fn err(e: horizons_jobs::JobsError) -> AppError {
+    match e {
+        horizons_jobs::JobsError::Invalid { .. } | horizons_jobs::JobsError::State { .. } => {
+            AppError::Usage(e.to_string())
+        }
+        horizons_jobs::JobsError::NotFound(_) => AppError::Usage(e.to_string()),
+        other => AppError::Check(other.to_string()),
+    }
+}
+
+fn line<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string(v).expect("jobs serialise"));
+}
+
+/// Runs a jobs command.
+pub async fn run(cfg: Config, c: JobsCommand) -> Result<(), AppError> {
+    let parts = Parts::open(&cfg).await?;
+    let s = &parts.store;
+    let result = async {
+        match c {
+            JobsCommand::Submit(a) => {
+                let args = serde_json::from_str(&a.args).map_err(|e| AppError::Usage(format!("--args: {e}")))?;
+                let spec = JobSpec {
+                    priority: a.priority,
+                    delay_ms: a.delay_ms,
+                    max_attempts: a.max_attempts,
+                    idempotency_key: a.key,
+                    ..JobSpec::new(&a.kind, args)
+                };
+                let (job, _) = store::submit(s, &Registry::standard(), &spec, "cli").await.map_err(err)?;
+                line(&job);
+            }
+            JobsCommand::List { state, kind, limit } => {
+                let state = state
+                    .map(|st| {
+                        JobState::parse(&st).ok_or_else(|| AppError::Usage(format!("--state: unknown state {st:?}")))
+                    })
+                    .transpose()?;
+                for j in store::list(s, state, kind.as_deref(), limit).await.map_err(err)? {
+                    line(&j);
+                }
+            }
+            JobsCommand::Status { id } => {
+                let job = store::get(s, &id).await.map_err(err)?;
+                let attempts = store::attempts(s, &id).await.map_err(err)?;
+                line(&serde_json::json!({ "job": job, "attempts": attempts }));
+            }
+            JobsCommand::Cancel { id } => line(&store::cancel(s, &id).await.map_err(err)?),
+            JobsCommand::Retry { id } => line(&store::retry(s, &id).await.map_err(err)?),
+            JobsCommand::Dlq { kind } => {
+                for j in store::list(s, Some(JobState::Dead), kind.as_deref(), 10_000).await.map_err(err)? {
+                    line(&j);
+                }
+            }
+            JobsCommand::Redrive { kind } => {
+                let n = store::redrive(s, kind.as_deref()).await.map_err(err)?;
+                println!("redriven {n} job(s)");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    parts.store.close().await;
+    result
+}
