@@ -137,7 +137,21 @@ impl Store {
         }
         let gate = (engine == Engine::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
         let store = Self { pool, engine, gate };
-        store.migrate().await?;
+        // Processes starting together on a fresh database race to migrate it; the loser's
+        // transaction fails (a duplicate type or table, or a busy SQLite writer). Reading what
+        // is applied again settles it.
+        let mut tries = 0;
+        loop {
+            match store.migrate().await {
+                Ok(()) => break,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "migration raced another process; trying again");
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(store)
     }
 

@@ -75,6 +75,10 @@ pub struct PortalConfig {
     pub mail_batch_window: Duration,
     /// Where the search index lives; empty means `<data_dir>/search`.
     pub search_dir: Option<PathBuf>,
+    /// How long a job may run before the bus gives it to another worker (there are no
+    /// heartbeats yet, so this bounds a job's run time and how soon a dead worker's job reruns).
+    #[serde(with = "humantime_serde")]
+    pub jobs_lease: Duration,
 }
 
 impl Default for PortalConfig {
@@ -91,6 +95,7 @@ impl Default for PortalConfig {
             mail_from: "Cosmic Horizons <noreply@localhost>".into(),
             mail_batch_window: Duration::from_secs(2),
             search_dir: None,
+            jobs_lease: Duration::from_secs(300),
         }
     }
 }
@@ -109,6 +114,9 @@ impl PortalConfig {
         }
         if self.mail_batch_window.is_zero() {
             return Err("portal.mail_batch_window must be positive".into());
+        }
+        if self.jobs_lease < Duration::from_secs(1) {
+            return Err("portal.jobs_lease must be at least 1s".into());
         }
         if self.token_ttl.is_zero() {
             return Err("portal.token_ttl must be positive".into());

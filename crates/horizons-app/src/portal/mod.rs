@@ -95,7 +95,7 @@ impl Parts {
             )
             .topic(TopicSpec::new(self.topic(NOTIFICATIONS)).group(group("notify")))
             .topic(TopicSpec::new(self.topic(AUDIT)).group(group("audit-head")))
-            .topic(horizons_jobs::worker::JobWorker::topology(self.topic(horizons_jobs::TOPIC), JobWorker::LEASE))
+            .topic(JobWorker::topology(self.topic(horizons_jobs::TOPIC), self.cfg.jobs_lease))
     }
 
     /// Where the search index lives.

@@ -55,6 +55,14 @@ impl Deployment {
         }
     }
 
+    /// Adds TOML to this deployment's configuration file (broker deployments have one).
+    pub fn append_config(&self, toml: &str) {
+        let (_, path) = self.env.iter().find(|(k, _)| k == "HORIZONS_CONFIG").expect("a deployment with a config file");
+        let mut text = std::fs::read_to_string(path).unwrap();
+        text.push_str(toml);
+        std::fs::write(path, text).unwrap();
+    }
+
     pub fn dir(&self) -> PathBuf {
         self.data.path().join("data")
     }
