@@ -205,3 +205,52 @@ pub async fn counts(store: &Store) -> Result<Vec<(String, i64)>, JobsError> {
         .map_err(JobsError::db("counting jobs"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// Submits many jobs of one spec for `owner`, a thousand per transaction (benchmarks and bulk
+/// loads); returns how many. No idempotency keys.
+pub async fn submit_many(
+    store: &Store,
+    registry: &Registry,
+    spec: &JobSpec,
+    owner: &str,
+    count: usize,
+) -> Result<usize, JobsError> {
+    spec.validate()?;
+    if spec.idempotency_key.is_some() {
+        return Err(JobsError::invalid("idempotency_key", "not with bulk submission"));
+    }
+    let kind =
+        registry.get(&spec.kind).ok_or_else(|| JobsError::invalid("kind", format!("unknown kind {:?}", spec.kind)))?;
+    kind.validate(&spec.args).map_err(|m| JobsError::invalid("args", m))?;
+    let args = spec.args.to_string();
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(1000);
+        let mut tx = store.begin().await.map_err(JobsError::db("starting a transaction"))?;
+        for _ in 0..n {
+            let (id, now) = (new_id(), now_ms());
+            let not_before = (spec.delay_ms > 0).then(|| now + spec.delay_ms);
+            sqlx::query(
+                "INSERT INTO jobs (id, kind, args, priority, not_before, max_attempts, backoff_ms, timeout_ms, owner, \
+                 state, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', 0, $10)",
+            )
+            .bind(&id)
+            .bind(&spec.kind)
+            .bind(&args)
+            .bind(spec.priority)
+            .bind(not_before)
+            .bind(spec.max_attempts)
+            .bind(spec.backoff_ms)
+            .bind(spec.timeout_ms)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(JobsError::db("writing a job"))?;
+            push_message(&mut tx, &message(&id, spec.priority, not_before)).await?;
+        }
+        tx.commit().await.map_err(JobsError::db("committing jobs"))?;
+        done += n;
+    }
+    Ok(done)
+}

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod commits;
+pub mod jobs;
 pub mod load;
 pub mod raw;
 pub mod raw_amqp;
@@ -40,6 +41,8 @@ pub enum BenchCommand {
     /// The comment pipeline's API under a fixed request rate: POST latency and comment →
     /// searchable latency.
     Api(api::BenchApiArgs),
+    /// The job system: no-op jobs per second and queue latency.
+    Jobs(jobs::BenchJobsArgs),
 }
 
 /// Baselines a bench can compare with.
@@ -148,6 +151,24 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
             cfg.portal.search_dir = None;
             cfg.portal.mail_batch_window = Duration::from_secs(1);
             return api::run(cfg, args).await;
+        }
+        BenchCommand::Jobs(args) => {
+            let base = if data_dir_given { cfg.data_dir.clone() } else { std::env::temp_dir() };
+            std::fs::create_dir_all(&base).map_err(AppError::io(format!("creating {}", base.display())))?;
+            let tmp = tempfile::Builder::new()
+                .prefix("horizons-bench-jobs-")
+                .tempdir_in(&base)
+                .map_err(AppError::io(format!("creating a temporary directory in {}", base.display())))?;
+            cfg.data_dir = tmp.path().to_path_buf();
+            cfg.bus.embedded.data_dir = None;
+            cfg.portal.database_url = Default::default();
+            if let Some(b) = args.backend {
+                cfg.bus.backend = b;
+            }
+            // A fresh namespace per run on a broker, whose queues expire after an hour.
+            cfg.portal.namespace = format!("bench{}.", &horizons_bus::MessageId::new().0.simple().to_string()[20..]);
+            cfg.bus.amqp.queue_expires.get_or_insert(Duration::from_secs(3600));
+            return jobs::run(cfg, args).await;
         }
     };
     if args.size < 16 {
