@@ -144,7 +144,8 @@ impl Store {
         loop {
             match store.migrate().await {
                 Ok(()) => break,
-                Err(e) if tries < 5 => {
+                // Only database errors can be a race; a configuration mistake fails at once.
+                Err(e @ CommentsError::Db { .. }) if tries < 5 => {
                     tries += 1;
                     tracing::debug!(error = %e, tries, "migration raced another process; trying again");
                     tokio::time::sleep(Duration::from_millis(100 * tries)).await;

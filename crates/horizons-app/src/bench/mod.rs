@@ -133,18 +133,24 @@ pub struct Baseline {
     pub mb_per_sec: f64,
 }
 
+/// A fresh temporary directory for one run, under `--data-dir` when given, else the system
+/// temp dir; removed when dropped.
+fn fresh_dir(cfg: &Config, data_dir_given: bool, prefix: &str) -> Result<tempfile::TempDir, AppError> {
+    let base = if data_dir_given { cfg.data_dir.clone() } else { std::env::temp_dir() };
+    std::fs::create_dir_all(&base).map_err(AppError::io(format!("creating {}", base.display())))?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .map_err(AppError::io(format!("creating a temporary directory in {}", base.display())))
+}
+
 /// Runs a bench command. `cfg.data_dir` is where the temporary directory goes when
 /// `--data-dir` was given.
 pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -> Result<(), AppError> {
     let args = match command {
         BenchCommand::Bus(args) => args,
         BenchCommand::Api(args) => {
-            let base = if data_dir_given { cfg.data_dir.clone() } else { std::env::temp_dir() };
-            std::fs::create_dir_all(&base).map_err(AppError::io(format!("creating {}", base.display())))?;
-            let tmp = tempfile::Builder::new()
-                .prefix("horizons-bench-api-")
-                .tempdir_in(&base)
-                .map_err(AppError::io(format!("creating a temporary directory in {}", base.display())))?;
+            let tmp = fresh_dir(&cfg, data_dir_given, "horizons-bench-api-")?;
             cfg.data_dir = tmp.path().to_path_buf();
             cfg.bus.embedded.data_dir = None;
             cfg.portal.database_url = Default::default();
@@ -153,12 +159,7 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
             return api::run(cfg, args).await;
         }
         BenchCommand::Jobs(args) => {
-            let base = if data_dir_given { cfg.data_dir.clone() } else { std::env::temp_dir() };
-            std::fs::create_dir_all(&base).map_err(AppError::io(format!("creating {}", base.display())))?;
-            let tmp = tempfile::Builder::new()
-                .prefix("horizons-bench-jobs-")
-                .tempdir_in(&base)
-                .map_err(AppError::io(format!("creating a temporary directory in {}", base.display())))?;
+            let tmp = fresh_dir(&cfg, data_dir_given, "horizons-bench-jobs-")?;
             cfg.data_dir = tmp.path().to_path_buf();
             cfg.bus.embedded.data_dir = None;
             cfg.portal.database_url = Default::default();
@@ -180,12 +181,7 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
     if let Some(b) = args.backend {
         cfg.bus.backend = b;
     }
-    let base = if data_dir_given { cfg.data_dir.clone() } else { std::env::temp_dir() };
-    std::fs::create_dir_all(&base).map_err(AppError::io(format!("creating {}", base.display())))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("horizons-bench-")
-        .tempdir_in(&base)
-        .map_err(AppError::io(format!("creating a temporary directory in {}", base.display())))?;
+    let tmp = fresh_dir(&cfg, data_dir_given, "horizons-bench-")?;
     cfg.data_dir = tmp.path().to_path_buf();
     cfg.bus.embedded.data_dir = Some(tmp.path().join("bus"));
     let commits = commits::CommitCounter::install();
