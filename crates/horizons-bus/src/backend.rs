@@ -211,6 +211,13 @@ pub trait Replay: Send + Sync {
     /// count as settled, messages after it are delivered again even if settled before. Live
     /// members pick up the new position.
     async fn replay(&self, topic: &Topic, group: &str, from: ReplayFrom) -> Result<(), BusError>;
+
+    /// A bounded replay: delivers again to `group` what was stored from `from` up to (not
+    /// including) the first message stored at or after time `to`; messages stored from then on
+    /// keep the state they have (settled ones stay settled, pending ones are delivered as
+    /// usual), and messages before `from` count as settled as with [`Replay::replay`]. Returns
+    /// how many messages the range holds. Declared with [`Capabilities::replay_time`].
+    async fn replay_range(&self, topic: &Topic, group: &str, from: ReplayFrom, to: Millis) -> Result<u64, BusError>;
 }
 
 /// A whole backend.

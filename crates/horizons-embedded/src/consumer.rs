@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use horizons_bus::{BusError, Replay, ReplayFrom, SubscribeOptions, Subscriber, Subscription, Topic};
+use horizons_bus::{BusError, Millis, Replay, ReplayFrom, SubscribeOptions, Subscriber, Subscription, Topic};
 use horizons_log::GroupChannel;
 
 use crate::{EmbeddedBus, Inner};
@@ -56,5 +56,9 @@ impl Subscriber for EmbeddedBus {
 impl Replay for EmbeddedBus {
     async fn replay(&self, topic: &Topic, group: &str, from: ReplayFrom) -> Result<(), BusError> {
         self.with_engine(|e| async move { e.replay(topic, group, from).await.map(|_| ()) }).await
+    }
+
+    async fn replay_range(&self, topic: &Topic, group: &str, from: ReplayFrom, to: Millis) -> Result<u64, BusError> {
+        self.with_engine(|e| async move { e.replay_range(topic, group, from, to).await.map(|(s, e)| e - s) }).await
     }
 }

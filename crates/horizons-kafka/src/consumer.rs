@@ -15,6 +15,7 @@
 //! A settlement is handed to the member's thread and returns at once: `ack` does not wait for
 //! the offset commit (a crash before it means a redelivery, which the inbox absorbs).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,10 +42,24 @@ mod run_loop;
 
 /// What reaches a member's thread.
 pub(crate) enum Cmd {
-    Settle { slot: u64, seq: u32, s: Settlement },
-    Release { slot: u64, seq: u32 },
-    Moved { slot: u64, ok: bool },
-    Seek { offsets: Vec<(i32, i64)>, reply: tokio::sync::oneshot::Sender<Vec<i32>> },
+    Settle {
+        slot: u64,
+        seq: u32,
+        s: Settlement,
+    },
+    Release {
+        slot: u64,
+        seq: u32,
+    },
+    Moved {
+        slot: u64,
+        ok: bool,
+    },
+    /// Rewind partitions of the bus topic: (partition, start, end of a bounded replay).
+    Seek {
+        offsets: Vec<(i32, i64, Option<i64>)>,
+        reply: tokio::sync::oneshot::Sender<Vec<(i32, i64)>>,
+    },
 }
 
 /// A live member, as the backend knows it (for replay).
@@ -72,6 +87,32 @@ pub(crate) struct Shared {
     pub(crate) joined: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Set when an assignment changed, so the loop forgets what it paused.
     pub(crate) reassigned: AtomicBool,
+    /// Per partition of the bus topic: the skip a bounded replay left, as read from the
+    /// committed offset's metadata (`None`: none). Cleared on every assignment.
+    pub(crate) fences: Mutex<HashMap<i32, Option<Fence>>>,
+}
+
+/// What a bounded replay leaves in a partition: offsets `[end, resume)` were settled before
+/// the replay and are passed over, not delivered again. It travels as the metadata of the
+/// group's committed offset until the group's position passes `resume`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fence {
+    pub end: i64,
+    pub resume: i64,
+}
+
+impl Fence {
+    const PREFIX: &'static str = "horizons-skip:";
+
+    pub(crate) fn encode(&self) -> String {
+        format!("{}{}-{}", Self::PREFIX, self.end, self.resume)
+    }
+
+    pub(crate) fn decode(metadata: &str) -> Option<Fence> {
+        let (end, resume) = metadata.strip_prefix(Self::PREFIX)?.split_once('-')?;
+        let f = Fence { end: end.parse().ok()?, resume: resume.parse().ok()? };
+        (f.end < f.resume).then_some(f)
+    }
 }
 
 /// librdkafka's callbacks for a member; they run on the member's thread inside `poll`.
@@ -91,6 +132,7 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             tracing::debug!(group = %self.0.group_id, partitions = tpl.count(), "partitions assigned");
+            self.0.fences.lock().clear();
             self.0.reassigned.store(true, Ordering::Release);
             if let Some(tx) = self.0.joined.lock().take() {
                 let _ = tx.send(());
@@ -118,17 +160,58 @@ impl Shared {
         self.topics.iter().position(|t| t == name)
     }
 
-    fn tp_list(&self, items: &[(Tp, i64)]) -> TopicPartitionList {
+    /// Offsets to commit, with the fence of a bounded replay as metadata while the position has
+    /// not passed it.
+    pub(crate) fn tp_list(&self, items: &[(Tp, i64)]) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::with_capacity(items.len());
+        let fences = self.fences.lock();
         for ((i, p), o) in items {
-            let _ = tpl.add_partition_offset(&self.topics[*i], *p, Offset::Offset(*o));
+            let mut e = tpl.add_partition(&self.topics[*i], *p);
+            if e.set_offset(Offset::Offset(*o)).is_err() {
+                continue;
+            }
+            if let (0, Some(Some(f))) = (*i, fences.get(p)) {
+                if *o < f.resume {
+                    e.set_metadata(f.encode());
+                }
+            }
         }
         tpl
     }
 
+    /// The fence of partition `p` of the bus topic, read from the group's committed offset the
+    /// first time the partition is seen after an assignment.
+    fn fence(&self, consumer: &BaseConsumer<Ctx>, p: i32) -> Option<Fence> {
+        if let Some(f) = self.fences.lock().get(&p) {
+            return *f;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topics[0], p);
+        let f = match consumer.committed_offsets(tpl, self.bus.cfg.admin_timeout) {
+            Ok(c) => c.find_partition(&self.topics[0], p).and_then(|e| Fence::decode(e.metadata())),
+            Err(e) => {
+                tracing::warn!(group = %self.group_id, partition = p, error = %e, "reading the committed offset's metadata failed; no replay fence applied");
+                None
+            }
+        };
+        self.fences.lock().insert(p, f);
+        f
+    }
+
     /// Reads one record into the tracker (or straight to the DLQ if it does not decode).
-    pub(crate) fn ingest(&self, m: &BorrowedMessage<'_>) {
+    pub(crate) fn ingest(&self, consumer: &BaseConsumer<Ctx>, m: &BorrowedMessage<'_>) {
         let Some(i) = self.topic_index(m.topic()) else { return };
+        if i == 0 {
+            if let Some(f) = self.fence(consumer, m.partition()) {
+                if m.offset() >= f.resume {
+                    self.fences.lock().insert(m.partition(), None);
+                } else if m.offset() >= f.end {
+                    // Settled before the bounded replay that put the group back before it.
+                    self.tracker.lock().pass((0, m.partition()), m.offset());
+                    return;
+                }
+            }
+        }
         let pos = (m.topic(), m.partition(), m.offset());
         let stored_at = m.timestamp().to_millis();
         let decoded = codec::decode(&self.topic, m.key(), m.payload(), m.headers(), pos, stored_at);
@@ -179,24 +262,47 @@ impl Shared {
         }
     }
 
-    /// Rewinds the partitions of the bus topic this member owns; returns which.
-    fn seek(&self, consumer: &BaseConsumer<Ctx>, t: &mut Tracker, offsets: Vec<(i32, i64)>) -> Vec<i32> {
+    /// Rewinds the partitions of the bus topic this member owns, each to `start` and, for a
+    /// bounded replay, with a fence from `end` to where the member had got; returns the
+    /// partitions done with how many messages each replays.
+    fn seek(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        t: &mut Tracker,
+        offsets: Vec<(i32, i64, Option<i64>)>,
+    ) -> Vec<(i32, i64)> {
         let owned = consumer.assignment().unwrap_or_default();
         let mut done = Vec::new();
-        for (p, o) in offsets {
+        for (p, start, end) in offsets {
             if owned.find_partition(&self.topics[0], p).is_none() {
                 continue;
             }
-            if let Err(e) = consumer.seek(&self.topics[0], p, Offset::Offset(o), Duration::from_secs(5)) {
+            let fence = match end {
+                Some(end) => {
+                    let resume = t.position((0, p)).or_else(|| {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(&self.topics[0], p);
+                        consumer
+                            .committed_offsets(tpl, self.bus.cfg.admin_timeout)
+                            .ok()
+                            .and_then(|c| c.find_partition(&self.topics[0], p).map(|e| e.offset()))
+                            .and_then(|o| if let Offset::Offset(o) = o { Some(o) } else { None })
+                    });
+                    resume.filter(|r| *r > end).map(|resume| Fence { end, resume })
+                }
+                None => None,
+            };
+            if let Err(e) = consumer.seek(&self.topics[0], p, Offset::Offset(start), Duration::from_secs(5)) {
                 tracing::warn!(group = %self.group_id, partition = p, error = %e, "replay seek failed");
                 continue;
             }
             t.drop_partition((0, p));
-            let tpl = self.tp_list(&[((0, p), o)]);
+            self.fences.lock().insert(p, fence);
+            let tpl = self.tp_list(&[((0, p), start)]);
             if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
                 tracing::warn!(group = %self.group_id, partition = p, error = %e, "committing the replay position failed");
             }
-            done.push(p);
+            done.push((p, end.map_or(0, |e| (e - start).max(0))));
         }
         done
     }
@@ -358,6 +464,7 @@ impl Subscriber for KafkaBus {
             closing: AtomicBool::new(false),
             joined: Mutex::new(Some(joined_tx)),
             reassigned: AtomicBool::new(false),
+            fences: Mutex::new(HashMap::new()),
         });
         let consumer: BaseConsumer<Ctx> = cfg
             .consumer(&group_id)
@@ -381,5 +488,19 @@ impl Subscriber for KafkaBus {
         // does not hold the caller: messages are not lost either way (earliest / committed).
         let _ = tokio::time::timeout(cfg.admin_timeout, joined_rx).await;
         Ok(Subscription::batched(out_rx, Box::new(Guard(stop))))
+    }
+}
+
+#[cfg(test)]
+mod fence_tests {
+    use super::Fence;
+
+    #[test]
+    fn fences_round_trip_and_foreign_metadata_is_ignored() {
+        let f = Fence { end: 10, resume: 42 };
+        assert_eq!(Fence::decode(&f.encode()), Some(f));
+        for other in ["", "anything", "horizons-skip:", "horizons-skip:5", "horizons-skip:9-3", "horizons-skip:a-b"] {
+            assert_eq!(Fence::decode(other), None, "{other:?}");
+        }
     }
 }

@@ -13,6 +13,7 @@ use horizons_bus::{BusError, Millis, Replay, ReplayFrom, Topic};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::consumer::Fence;
 use crate::topology::names;
 use crate::{KafkaBus, KafkaConfig, KafkaError};
 
@@ -66,36 +67,81 @@ pub fn offsets_at(
 #[async_trait]
 impl Replay for KafkaBus {
     async fn replay(&self, topic: &Topic, group: &str, from: ReplayFrom) -> Result<(), BusError> {
+        self.rewind(topic, group, from, None).await.map(|_| ())
+    }
+
+    async fn replay_range(&self, topic: &Topic, group: &str, from: ReplayFrom, to: Millis) -> Result<u64, BusError> {
+        self.rewind(topic, group, from, Some(to)).await
+    }
+}
+
+impl KafkaBus {
+    /// Rewinds `group` to `from` in every partition, up to the first record stored at or after
+    /// `to` when given (a fence in the committed offset's metadata then passes over what the
+    /// group had settled after it). Returns how many records the bounded range holds.
+    async fn rewind(&self, topic: &Topic, group: &str, from: ReplayFrom, to: Option<Millis>) -> Result<u64, BusError> {
         self.check_open()?;
         let spec = self.spec(topic).await?;
         if spec.find_group(group).is_none() {
             return Err(BusError::UnknownGroup { topic: topic.to_string(), group: group.to_string() });
         }
         let (cfg, name, parts) = (self.inner.cfg.clone(), topic.to_string(), spec.partitions);
-        let targets = tokio::task::spawn_blocking(move || resolve(&cfg, &name, parts, from))
-            .await
-            .map_err(|e| BusError::backend("resolving a replay position", e))??;
-        let offsets: Vec<(i32, i64)> = targets.iter().map(|(p, o, _)| (*p, *o)).collect();
+        let targets = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, Option<i64>)>, KafkaError> {
+            let starts = resolve(&cfg, &name, parts, from)?;
+            let ends = match to {
+                Some(t) => Some(resolve(&cfg, &name, parts, ReplayFrom::Time(t))?),
+                None => None,
+            };
+            Ok(starts
+                .iter()
+                .map(|(p, start, _)| {
+                    let end = ends.as_ref().map(|e| e[*p as usize].1.max(*start));
+                    (*p, *start, end)
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| BusError::backend("resolving a replay position", e))??;
         let members = self.inner.members.lock().get(&(topic.clone(), group.to_string())).cloned().unwrap_or_default();
-        let mut covered = Vec::new();
+        let mut covered: Vec<(i32, i64)> = Vec::new();
         for m in members {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            if m.tx.send(crate::consumer::Cmd::Seek { offsets: offsets.clone(), reply: tx }).is_ok() {
+            if m.tx.send(crate::consumer::Cmd::Seek { offsets: targets.clone(), reply: tx }).is_ok() {
                 if let Ok(Ok(done)) = tokio::time::timeout(self.inner.cfg.admin_timeout, rx).await {
                     covered.extend(done);
                 }
             }
         }
-        let rest: Vec<(i32, i64)> = offsets.into_iter().filter(|(p, _)| !covered.contains(p)).collect();
+        let mut count: u64 = covered.iter().map(|(_, n)| *n as u64).sum();
+        let rest: Vec<(i32, i64, Option<i64>)> =
+            targets.into_iter().filter(|(p, _, _)| !covered.iter().any(|(c, _)| c == p)).collect();
         if rest.is_empty() {
-            return Ok(());
+            return Ok(count);
         }
+        count += rest.iter().map(|(_, s, e)| e.map_or(0, |e| (e - s).max(0) as u64)).sum::<u64>();
         let (cfg, name, group_id) = (self.inner.cfg.clone(), topic.to_string(), names::group_id(topic, group));
         tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
             let c: BaseConsumer = cfg.reader(&group_id).create()?;
+            let mut ask = TopicPartitionList::new();
+            for (p, _, _) in &rest {
+                ask.add_partition(&name, *p);
+            }
+            let now = c
+                .committed_offsets(ask, cfg.admin_timeout)
+                .map_err(|e| KafkaError::client(format!("reading the committed offsets of {group_id}"), e))?;
             let mut tpl = TopicPartitionList::new();
-            for (p, o) in rest {
-                tpl.add_partition_offset(&name, p, Offset::Offset(o))?;
+            for (p, start, end) in rest {
+                let mut e = tpl.add_partition(&name, p);
+                e.set_offset(Offset::Offset(start))?;
+                let resume = now.find_partition(&name, p).and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+                if let (Some(end), Some(resume)) = (end, resume) {
+                    if resume > end {
+                        e.set_metadata(Fence { end, resume }.encode());
+                    }
+                }
             }
             c.commit(&tpl, CommitMode::Sync).map_err(|e| {
                 KafkaError::client(
@@ -106,6 +152,6 @@ impl Replay for KafkaBus {
         })
         .await
         .map_err(|e| BusError::backend("committing a replay position", e))??;
-        Ok(())
+        Ok(count)
     }
 }

@@ -140,6 +140,19 @@ impl Tracker {
         id
     }
 
+    /// Records a message read at `offset` that is settled already (skipped by a bounded
+    /// replay): the commit position passes over it.
+    pub fn pass(&mut self, tp: Tp, offset: i64) {
+        let part = self.parts.entry(tp).or_default();
+        part.next = Some(part.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// Where `tp` would be committed now: the first offset not done, if anything was read.
+    pub fn position(&self, tp: Tp) -> Option<i64> {
+        let p = self.parts.get(&tp)?;
+        p.open.first().copied().or(p.next).or(p.committed)
+    }
+
     /// Makes a pushed slot deliverable, now or at `due`.
     pub fn admit(&mut self, id: u64, due: Option<Instant>) {
         match due {

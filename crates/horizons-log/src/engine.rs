@@ -335,29 +335,62 @@ impl Engine {
         }
     }
 
-    /// Moves `group` to `from`.
+    /// Moves `group` to `from`; returns the offset it now starts at.
     pub async fn replay(&self, topic: &Topic, group: &str, from: ReplayFrom) -> Result<u64, LogError> {
+        self.rewind(topic, group, from, None).await.map(|(start, _)| start)
+    }
+
+    /// Delivers again to `group` what was stored from `from` up to (not including) the first
+    /// message stored at or after `to`; messages after that keep their state. Returns the range
+    /// of offsets `[start, end)` (empty if `to` is not after `from`).
+    pub async fn replay_range(
+        &self,
+        topic: &Topic,
+        group: &str,
+        from: ReplayFrom,
+        to: Millis,
+    ) -> Result<(u64, u64), LogError> {
+        self.rewind(topic, group, from, Some(to)).await.map(|(start, end)| (start, end.unwrap_or(start)))
+    }
+
+    async fn rewind(
+        &self,
+        topic: &Topic,
+        group: &str,
+        from: ReplayFrom,
+        to: Option<Millis>,
+    ) -> Result<(u64, Option<u64>), LogError> {
         let ts = self.topic(topic)?;
         if ts.spec.read().find_group(group).is_none() {
             return Err(BusError::UnknownGroup { topic: topic.to_string(), group: group.to_string() }.into());
         }
-        let to = match from {
+        let start = match from {
             ReplayFrom::Offset(o) => o.clamp(ts.log.start(), ts.log.end()),
             ReplayFrom::Time(ms) => ts.log.offset_for_time(ms)?,
         };
+        let end = match to {
+            Some(ms) => Some(ts.log.offset_for_time(ms)?.max(start)),
+            None => None,
+        };
+        if end == Some(start) {
+            return Ok((start, end));
+        }
         let running = self.groups.lock().get(&(topic.clone(), group.to_string())).map(|r| r.cmd.clone());
         match running {
             Some(cmd) => {
                 let (reply, rx) = oneshot::channel();
-                cmd.send(Cmd::Replay { to, reply }).map_err(|_| LogError::Closed)?;
+                cmd.send(Cmd::Replay { start, end, reply }).map_err(|_| LogError::Closed)?;
                 rx.await.map_err(|_| LogError::Closed)?;
             }
             None => {
                 let path = topics_dir(&self.dir).join(topic.as_str()).join("groups").join(format!("{group}.state"));
-                GroupState { low_water: to, ..Default::default() }.save(&path)?;
+                let now = GroupState::load(&path)?.unwrap_or_default();
+                let mut next = now.rewound(start, end);
+                next.skip_to(ts.log.start());
+                next.save(&path)?;
             }
         }
-        Ok(to)
+        Ok((start, end))
     }
 
     fn dlq(&self, topic: &Topic, group: &str) -> Result<Arc<Dlq>, BusError> {
@@ -440,7 +473,7 @@ impl Engine {
                             ts.log
                                 .end()
                                 .saturating_sub(s.low_water.max(ts.log.start()))
-                                .saturating_sub(s.done.len() as u64)
+                                .saturating_sub(s.settled_above())
                         })
                     }
                 };

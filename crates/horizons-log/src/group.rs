@@ -93,8 +93,10 @@ pub(crate) enum Cmd {
         token: u64,
         epoch: u64,
     },
+    /// Rewind to `start`, up to `end` if given (see [`GroupState::rewound`]).
     Replay {
-        to: u64,
+        start: u64,
+        end: Option<u64>,
         reply: oneshot::Sender<()>,
     },
     Stats {
@@ -319,7 +321,12 @@ impl Dispatcher {
     /// attempts keep counting across a restart. A crash loses at most one flush interval of
     /// it (see README: the embedded crash-loop backstop is weaker than a broker's).
     fn snapshot(&self) -> GroupState {
-        let mut snap = GroupState { low_water: self.state.low_water, done: self.state.done.clone(), saved: Vec::new() };
+        let mut snap = GroupState {
+            low_water: self.state.low_water,
+            done: self.state.done.clone(),
+            saved: Vec::new(),
+            skip: self.state.skip.clone(),
+        };
         for (&offset, e) in &self.entries {
             if e.attempts > 0 || e.last_error.is_some() {
                 let due = if let St::Delayed(d) = e.st { Some(d) } else { None };
@@ -567,7 +574,7 @@ impl Dispatcher {
                     self.activate(offset, None);
                 }
             }
-            Cmd::Replay { to, reply } => {
+            Cmd::Replay { start, end, reply } => {
                 self.epoch += 1;
                 self.entries.clear();
                 self.ready = Default::default();
@@ -577,7 +584,7 @@ impl Dispatcher {
                 self.keys.clear();
                 self.saved.clear();
                 self.outstanding = 0;
-                self.state = GroupState { low_water: to, ..Default::default() };
+                self.state = self.state.rewound(start, end);
                 self.state.skip_to(self.log.start());
                 self.cursor = Cursor::at(self.state.low_water);
                 self.chan.rx.drain().for_each(drop);
@@ -623,7 +630,7 @@ impl Dispatcher {
 
     /// Messages not yet settled.
     fn pending(&self) -> u64 {
-        self.log.end().saturating_sub(self.state.low_water).saturating_sub(self.state.done.len() as u64)
+        self.log.end().saturating_sub(self.state.low_water).saturating_sub(self.state.settled_above())
     }
 }
 

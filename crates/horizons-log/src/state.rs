@@ -39,6 +39,10 @@ pub struct GroupState {
     pub done: BTreeSet<u64>,
     /// Retry history of pending messages.
     pub saved: Vec<Saved>,
+    /// Settled ranges `[start, end)` above `low_water`, sorted and disjoint: what a bounded
+    /// replay left settled after the range it rewound (see [`GroupState::rewound`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<(u64, u64)>,
 }
 
 impl GroupState {
@@ -68,24 +72,44 @@ impl GroupState {
 
     /// Marks `offset` settled and advances the low-water mark.
     pub fn settle(&mut self, offset: u64) {
-        if offset < self.low_water {
+        if self.is_settled(offset) {
             return;
         }
-        if offset == self.low_water && self.done.is_empty() {
+        if offset == self.low_water && self.done.is_empty() && self.skip.is_empty() {
             // In-order acks, the common case, never touch the set.
             self.low_water += 1;
             return;
         }
         self.done.insert(offset);
-        while self.done.first() == Some(&self.low_water) {
-            self.done.pop_first();
-            self.low_water += 1;
+        self.advance();
+    }
+
+    /// Moves the low-water mark over settled offsets and ranges that start at it.
+    fn advance(&mut self) {
+        loop {
+            if self.done.first() == Some(&self.low_water) {
+                self.done.pop_first();
+                self.low_water += 1;
+            } else if let Some(&(_, end)) = self.skip.first().filter(|(s, _)| *s <= self.low_water) {
+                self.skip.remove(0);
+                self.low_water = self.low_water.max(end);
+                self.done = self.done.split_off(&self.low_water);
+            } else {
+                return;
+            }
         }
     }
 
     /// Whether `offset` is settled.
     pub fn is_settled(&self, offset: u64) -> bool {
-        offset < self.low_water || self.done.contains(&offset)
+        offset < self.low_water
+            || self.done.contains(&offset)
+            || self.skip.iter().any(|&(s, e)| s <= offset && offset < e)
+    }
+
+    /// How many offsets at or above `low_water` are settled.
+    pub fn settled_above(&self) -> u64 {
+        self.done.len() as u64 + self.skip.iter().map(|(s, e)| e - s).sum::<u64>()
     }
 
     /// Forgets offsets below `start` (deleted by retention).
@@ -93,11 +117,40 @@ impl GroupState {
         if self.low_water < start {
             self.low_water = start;
             self.done = self.done.split_off(&start);
-            while self.done.first() == Some(&self.low_water) {
-                self.done.pop_first();
-                self.low_water += 1;
+            self.skip.retain(|&(_, e)| e > start);
+            for r in &mut self.skip {
+                r.0 = r.0.max(start);
+            }
+            self.advance();
+        }
+    }
+
+    /// The state after a replay from `start`: offsets below it count as settled, offsets from it
+    /// on are delivered again — up to `end` if given; offsets at or after `end` keep the state
+    /// they have now (settled ones stay settled, pending ones stay pending). Retry histories are
+    /// dropped, so attempts count from 1 again.
+    pub fn rewound(&self, start: u64, end: Option<u64>) -> GroupState {
+        let Some(end) = end else {
+            return GroupState { low_water: start, ..Default::default() };
+        };
+        if end <= start {
+            // An empty range changes nothing.
+            return self.clone();
+        }
+        let mut skip = Vec::new();
+        if self.low_water > end {
+            skip.push((end, self.low_water));
+        }
+        for &(s, e) in &self.skip {
+            if e > end {
+                skip.push((s.max(end), e));
             }
         }
+        skip.sort_unstable();
+        let mut next =
+            GroupState { low_water: start, done: self.done.range(end..).copied().collect(), saved: Vec::new(), skip };
+        next.advance();
+        next
     }
 }
 
@@ -119,6 +172,43 @@ mod tests {
         s.settle(4);
         assert_eq!((s.low_water, s.done.len()), (6, 0));
         assert!(s.is_settled(5) && !s.is_settled(6));
+    }
+
+    #[test]
+    fn a_bounded_rewind_redelivers_only_its_range() {
+        // Settled: everything below 10, and 12. Pending: 10, 11, 13…
+        let mut s = GroupState { low_water: 10, ..Default::default() };
+        s.settle(12);
+        let r = s.rewound(3, Some(6));
+        assert_eq!(r.low_water, 3);
+        assert!((0..3).all(|o| r.is_settled(o)), "before the range: settled");
+        assert!((3..6).all(|o| !r.is_settled(o)), "the range: delivered again");
+        assert!((6..10).all(|o| r.is_settled(o)), "after the range, settled before: still settled");
+        assert!(!r.is_settled(10) && !r.is_settled(11) && r.is_settled(12) && !r.is_settled(13));
+        assert_eq!(r.settled_above(), 5);
+
+        // Settling the range carries the low-water mark over the skipped part.
+        let mut r2 = r.clone();
+        for o in 3..6 {
+            r2.settle(o);
+        }
+        assert_eq!((r2.low_water, r2.skip.len()), (10, 0));
+        r2.settle(10);
+        r2.settle(11);
+        assert_eq!((r2.low_water, r2.done.len()), (13, 0));
+
+        // Unbounded: the old replay. Empty range: nothing changes.
+        assert_eq!(s.rewound(3, None), GroupState { low_water: 3, ..Default::default() });
+        assert_eq!(s.rewound(5, Some(5)), s);
+
+        // A second bounded rewind inside a skipped part keeps the rest of it.
+        let r3 = r.rewound(7, Some(8));
+        assert!(r3.is_settled(6) && !r3.is_settled(7) && (8..10).all(|o| r3.is_settled(o)) && !r3.is_settled(10));
+
+        // Retention past a skipped range.
+        let mut r4 = r.clone();
+        r4.skip_to(8);
+        assert_eq!((r4.low_water, r4.skip.len()), (10, 0));
     }
 
     #[test]

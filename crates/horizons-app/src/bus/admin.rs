@@ -162,10 +162,14 @@ pub struct ReplayArgs {
     /// (`2025-01-31T12:00:00Z`) or milliseconds since the epoch.
     #[arg(long, value_parser = parse_time)]
     pub from_time: Option<Millis>,
-    /// Stop the replay at this time. Not supported yet: the replay contract has no end bound,
-    /// so no backend (embedded included) accepts it; the command fails if it is given.
+    /// Deliver again only what was stored before this time (same formats as `--from-time`);
+    /// messages stored from then on keep their state (settled ones stay settled).
     #[arg(long, value_parser = parse_time)]
     pub to_time: Option<Millis>,
+    /// Stay and show a progress bar until the group's members have settled the replayed range
+    /// (needs `--to-time`; the members run elsewhere, e.g. `horizons worker`).
+    #[arg(long, requires = "to_time")]
+    pub wait: bool,
 }
 
 /// Parses RFC 3339 (UTC) or epoch milliseconds.
@@ -180,13 +184,6 @@ pub fn parse_time(s: &str) -> Result<Millis, String> {
 
 /// Rewinds a group.
 pub async fn replay(backend: &dyn Backend, args: ReplayArgs) -> Result<(), AppError> {
-    if args.to_time.is_some() {
-        return Err(AppError::Usage(format!(
-            "--to-time is not supported on the {} backend yet: a replay rewinds the group and redelivers \
-             everything after --from-offset/--from-time",
-            backend.name()
-        )));
-    }
     let t = topic(&args.topic)?;
     let caps = backend.capabilities();
     let (from, what, capable) = match (args.from_offset, args.from_time) {
@@ -194,19 +191,84 @@ pub async fn replay(backend: &dyn Backend, args: ReplayArgs) -> Result<(), AppEr
         (None, Some(ms)) => (ReplayFrom::Time(ms), "replay by time", caps.replay_time),
         (None, None) => return Err(AppError::Usage("give --from-offset or --from-time".into())),
     };
+    let (what, capable) = match args.to_time {
+        Some(_) => ("replay of a time range (--to-time)", capable && caps.replay_time),
+        None => (what, capable),
+    };
     let unsupported = || AppError::bus("replaying")(BusError::Unsupported { backend: backend.name(), what });
     let replay = backend.replay().filter(|_| capable).ok_or_else(unsupported)?;
-    replay
-        .replay(&t, &args.group, from)
-        .await
-        .map_err(AppError::bus(format!("replaying group {} on {t}", args.group)))?;
     let start = match from {
         ReplayFrom::Offset(o) => format!("offset {o}"),
         ReplayFrom::Time(ms) => {
             format!("the first message stored at or after {}", humantime::format_rfc3339_millis(from_millis(ms)))
         }
     };
-    println_flush(format_args!("group {} on {t} rewound: next deliveries start at {start}", args.group))
+    let Some(to) = args.to_time else {
+        replay
+            .replay(&t, &args.group, from)
+            .await
+            .map_err(AppError::bus(format!("replaying group {} on {t}", args.group)))?;
+        return println_flush(format_args!("group {} on {t} rewound: next deliveries start at {start}", args.group));
+    };
+    if let ReplayFrom::Time(f) = from {
+        if to <= f {
+            return Err(AppError::Usage("--to-time must be after --from-time".into()));
+        }
+    }
+    let count = replay
+        .replay_range(&t, &args.group, from, to)
+        .await
+        .map_err(AppError::bus(format!("replaying a range of group {} on {t}", args.group)))?;
+    println_flush(format_args!(
+        "group {} on {t} rewound: {count} messages from {start} up to {} are delivered again; later ones keep their state",
+        args.group,
+        humantime::format_rfc3339_millis(from_millis(to))
+    ))?;
+    if args.wait && count > 0 {
+        wait_for_range(backend, &t, &args.group, count).await?;
+    }
+    Ok(())
+}
+
+/// Follows the group's pending count until the `count` replayed messages are settled.
+async fn wait_for_range(
+    backend: &dyn Backend,
+    t: &horizons_bus::Topic,
+    group: &str,
+    count: u64,
+) -> Result<(), AppError> {
+    let pending = || async {
+        let topics = backend.topics().await.map_err(AppError::bus("reading the group's progress"))?;
+        let p = topics
+            .iter()
+            .find(|i| i.name == t.as_str())
+            .and_then(|i| i.groups.iter().find(|g| g.name == group))
+            .and_then(|g| g.pending);
+        p.ok_or_else(|| {
+            AppError::Usage(format!(
+                "the {} backend does not report pending counts; --wait cannot follow",
+                backend.name()
+            ))
+        })
+    };
+    let after = pending().await?;
+    let baseline = after.saturating_sub(count);
+    let bar = indicatif::ProgressBar::new(count);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} settled ({per_sec}, eta {eta})")
+            .expect("template"),
+    );
+    bar.set_prefix(format!("replay {group}"));
+    loop {
+        let now = pending().await?;
+        bar.set_position(after.saturating_sub(now).min(count));
+        if now <= baseline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    bar.finish();
+    Ok(())
 }
 
 #[cfg(test)]

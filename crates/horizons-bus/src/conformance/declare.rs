@@ -161,6 +161,19 @@ pub async fn capabilities_are_declared_honestly<H: Harness>(h: &H) {
                     expect_unsupported(&backend, what, r);
                 }
             }
+            let what = "a bounded replay (replay_range, part of replay_time)";
+            let r = within(
+                what,
+                WAIT,
+                replay.replay_range(&topic, "g", ReplayFrom::Time(now_millis() - 60_000), now_millis()),
+            )
+            .await
+            .map(|_| ());
+            if caps.replay_time {
+                r.unwrap_or_else(|e| panic!("conformance: {what} is declared, but it failed: {e}"));
+            } else {
+                expect_unsupported(&backend, what, r);
+            }
         }
     }
 }

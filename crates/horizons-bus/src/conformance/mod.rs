@@ -44,7 +44,7 @@ pub use self::basic::{
 pub use self::declare::{capabilities_are_declared_honestly, idempotent_topology, oversize_and_unknown_topic_rejected};
 pub use self::groups::{concurrent_producers, members_split_the_work, two_groups_each_see_everything};
 pub use self::ordering::{ordering_block_key_under_retries, ordering_requeue_keeps_throughput};
-pub use self::replay::{replay_from_offset, replay_from_time};
+pub use self::replay::{replay_from_offset, replay_from_time, replay_time_range};
 pub use self::restart::restart_mid_stream;
 pub use self::retries::{dlq_list_and_redrive, malformed_payload_to_dlq, retries_then_dlq, retry_after_is_honoured};
 pub use self::scheduling::{delayed_delivery, priorities};
@@ -109,6 +109,7 @@ macro_rules! conformance_suite {
             delayed_delivery,
             replay_from_offset,
             replay_from_time,
+            replay_time_range,
             stress,
             restart_mid_stream,
         );

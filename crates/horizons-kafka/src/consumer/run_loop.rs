@@ -102,7 +102,7 @@ pub(super) fn run(
                     if let Some(i) = shared.topic_index(rdkafka::Message::topic(&m)) {
                         touched.insert((i, rdkafka::Message::partition(&m)));
                     }
-                    shared.ingest(&m);
+                    shared.ingest(&consumer, &m);
                 }
                 Some(Err(e)) => {
                     // Broker outages surface here over and over; one line a few seconds is enough.

@@ -105,3 +105,19 @@ fn dropping_a_partition_frees_its_keys() {
     assert_eq!(t.outstanding(), 0);
     assert_eq!(t.next_delivery(Instant::now()).map(|d| d.0), Some(other));
 }
+
+#[test]
+fn passed_offsets_move_the_commit_position_without_a_delivery() {
+    let mut t = Tracker::new(OrderingMode::Requeue, Duration::from_secs(30));
+    let tp = (0, 0);
+    for o in 10..13 {
+        t.pass(tp, o);
+    }
+    assert_eq!(t.commits(), vec![(tp, 13)]);
+    assert_eq!(t.position(tp), Some(13));
+    let id = t.push(tp, 13, msg("k"), None, 1);
+    t.admit(id, None);
+    assert_eq!(t.position(tp), Some(13), "an open message holds the position");
+    assert!(t.next_delivery(Instant::now()).is_some());
+    assert_eq!(t.outstanding(), 1);
+}
