@@ -272,11 +272,12 @@ impl AmqpBus {
                         .map_err(|e| AmqpError::lapin(format!("deleting {q}"), e))?;
                 }
             }
-            let x = topology::exchange(&t.name);
-            let opts = lapin::options::ExchangeDeleteOptions::default();
-            ch.exchange_delete(x.as_str().into(), opts)
-                .await
-                .map_err(|e| AmqpError::lapin(format!("deleting {x}"), e))?;
+            for x in [topology::exchange(&t.name), topology::direct_exchange(&t.name)] {
+                let opts = lapin::options::ExchangeDeleteOptions::default();
+                ch.exchange_delete(x.as_str().into(), opts)
+                    .await
+                    .map_err(|e| AmqpError::lapin(format!("deleting {x}"), e))?;
+            }
         }
         let _ = ch.close(200, "deleted".into()).await;
         Ok(())

@@ -63,7 +63,7 @@ impl Outgoing {
         }
         let props = codec::encode(env, &Trail::default(), &[]);
         Self {
-            exchange: topology::exchange(&env.topic),
+            exchange: topology::direct_exchange(&env.topic),
             routing_key: rk,
             props,
             payload: env.payload.clone(),
@@ -270,7 +270,7 @@ impl Inner {
         let ch = live.channel("checking a topic").await?;
         let opts = ExchangeDeclareOptions { passive: true, durable: true, ..ExchangeDeclareOptions::default() };
         match ch
-            .exchange_declare(topology::exchange(topic).into(), ExchangeKind::Topic, opts, FieldTable::default())
+            .exchange_declare(topology::direct_exchange(topic).into(), ExchangeKind::Direct, opts, FieldTable::default())
             .await
         {
             Ok(()) => {

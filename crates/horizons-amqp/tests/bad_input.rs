@@ -38,7 +38,7 @@ async fn bad_input_reaches_the_dlq_with_its_reason() -> anyhow::Result<()> {
     let conn = lapin::Connection::connect(cfg.url.expose(), lapin::ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     let props = lapin::BasicProperties::default().with_message_id(oversize.id.to_string().into()).with_delivery_mode(2);
-    let exchange = format!("hz:{topic}");
+    let exchange = format!("hz:{topic}:direct");
     ch.basic_publish(exchange.into(), "4.0".into(), BasicPublishOptions::default(), &oversize.payload, props).await?;
     conn.close(200, "done".into()).await?;
 
