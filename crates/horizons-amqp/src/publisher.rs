@@ -270,7 +270,12 @@ impl Inner {
         let ch = live.channel("checking a topic").await?;
         let opts = ExchangeDeclareOptions { passive: true, durable: true, ..ExchangeDeclareOptions::default() };
         match ch
-            .exchange_declare(topology::direct_exchange(topic).into(), ExchangeKind::Direct, opts, FieldTable::default())
+            .exchange_declare(
+                topology::direct_exchange(topic).into(),
+                ExchangeKind::Direct,
+                opts,
+                FieldTable::default(),
+            )
             .await
         {
             Ok(()) => {

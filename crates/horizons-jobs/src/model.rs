@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::JobsError;
 
 /// The states of a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for a worker (or for its not-before time).
@@ -57,31 +57,39 @@ impl JobState {
 }
 
 /// A job as submitted.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    /// A registered kind, e.g. `search.reindex`.
+    /// A registered kind, e.g. `audit.verify`.
+    #[schema(min_length = 1, max_length = 100)]
     pub kind: String,
     /// Arguments, validated by the kind.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub args: serde_json::Value,
     /// 0 (lowest) – 9 (highest); default 4.
     #[serde(default = "default_priority")]
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: i64,
-    /// Start no earlier than this many milliseconds from now.
+    /// Start no earlier than this many milliseconds from now (at most a year).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 31536000000_i64)]
     pub delay_ms: i64,
     /// Attempts in all, the first included (1–100; default 5).
     #[serde(default = "default_attempts")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: i64,
-    /// Delay before the second attempt, doubled each time (default 1 s).
+    /// Delay before the second attempt, doubled each time (0–3 600 000; default 1 s).
     #[serde(default = "default_backoff")]
+    #[schema(minimum = 0, maximum = 3600000)]
     pub backoff_ms: i64,
-    /// How long one attempt may run (default 10 min).
+    /// How long one attempt may run (1–86 400 000; default 10 min).
     #[serde(default = "default_timeout")]
+    #[schema(minimum = 1, maximum = 86400000)]
     pub timeout_ms: i64,
-    /// A second submission with the same key returns the first job.
+    /// A second submission with the same key returns the first job (1–200 characters).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub idempotency_key: Option<String>,
 }
 
@@ -149,13 +157,14 @@ impl JobSpec {
 }
 
 /// A stored job.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     /// Id (UUIDv7).
     pub id: String,
     /// Kind.
     pub kind: String,
     /// Arguments.
+    #[schema(value_type = Object)]
     pub args: serde_json::Value,
     /// Priority 0–9.
     pub priority: i64,
@@ -186,7 +195,7 @@ pub struct Job {
 }
 
 /// One attempt of a job.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Attempt {
     /// 1-based.
     pub attempt: i64,

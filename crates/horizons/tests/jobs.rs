@@ -94,3 +94,133 @@ async fn a_worker_killed_mid_job_has_its_job_rerun_elsewhere_and_every_job_succe
     db.close().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// `/api/jobs` through the real server on the embedded default: admin only; bad input is a 400
+/// naming the field; a job runs to success; idempotent submission; a failing job ends dead with
+/// its errors, shows in the dead set, and a bulk redrive queues it again; cancel and retry
+/// answer 409 in the wrong state and 404 for an unknown job.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_jobs_http_api() {
+    let d = Deployment::embedded();
+    let server = d.start(&["up"], &[]);
+    let http = reqwest::Client::new();
+    let (admin, user) = (d.token("ops", "admin"), d.token("bob", "user"));
+    let url = |p: &str| server.url(p);
+
+    let r = http.get(url("/api/jobs")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.get(url("/api/jobs")).bearer_auth(&user).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    for (body, field) in [
+        (serde_json::json!({"kind": "no.such.kind"}), "kind"),
+        (serde_json::json!({"kind": "demo.sleep", "args": {"ms": "soon"}}), "args"),
+        (serde_json::json!({"kind": "demo.noop", "args": {}, "priority": 12}), "priority"),
+        (serde_json::json!({"kind": "demo.noop", "args": {}, "delay_ms": -1}), "delay_ms"),
+    ] {
+        let r = http.post(url("/api/jobs")).bearer_auth(&admin).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"].as_str().unwrap().contains(field), "{body}: {e}");
+    }
+
+    let submit = |body: Value| {
+        let (http, admin, u) = (http.clone(), admin.clone(), url("/api/jobs"));
+        async move {
+            let r = http.post(u).bearer_auth(&admin).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, ok) =
+        submit(serde_json::json!({"kind": "demo.noop", "args": {}, "idempotency_key": "nightly-1"})).await;
+    assert_eq!(status, 201, "{ok}");
+    assert_eq!(ok["job"]["owner"], "ops");
+    let ok_id = ok["job"]["id"].as_str().unwrap().to_string();
+    let (status, again) =
+        submit(serde_json::json!({"kind": "demo.noop", "args": {}, "idempotency_key": "nightly-1"})).await;
+    assert_eq!(
+        (status, again["created"].as_bool(), again["job"]["id"].as_str()),
+        (200, Some(false), Some(ok_id.as_str()))
+    );
+
+    let (_, bad) = submit(
+        serde_json::json!({"kind": "demo.flaky", "args": {"fail_times": 100}, "max_attempts": 2, "backoff_ms": 10}),
+    )
+    .await;
+    let bad_id = bad["job"]["id"].as_str().unwrap().to_string();
+
+    let get = |id: String| {
+        let (http, admin, u) = (http.clone(), admin.clone(), url(&format!("/api/jobs/{id}")));
+        async move { http.get(u).bearer_auth(&admin).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    eventually(60, "the noop job to succeed", || {
+        let g = get(ok_id.clone());
+        async move { (g.await["job"]["state"] == "succeeded").then_some(()) }
+    })
+    .await;
+    let detail = eventually(60, "the failing job to end dead", || {
+        let g = get(bad_id.clone());
+        async move {
+            let d = g.await;
+            (d["job"]["state"] == "dead").then_some(d)
+        }
+    })
+    .await;
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{detail}");
+    assert!(attempts.iter().all(|a| a["outcome"] == "failed" && a["error"].is_string()), "{detail}");
+
+    let dead: Value =
+        http.get(url("/api/jobs/dlq?kind=demo.flaky")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert!(dead.as_array().unwrap().iter().any(|j| j["id"] == bad_id.as_str()), "{dead}");
+    let listed: Value = http
+        .get(url("/api/jobs?state=succeeded&limit=10"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.as_array().unwrap().iter().all(|j| j["state"] == "succeeded"), "{listed}");
+    assert!(listed.as_array().unwrap().iter().any(|j| j["id"] == ok_id.as_str()), "{listed}");
+
+    // Wrong state, unknown job, bad filter.
+    let r = http.post(url(&format!("/api/jobs/{ok_id}/cancel"))).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let r = http.post(url(&format!("/api/jobs/{ok_id}/retry"))).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let r = http.get(url("/api/jobs/nope")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http.get(url("/api/jobs?state=sleeping")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r: Value = http
+        .post(url("/api/jobs/dlq/redrive"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"kind": "demo.flaky"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["redriven"], 1, "{r}");
+    let after = get(bad_id.clone()).await;
+    assert_ne!(after["job"]["state"], "dead", "{after}");
+
+    // A delayed job can be cancelled before it starts.
+    let (_, later) = submit(serde_json::json!({"kind": "demo.noop", "args": {}, "delay_ms": 60000})).await;
+    let later_id = later["job"]["id"].as_str().unwrap();
+    let r: Value = http
+        .post(url(&format!("/api/jobs/{later_id}/cancel")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["state"], "cancelled", "{r}");
+    server.stop();
+}

@@ -1,5 +1,5 @@
 //! The portal's HTTP API: posts, threaded comments, reports, moderation, notifications (list,
-//! mark read, live over Server-Sent Events), preferences and search, described by an OpenAPI 3
+//! mark read, live over Server-Sent Events), preferences, search and jobs ([`jobs`], admin only), described by an OpenAPI 3
 //! document at `/openapi.json`.
 //!
 //! Reads of posts, comments and search are public; everything else needs a bearer token
@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod extract;
+pub mod jobs;
 pub mod routes;
 pub mod sse;
 
@@ -36,6 +37,8 @@ pub struct Portal {
     pub search: Option<Arc<horizons_search::SearchIndex>>,
     /// User names with new notifications, announced by the notify worker in this process.
     pub live: broadcast::Sender<String>,
+    /// The job kinds submissions are checked against.
+    pub jobs: Arc<horizons_jobs::Registry>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -60,6 +63,12 @@ pub fn router() -> Router<ApiState> {
         .route("/api/me/preferences", get(routes::get_preferences).put(routes::set_preferences))
         .route("/api/search", get(routes::search))
         .route("/api/events/schemas", get(routes::event_schemas))
+        .route("/api/jobs", post(jobs::submit).get(jobs::list))
+        .route("/api/jobs/dlq", get(jobs::dlq))
+        .route("/api/jobs/dlq/redrive", post(jobs::redrive))
+        .route("/api/jobs/:id", get(jobs::get))
+        .route("/api/jobs/:id/cancel", post(jobs::cancel))
+        .route("/api/jobs/:id/retry", post(jobs::retry))
         .route("/openapi.json", get(routes::openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

@@ -14,7 +14,7 @@ use super::Portal;
 use crate::error::ApiError;
 use crate::state::ApiState;
 
-fn portal(st: &ApiState) -> Result<&Portal, ApiError> {
+pub(crate) fn portal(st: &ApiState) -> Result<&Portal, ApiError> {
     st.portal.as_ref().ok_or_else(|| ApiError::Unavailable("the portal is not served by this process".into()))
 }
 
@@ -416,11 +416,15 @@ pub async fn event_schemas() -> Json<serde_json::Value> {
 /// The OpenAPI 3 document of these routes.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Cosmic Horizons portal API", description = "Posts, comments, moderation, notifications and search."),
+    info(title = "Cosmic Horizons portal API", description = "Posts, comments, moderation, notifications, search and jobs."),
     paths(create_post, get_post, create_comment, list_comments, edit_comment, delete_comment, report_comment,
-        moderation_queue, decide, notifications, mark_read, super::sse::stream, get_preferences, set_preferences, search, event_schemas),
+        moderation_queue, decide, notifications, mark_read, super::sse::stream, get_preferences, set_preferences, search, event_schemas,
+        super::jobs::submit, super::jobs::list, super::jobs::get, super::jobs::cancel, super::jobs::retry, super::jobs::dlq,
+        super::jobs::redrive),
     components(schemas(ErrorBody, NewPost, NewComment, EditComment, NewReport, Action, NewDecision, MarkRead, Created,
-        Changed, SearchResults, SearchHit, Post, Comment, QueueEntry, Notification, Preferences)),
+        Changed, SearchResults, SearchHit, Post, Comment, QueueEntry, Notification, Preferences,
+        horizons_jobs::JobSpec, horizons_jobs::Job, horizons_jobs::JobState, horizons_jobs::model::Attempt,
+        super::jobs::Submitted, super::jobs::JobDetail, super::jobs::Redrive, super::jobs::Redriven)),
     modifiers(&BearerAuth)
 )]
 #[derive(Debug)]

@@ -113,7 +113,13 @@ impl Parts {
 
     /// The API's view of these parts.
     pub fn portal(&self, search: Option<Arc<SearchIndex>>, live: broadcast::Sender<String>) -> Portal {
-        Portal { service: self.service.clone(), keys: self.tokens.clone(), search, live }
+        Portal {
+            service: self.service.clone(),
+            keys: self.tokens.clone(),
+            search,
+            live,
+            jobs: Arc::new(horizons_jobs::Registry::standard()),
+        }
     }
 }
 
