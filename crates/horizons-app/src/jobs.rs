@@ -1,4 +1,4 @@
-//! `horizons jobs submit|list|status|cancel|retry|dlq|redrive`: the job system from the shell.
+//! `horizons jobs submit|list|status|cancel|retry|dlq|redrive|watch`: the job system from the shell.
 //! Jobs run in `horizons up` or `horizons worker --role jobs`.
 
 use horizons_jobs::{store, JobSpec, JobState, Registry};
@@ -50,6 +50,20 @@ pub enum JobsCommand {
         /// Only this kind.
         #[arg(long)]
         kind: Option<String>,
+    },
+    /// Follows jobs live. With an id: prints a JSON line at each change of state or attempt
+    /// and ends when the job is final (exit status 0 only if it succeeded). Without: a progress
+    /// bar of the jobs that were active (queued, running, retrying) when it started, with the
+    /// counts by state, until none is active.
+    Watch {
+        /// One job.
+        id: Option<String>,
+        /// Only jobs of this kind.
+        #[arg(long, conflicts_with = "id")]
+        kind: Option<String>,
+        /// How often to look, e.g. 250ms.
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        every: std::time::Duration,
     },
 }
 
@@ -134,10 +148,70 @@ pub async fn run(cfg: Config, c: JobsCommand) -> Result<(), AppError> {
                 let n = store::redrive(s, kind.as_deref()).await.map_err(err)?;
                 println!("redriven {n} job(s)");
             }
+            JobsCommand::Watch { id: Some(id), every, .. } => watch_one(s, &id, every).await?,
+            JobsCommand::Watch { id: None, kind, every } => watch_all(s, kind.as_deref(), every).await?,
         }
         Ok(())
     }
     .await;
     parts.store.close().await;
     result
+}
+
+async fn watch_one(s: &horizons_comments::Store, id: &str, every: std::time::Duration) -> Result<(), AppError> {
+    let mut seen = None;
+    loop {
+        let job = store::get(s, id).await.map_err(err)?;
+        if seen != Some((job.state, job.attempts)) {
+            seen = Some((job.state, job.attempts));
+            line(&serde_json::json!({
+                "id": job.id, "state": job.state, "attempts": job.attempts, "last_error": job.last_error,
+            }));
+        }
+        match job.state {
+            JobState::Succeeded => return Ok(()),
+            JobState::Dead | JobState::Cancelled => {
+                return Err(AppError::Check(format!("job {id} ended {}", job.state.as_str())))
+            }
+            _ => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+async fn watch_all(
+    s: &horizons_comments::Store,
+    kind: Option<&str>,
+    every: std::time::Duration,
+) -> Result<(), AppError> {
+    let active = |counts: &[(String, i64)]| -> u64 {
+        counts
+            .iter()
+            .filter(|(st, _)| JobState::parse(st).is_some_and(|st| !st.is_final()))
+            .map(|(_, n)| *n as u64)
+            .sum()
+    };
+    let first = store::counts(s, kind).await.map_err(err)?;
+    let at_start = active(&first);
+    let bar = indicatif::ProgressBar::new(at_start);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} done ({per_sec}) {msg}")
+            .expect("template"),
+    );
+    bar.set_prefix(format!("jobs{}", kind.map(|k| format!(" {k}")).unwrap_or_default()));
+    loop {
+        let counts = store::counts(s, kind).await.map_err(err)?;
+        let now = active(&counts);
+        // Jobs submitted meanwhile lengthen the bar.
+        if now > bar.length().unwrap_or(0).saturating_sub(bar.position()) {
+            bar.set_length(bar.position() + now);
+        }
+        bar.set_position(bar.length().unwrap_or(0).saturating_sub(now));
+        bar.set_message(counts.iter().map(|(st, n)| format!("{st} {n}")).collect::<Vec<_>>().join(", "));
+        if now == 0 {
+            bar.finish();
+            println!("{}", counts.iter().map(|(st, n)| format!("{st} {n}")).collect::<Vec<_>>().join(", "));
+            return Ok(());
+        }
+        tokio::time::sleep(every).await;
+    }
 }

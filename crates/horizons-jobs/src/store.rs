@@ -197,12 +197,14 @@ pub async fn redrive(store: &Store, kind: Option<&str>) -> Result<usize, JobsErr
     Ok(dead.len())
 }
 
-/// Counts by state (for metrics and `jobs list` summaries).
-pub async fn counts(store: &Store) -> Result<Vec<(String, i64)>, JobsError> {
-    let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
-        .fetch_all(store.pool())
-        .await
-        .map_err(JobsError::db("counting jobs"))?;
+/// Counts by state, of one kind if given (`jobs watch`, metrics).
+pub async fn counts(store: &Store, kind: Option<&str>) -> Result<Vec<(String, i64)>, JobsError> {
+    let rows =
+        sqlx::query("SELECT state, COUNT(*) FROM jobs WHERE ($1 = '' OR kind = $1) GROUP BY state ORDER BY state")
+            .bind(kind.unwrap_or(""))
+            .fetch_all(store.pool())
+            .await
+            .map_err(JobsError::db("counting jobs"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 

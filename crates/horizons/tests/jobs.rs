@@ -209,6 +209,29 @@ async fn the_jobs_http_api() {
     let after = get(bad_id.clone()).await;
     assert_ne!(after["job"]["state"], "dead", "{after}");
 
+    // `jobs watch`: one job followed to its end, then every active job of a kind.
+    let (_, slow) = submit(serde_json::json!({"kind": "demo.sleep", "args": {"ms": 400}})).await;
+    let slow_id = slow["job"]["id"].as_str().unwrap().to_string();
+    let out = d.run(&["jobs", "watch", &slow_id, "--every", "50ms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let states: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states.last().map(String::as_str), Some("succeeded"), "{text}");
+    assert!(states.iter().any(|s| s == "running"), "watching a 400 ms job every 50 ms sees it running: {text}");
+    for _ in 0..3 {
+        submit(serde_json::json!({"kind": "demo.sleep", "args": {"ms": 200}})).await;
+    }
+    let out = d.run(&["jobs", "watch", "--kind", "demo.sleep", "--every", "50ms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("succeeded 4"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (_, doomed) = submit(serde_json::json!({"kind": "pipeline.run", "args": {"input": "x.uvfits"}})).await;
+    let out = d.run(&["jobs", "watch", doomed["job"]["id"].as_str().unwrap(), "--every", "50ms"]);
+    assert!(!out.status.success(), "watching a job that ends dead fails");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ended dead"), "{}", String::from_utf8_lossy(&out.stderr));
+
     // A delayed job can be cancelled before it starts.
     let (_, later) = submit(serde_json::json!({"kind": "demo.noop", "args": {}, "delay_ms": 60000})).await;
     let later_id = later["job"]["id"].as_str().unwrap();
