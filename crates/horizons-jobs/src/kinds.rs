@@ -39,6 +39,9 @@ pub struct JobContext {
     pub attempt: i64,
     /// The database.
     pub store: Store,
+    /// Fires when the job is cancelled while it runs (or another worker took it over): stop
+    /// soon. A handler that does not look is dropped at its next await after a grace period.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// A kind of job.
@@ -190,10 +193,12 @@ impl JobKind for Sleep {
         }
         Ok(())
     }
-    async fn run(&self, _cx: &JobContext, args: &serde_json::Value) -> Result<(), JobError> {
+    async fn run(&self, cx: &JobContext, args: &serde_json::Value) -> Result<(), JobError> {
         let a = parse::<SleepArgs>(args).map_err(JobError::Permanent)?;
-        tokio::time::sleep(Duration::from_millis(a.ms)).await;
-        Ok(())
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(a.ms)) => Ok(()),
+            _ = cx.cancel.cancelled() => Err(JobError::Permanent("cancelled".into())),
+        }
     }
 }
 

@@ -11,9 +11,8 @@
 //!
 //! States: `queued → running → succeeded | retrying → running … | dead | cancelled`.
 //!
-//! *What is not built yet* (issue 6): the `/jobs` HTTP API, recurring (cron) jobs, heartbeats
-//! and cooperative cancellation of a running job, per-kind concurrency limits, `jobs watch`,
-//! `bench jobs`. Cancelling works for jobs that have not started.
+//! Running jobs are kept alive by heartbeats, cancelled cooperatively, and taken over when
+//! their worker dies ([`worker`]). *Not built yet* (issue 6): recurring (cron) jobs.
 
 pub mod kinds;
 pub mod model;

@@ -186,6 +186,10 @@ pub struct Job {
     pub attempts: i64,
     /// The last error.
     pub last_error: Option<String>,
+    /// A cancellation was asked for while it ran.
+    pub cancel_requested: bool,
+    /// Last heartbeat of the attempt running now, ms since the epoch.
+    pub heartbeat_at: Option<i64>,
     /// Submitted, ms since the epoch.
     pub created_at: i64,
     /// First started.

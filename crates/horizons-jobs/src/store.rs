@@ -11,7 +11,8 @@ use crate::model::{Attempt, Job, JobSpec, JobState};
 use crate::{JobsError, TOPIC};
 
 const COLUMNS: &str = "id, kind, args, priority, not_before, max_attempts, backoff_ms, timeout_ms, \
-    idempotency_key, owner, state, attempts, last_error, created_at, started_at, finished_at";
+    idempotency_key, owner, state, attempts, last_error, cancel_requested, heartbeat_at, created_at, started_at, \
+    finished_at";
 
 fn job_from(r: &AnyRow) -> Job {
     Job {
@@ -28,6 +29,8 @@ fn job_from(r: &AnyRow) -> Job {
         state: JobState::parse(&r.get::<String, _>("state")).unwrap_or(JobState::Dead),
         attempts: r.get("attempts"),
         last_error: r.get("last_error"),
+        cancel_requested: r.get::<i64, _>("cancel_requested") != 0,
+        heartbeat_at: r.get("heartbeat_at"),
         created_at: r.get("created_at"),
         started_at: r.get("started_at"),
         finished_at: r.get("finished_at"),
@@ -150,7 +153,9 @@ pub async fn list(
     Ok(rows.iter().map(job_from).collect())
 }
 
-/// Cancels a job that has not started (queued, or retrying between attempts).
+/// Cancels a job: one that has not started (queued, or retrying between attempts) is
+/// cancelled at once; for a running one, cancellation is asked for, and its worker stops it at
+/// its next heartbeat (the job ends `cancelled`, or `succeeded` if it finished first).
 pub async fn cancel(store: &Store, id: &str) -> Result<Job, JobsError> {
     let changed = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = $1 WHERE id = $2 AND state IN ('queued', 'retrying')",
@@ -161,8 +166,15 @@ pub async fn cancel(store: &Store, id: &str) -> Result<Job, JobsError> {
     .await
     .map_err(JobsError::db("cancelling"))?
     .rows_affected();
-    let job = get(store, id).await?;
     if changed == 0 {
+        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND state = 'running'")
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .map_err(JobsError::db("asking for cancellation"))?;
+    }
+    let job = get(store, id).await?;
+    if changed == 0 && !(job.state == JobState::Running && job.cancel_requested) {
         return Err(JobsError::State { id: id.into(), state: job.state.as_str().into(), what: "cancel" });
     }
     Ok(job)
@@ -176,8 +188,8 @@ pub async fn retry(store: &Store, id: &str) -> Result<Job, JobsError> {
     }
     let mut tx = store.begin().await.map_err(JobsError::db("starting a transaction"))?;
     sqlx::query(
-        "UPDATE jobs SET state = 'queued', attempt_base = attempts, finished_at = NULL, not_before = NULL \
-         WHERE id = $1 AND state IN ('dead', 'cancelled')",
+        "UPDATE jobs SET state = 'queued', attempt_base = attempts, finished_at = NULL, not_before = NULL, \
+         cancel_requested = 0 WHERE id = $1 AND state IN ('dead', 'cancelled')",
     )
     .bind(id)
     .execute(&mut *tx)

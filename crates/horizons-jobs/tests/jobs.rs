@@ -45,13 +45,17 @@ async fn rig() -> Rig {
 /// A rig whose bus lets a ready message wait at most `max_priority_wait` behind higher
 /// priorities (the embedded bus's starvation guard).
 async fn rig_with(max_priority_wait: Duration) -> Rig {
+    rig_full(max_priority_wait, Duration::from_secs(5)).await
+}
+
+async fn rig_full(max_priority_wait: Duration, lease: Duration) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
     let cfg = EmbeddedConfig { max_priority_wait, ..EmbeddedConfig::in_dir(dir.path().join("bus")) };
     let bus = EmbeddedBus::open(cfg).unwrap();
     let bus: Arc<dyn Backend> = Arc::new(bus);
     let topic = Topic::new(TOPIC).unwrap();
-    bus.declare(&Topology::new().topic(JobWorker::topology(topic, Duration::from_secs(5)))).await.unwrap();
+    bus.declare(&Topology::new().topic(JobWorker::topology(topic, lease))).await.unwrap();
     let mut registry = Registry::standard();
     registry.register(Arc::new(Panics));
     let cancel = CancellationToken::new();
@@ -63,7 +67,15 @@ async fn rig_with(max_priority_wait: Duration) -> Rig {
 
 impl Rig {
     fn start_workers(&self, concurrency: usize) {
-        let w = JobWorker::new(self.store.clone(), self.registry.clone(), "test-worker");
+        self.start(JobWorker::new(self.store.clone(), self.registry.clone(), "test-worker"), concurrency);
+    }
+
+    fn worker(&self, name: &str) -> JobWorker {
+        JobWorker::new(self.store.clone(), self.registry.clone(), name)
+    }
+
+    /// Runs `w`; aborting the returned task is a crash (in-flight deliveries dropped unacked).
+    fn start(&self, w: JobWorker, concurrency: usize) -> tokio::task::JoinHandle<()> {
         let router = Router::new(self.bus.clone()).route(
             Topic::new(TOPIC).unwrap(),
             GROUP,
@@ -72,7 +84,9 @@ impl Rig {
             Arc::new(w),
         );
         let c = self.cancel.clone();
-        tokio::spawn(async move { router.run(c).await });
+        tokio::spawn(async move {
+            let _ = router.run(c).await;
+        })
     }
 
     async fn submit(&self, spec: JobSpec) -> String {
@@ -297,5 +311,97 @@ async fn idempotency_cancellation_panics_and_bad_input() {
     let stub = r.submit(JobSpec::new("pipeline.run", json!({"input": "x.uvfits"}))).await;
     let j = r.until(&stub, JobState::Dead, 30).await;
     assert!(j.last_error.unwrap().contains("stub"));
+    r.close().await;
+}
+
+fn sleep_job(ms: u64) -> JobSpec {
+    JobSpec::new("demo.sleep", json!({ "ms": ms }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_longer_than_the_lease_runs_once_and_a_crashed_workers_job_is_taken_over() {
+    // Lease 1 s; jobs of 2.5 s; heartbeats every 100 ms, stale after 500 ms.
+    let r = rig_full(EmbeddedConfig::default().max_priority_wait, Duration::from_secs(1)).await;
+    let beat = |w: JobWorker| w.heartbeats(Duration::from_millis(100), Duration::from_millis(500));
+    r.start(beat(r.worker("w1")), 2);
+    r.start(beat(r.worker("w2")), 2);
+    let long = r.submit(sleep_job(2500)).await;
+    let j = r.until(&long, JobState::Succeeded, 30).await;
+    assert_eq!(j.attempts, 1, "the bus redelivered after the lease, but the heartbeat kept the job on one worker");
+
+    // A worker that crashes mid-job: its attempt is closed as abandoned, another one runs it.
+    let crashing = r.start(beat(r.worker("doomed")), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Only the doomed worker is idle for sure; the others finished. Submit until it holds one.
+    let mut victim = None;
+    for _ in 0..20 {
+        let id = r.submit(sleep_job(3000)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let a = store::attempts(&r.store, &id).await.unwrap();
+        if a.iter().any(|a| a.worker == "doomed") {
+            victim = Some(id);
+            break;
+        }
+    }
+    let victim = victim.expect("the doomed worker took a job");
+    crashing.abort();
+    let j = r.until(&victim, JobState::Succeeded, 30).await;
+    let a = store::attempts(&r.store, &victim).await.unwrap();
+    assert_eq!(j.attempts, 2, "{a:?}");
+    assert_eq!((a[0].worker.as_str(), a[0].outcome.as_deref()), ("doomed", Some("abandoned")), "{a:?}");
+    assert_eq!(a[1].outcome.as_deref(), Some("succeeded"), "{a:?}");
+    assert_ne!(a[1].worker, "doomed");
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_is_cancelled_at_its_next_heartbeat() {
+    let r = rig().await;
+    r.start(r.worker("w").heartbeats(Duration::from_millis(100), Duration::from_millis(500)), 2);
+    let id = r.submit(sleep_job(60_000)).await;
+    r.until(&id, JobState::Running, 10).await;
+    let asked = store::cancel(&r.store, &id).await.unwrap();
+    assert!(asked.cancel_requested && asked.state == JobState::Running, "{asked:?}");
+    let started = Instant::now();
+    let j = r.until(&id, JobState::Cancelled, 10).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "cancelled within a few heartbeats, not after the minute");
+    let a = store::attempts(&r.store, &id).await.unwrap();
+    assert_eq!(a[0].outcome.as_deref(), Some("cancelled"), "{a:?}");
+    assert!(j.finished_at.is_some());
+    // A finished job cannot be cancelled.
+    let done = r.submit(JobSpec::new("demo.noop", json!({}))).await;
+    r.until(&done, JobState::Succeeded, 10).await;
+    assert!(matches!(store::cancel(&r.store, &done).await, Err(horizons_jobs::JobsError::State { .. })));
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_run_only_their_kinds_and_per_kind_limits_hold() {
+    let r = rig().await;
+    r.start(r.worker("noop-only").only(["demo.noop".to_string()]).unwrap(), 4);
+    r.start(r.worker("sleepy").only(["demo.sleep".to_string()]).unwrap().limit("demo.sleep", 1).unwrap(), 4);
+    assert!(r.worker("x").only(["no.such".to_string()]).is_err());
+    assert!(r.worker("x").limit("demo.sleep", 0).is_err());
+    let mut noops = Vec::new();
+    let mut sleeps = Vec::new();
+    for _ in 0..4 {
+        noops.push(r.submit(JobSpec::new("demo.noop", json!({}))).await);
+        sleeps.push(r.submit(sleep_job(200)).await);
+    }
+    let mut windows = Vec::new();
+    for id in &noops {
+        r.until(id, JobState::Succeeded, 30).await;
+        let a = store::attempts(&r.store, id).await.unwrap();
+        assert!(a.iter().all(|a| a.worker == "noop-only"), "{a:?}");
+    }
+    for id in &sleeps {
+        r.until(id, JobState::Succeeded, 30).await;
+        let a = store::attempts(&r.store, id).await.unwrap();
+        assert!(a.iter().all(|a| a.worker == "sleepy"), "{a:?}");
+        let last = a.last().unwrap();
+        windows.push((last.started_at, last.finished_at.unwrap()));
+    }
+    windows.sort();
+    assert!(windows.windows(2).all(|w| w[0].1 <= w[1].0), "demo.sleep=1: no two sleeps overlap: {windows:?}");
     r.close().await;
 }

@@ -16,7 +16,7 @@ const JOBS: usize = 24;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_job_has_its_job_rerun_elsewhere_and_every_job_succeeds_once() {
     let d = Deployment::amqp_postgres().await;
-    d.append_config("[portal]\njobs_lease = \"3s\"\n");
+    d.append_config("[portal]\njobs_lease = \"3s\"\njobs_heartbeat = \"500ms\"\n");
     let mut workers = vec![
         d.command(&["worker", "--role", "jobs", "--concurrency", "2", "--relay"]).spawn().unwrap(),
         d.command(&["worker", "--role", "jobs", "--concurrency", "2"]).spawn().unwrap(),

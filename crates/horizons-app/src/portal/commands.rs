@@ -54,6 +54,18 @@ pub struct WorkerArgs {
     /// Also run the outbox relay.
     #[arg(long)]
     pub relay: bool,
+    /// The jobs role runs only these kinds (comma-separated); other workers run the rest.
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// At most N jobs of KIND at once in this worker, as KIND=N (repeatable).
+    #[arg(long = "kind-limit", value_parser = parse_limit)]
+    pub kind_limits: Vec<(String, usize)>,
+}
+
+fn parse_limit(s: &str) -> Result<(String, usize), String> {
+    let (k, n) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected KIND=N"))?;
+    let n = n.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((k.to_string(), n))
 }
 
 /// Prints a token.
@@ -109,7 +121,12 @@ pub async fn search(cfg: Config, c: SearchCommand) -> Result<(), AppError> {
 
 /// Runs workers until a shutdown signal.
 pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
-    let mut roles = Roles { relay: a.relay, ..Roles::parse(&a.role)? };
+    let mut roles = Roles {
+        relay: a.relay,
+        job_kinds: a.kinds.clone(),
+        job_limits: a.kind_limits.clone(),
+        ..Roles::parse(&a.role)?
+    };
     if roles.jobs > 0 {
         roles.jobs = a.concurrency.max(1);
     }

@@ -75,10 +75,14 @@ pub struct PortalConfig {
     pub mail_batch_window: Duration,
     /// Where the search index lives; empty means `<data_dir>/search`.
     pub search_dir: Option<PathBuf>,
-    /// How long a job may run before the bus gives it to another worker (there are no
-    /// heartbeats yet, so this bounds a job's run time and how soon a dead worker's job reruns).
+    /// The bus lease of a job message: how soon a dead worker's job is looked at again. A job
+    /// may run longer: its heartbeats keep other workers off it.
     #[serde(with = "humantime_serde")]
     pub jobs_lease: Duration,
+    /// How often a running job's worker stamps it; after five missed beats another worker
+    /// takes the job over.
+    #[serde(with = "humantime_serde")]
+    pub jobs_heartbeat: Duration,
 }
 
 impl Default for PortalConfig {
@@ -96,6 +100,7 @@ impl Default for PortalConfig {
             mail_batch_window: Duration::from_secs(2),
             search_dir: None,
             jobs_lease: Duration::from_secs(300),
+            jobs_heartbeat: Duration::from_secs(2),
         }
     }
 }
@@ -117,6 +122,9 @@ impl PortalConfig {
         }
         if self.jobs_lease < Duration::from_secs(1) {
             return Err("portal.jobs_lease must be at least 1s".into());
+        }
+        if self.jobs_heartbeat < Duration::from_millis(100) || self.jobs_heartbeat > Duration::from_secs(60) {
+            return Err("portal.jobs_heartbeat must be between 100ms and 60s".into());
         }
         if self.token_ttl.is_zero() {
             return Err("portal.token_ttl must be positive".into());

@@ -138,12 +138,16 @@ pub struct Roles {
     pub relay: bool,
     /// Job execution: this many jobs at a time (0 = none).
     pub jobs: usize,
+    /// Only these job kinds (all if empty).
+    pub job_kinds: Vec<String>,
+    /// At most this many jobs of a kind at once.
+    pub job_limits: Vec<(String, usize)>,
 }
 
 impl Roles {
     /// Every role.
     pub fn all() -> Self {
-        Self { audit: true, notify: true, search: true, moderation: true, relay: true, jobs: 4 }
+        Self { audit: true, notify: true, search: true, moderation: true, relay: true, jobs: 4, ..Self::default() }
     }
 
     /// Parses `audit,notify,…` (or `all`).
@@ -232,7 +236,16 @@ pub fn spawn(
     }
     if roles.jobs > 0 {
         let name = format!("{}-{}", hostname(), std::process::id());
-        let w = JobWorker::new(parts.store.clone(), horizons_jobs::Registry::standard(), name);
+        let beat = parts.cfg.jobs_heartbeat;
+        let mut w =
+            JobWorker::new(parts.store.clone(), horizons_jobs::Registry::standard(), name).heartbeats(beat, beat * 5);
+        let bad = |e: horizons_jobs::JobsError| AppError::Usage(e.to_string());
+        if !roles.job_kinds.is_empty() {
+            w = w.only(roles.job_kinds.iter().cloned()).map_err(bad)?;
+        }
+        for (kind, n) in &roles.job_limits {
+            w = w.limit(kind, *n).map_err(bad)?;
+        }
         let topic = parts.topic(horizons_jobs::TOPIC);
         router = router.route(topic, horizons_jobs::GROUP, JobWorker::policy(), roles.jobs, Arc::new(w));
     }
