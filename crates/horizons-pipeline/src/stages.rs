@@ -80,7 +80,7 @@ pub fn run(stage: Stage, c: &Complete, products_root: &Path) -> Result<StageOutp
                 report.rejected.push(Rejection { spw, integration: *seq, reason: format!("block {seq}: {reason}") });
             }
             ctx.validation = Some(report);
-            Ok(out(ctx, valid, serde_json::json!({ "validation": format!("{:?}", opts.validation) })))
+            Ok(out(ctx, valid, serde_json::to_value(&opts.validation)?))
         }
         Stage::Flag => {
             let mut blocks = blocks(c)?;
