@@ -288,3 +288,24 @@ fn run_file(a: RunArgs) -> Result<(), AppError> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(list: &str, stages: &[&str], others: &[&str]) {
+        let (s, o) = split_roles(list).unwrap();
+        assert_eq!(s.iter().map(|s| s.name()).collect::<Vec<_>>(), stages, "{list}");
+        assert_eq!(o, others, "{list}");
+    }
+
+    #[test]
+    fn worker_roles_split_into_stages_and_the_rest() {
+        check("pipeline:flag,pipeline:validate", &["validate", "flag"], &[]);
+        check("pipeline:all", &["validate", "flag", "calibrate", "image", "archive"], &[]);
+        check("audit, pipeline:image", &["image"], &["audit"]);
+        check("all", &[], &["all"]);
+        let err = split_roles("pipeline:smooth").unwrap_err().to_string();
+        assert!(err.contains("unknown pipeline stage \"smooth\""), "{err}");
+    }
+}
