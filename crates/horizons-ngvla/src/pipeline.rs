@@ -1,6 +1,6 @@
 //! The whole chain in-process: read → wire round trip → validate → flag + alerts → calibrate →
 //! image → report. `horizons pipeline run FILE --out DIR` is [`run_file`] followed by
-//! [`crate::archive::write_products`]; bus workers will call the same stage functions.
+//! [`crate::archive::write_products`]; the bus stages of `horizons-pipeline` call the same functions.
 //!
 //! Every raw block goes through the Protobuf encoding and back before validation, so the wire
 //! format is exercised on every run exactly as the streaming path will use it.
