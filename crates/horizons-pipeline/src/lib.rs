@@ -34,7 +34,8 @@
 //! audit record are published and the run is marked done. A crash therefore loses nothing: the
 //! spool survives, unacked frames come again, and duplicates overwrite the same spool file (the
 //! name is the frame's sequence number). A finished run leaves a `done/<run>` marker, so late
-//! duplicates of its frames are acked and dropped.
+//! duplicates of its frames are acked and dropped. The archive writes a run's products into a
+//! `.partial` directory and renames it, so a products directory that exists is complete.
 //!
 //! ## Failures
 //! A frame without the pipeline's headers, a block that does not decode, or one that fails

@@ -191,11 +191,26 @@ pub fn run(stage: Stage, c: &Complete, products_root: &Path) -> Result<StageOutp
                 report: ctx.need("the report", &ctx.report)?.clone(),
             };
             let dir = products_dir(products_root, &ctx);
-            horizons_ngvla::archive::write_products(&products, &dir).map_err(science(stage))?;
+            write_whole(&products, &dir)?;
             let parameters = serde_json::json!({ "products_dir": dir.display().to_string() });
             Ok(StageOutput { products_dir: Some(dir), ..out(ctx, vec![], parameters) })
         }
     }
+}
+
+/// Writes the products into `<dir>.partial` and renames it to `dir`, so a products directory that
+/// exists is complete (a run processed again after a crash replaces its directory).
+fn write_whole(products: &Products, dir: &Path) -> Result<()> {
+    let tmp = dir.with_extension("partial");
+    for d in [&tmp, dir] {
+        match std::fs::remove_dir_all(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PipelineError::io("removing", d)(e)),
+        }
+    }
+    horizons_ngvla::archive::write_products(products, &tmp).map_err(science(Stage::Archive))?;
+    std::fs::rename(&tmp, dir).map_err(PipelineError::io("renaming into place", dir))
 }
 
 /// `<root>/<observation>/run-<run>`, the observation id made safe as a directory name.

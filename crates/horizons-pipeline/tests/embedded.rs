@@ -85,20 +85,10 @@ async fn streamed_run_writes_the_products_of_pipeline_run() {
     let reference = pipeline::run_file(&file, &Options::default()).unwrap();
     let ref_dir = r.dir.path().join("reference");
     horizons_ngvla::archive::write_products(&reference, &ref_dir).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let out = loop {
-        let found = std::fs::read_dir(&obs_dir)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path().join(format!("run-{}", summary.run)));
-        if let Some(d) = found.filter(|d| d.join("report.json").exists()) {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "no products within 300 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    wait_for(&out.join("report.json"), 10).await;
+    // The archive marks the run done after writing every product.
+    wait_for(&r.dir.path().join("spool/archive/done").join(&summary.run), 300).await;
+    let obs = std::fs::read_dir(&obs_dir).unwrap().next().expect("one observation directory").unwrap();
+    let out = obs.path().join(format!("run-{}", summary.run));
     for name in ["report.json", "gains.json", "flags-summary.json", "alerts.json"] {
         let (a, b) = (std::fs::read(ref_dir.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
         assert!(a == b, "{name} differs between pipeline run and the stream");
@@ -139,4 +129,116 @@ async fn garbage_and_bad_blocks_reach_the_dead_letter_queue_with_their_reason() 
         assert_eq!(d.attempts, 1, "a permanent failure is not retried");
     }
     r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_nan_block_and_a_misshapen_block_dead_letters_them_and_still_completes() {
+    use horizons_pipeline::frame::RunWriter;
+    use horizons_pipeline::RunContext;
+
+    let file = vla_file();
+    let r = start(&Stage::ALL).await;
+    let uv = horizons_ngvla::uvfits::UvFits::open(&file).unwrap();
+    let mut blocks = uv.to_blocks();
+    blocks[3].time_mjd_s = f64::NAN;
+    blocks[5].vis.truncate(10);
+    let ctx = RunContext {
+        run: "run-with-bad-blocks".into(),
+        source: "edited".into(),
+        observation: uv.observation.clone(),
+        options: Options::default(),
+        wire: Default::default(),
+        validation: None,
+        rfi: None,
+        alerts: None,
+        flags: None,
+        gains: None,
+        imaging: None,
+        report: None,
+    };
+    let raw = r.service.topics().raw.clone();
+    let mut w = RunWriter::new(&raw, &ctx, 1 << 20);
+    for b in &blocks {
+        w.blocks_as_cut(b);
+    }
+    r.bus.publish_batch(w.finish().unwrap()).await.unwrap();
+
+    let report = r.dir.path().join("products").join("EVLA_J1008+0730_2010-04-26T03_21_56_000000");
+    let report = report.join("run-run-with-bad-blocks").join("report.json");
+    wait_for(&r.dir.path().join("spool/archive/done/run-with-bad-blocks"), 300).await;
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["validation"]["rejected_blocks"], 2);
+    let dead = r.bus.dlq_list(&raw, "validate", 10).await.unwrap();
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("block 3 (key spw-0)") && reasons[0].contains("time is not finite"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("block 5 (key spw-0)")
+            && reasons[1].contains("undecodable block: block shape: 4896 flag bytes for 10 samples"),
+        "{reasons:?}"
+    );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_half_spooled_before_a_restart_completes_after_it() {
+    use horizons_pipeline::frame::RunWriter;
+    use horizons_pipeline::RunContext;
+
+    let file = vla_file();
+    let uv = horizons_ngvla::uvfits::UvFits::open(&file).unwrap();
+    let ctx = RunContext {
+        run: "restarted-run".into(),
+        source: "restart".into(),
+        observation: uv.observation.clone(),
+        options: Options::default(),
+        wire: Default::default(),
+        validation: None,
+        rfi: None,
+        alerts: None,
+        flags: None,
+        gains: None,
+        imaging: None,
+        report: None,
+    };
+    let r = start(&[Stage::Validate]).await;
+    let raw = r.service.topics().raw.clone();
+    let mut w = RunWriter::new(&raw, &ctx, 1 << 20);
+    for b in &uv.to_blocks() {
+        w.blocks_as_cut(b);
+    }
+    let mut frames = w.finish().unwrap();
+    let rest = frames.split_off(8);
+    r.bus.publish_batch(frames).await.unwrap();
+    let spooled = r.dir.path().join("spool/validate/runs/restarted-run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&spooled).map_or(0, |d| d.count()) < 9 {
+        assert!(Instant::now() < deadline, "the first 8 frames were not spooled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stop everything (the stage has acked 8 frames), then reopen the same directories.
+    let dir = r.dir;
+    r.cancel.cancel();
+    r.task.await.unwrap();
+    r.bus.close().await.unwrap();
+    let bus: Arc<dyn Backend> = Arc::new(EmbeddedBus::open(EmbeddedConfig::in_dir(dir.path().join("bus"))).unwrap());
+    let cfg = ServiceConfig {
+        spool_dir: dir.path().join("spool"),
+        products_dir: dir.path().join("products"),
+        max_block_bytes: 1 << 20,
+    };
+    let service = Service::new(bus.clone(), Topics::new("").unwrap(), cfg);
+    service.declare().await.unwrap();
+    let router = service.routes(Router::new(bus.clone()), &Stage::ALL).unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(router.run(cancel.clone()));
+    bus.publish_batch(rest).await.unwrap();
+    let out = dir.path().join("products/EVLA_J1008+0730_2010-04-26T03_21_56_000000/run-restarted-run");
+    wait_for(&dir.path().join("spool/archive/done/restarted-run"), 300).await;
+    let reference = pipeline::run_file(&file, &Options::default()).unwrap();
+    let ours: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(ours, serde_json::to_value(&reference.report).unwrap(), "the restarted run gives the same report");
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    bus.close().await.unwrap();
 }
