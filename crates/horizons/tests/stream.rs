@@ -192,3 +192,24 @@ fn a_garbage_message_on_the_raw_topic_reaches_the_dlq_with_its_reason() {
     assert!(reason.contains("not a pipeline frame: missing header ngvla-frame"), "{reason}");
     assert_eq!(dead[0]["attempts"], 1);
 }
+
+#[test]
+fn horizons_up_runs_the_stages_with_pipeline_in_up() {
+    let file = vla_file();
+    let d = Deployment::embedded();
+    let config = d.data.path().join("horizons.toml");
+    std::fs::write(&config, "[pipeline]\nin_up = true\n").unwrap();
+    let out = d.run(&["pipeline", "ingest", file.to_str().unwrap()]);
+    assert!(out.status.success(), "pipeline ingest: {}", String::from_utf8_lossy(&out.stderr));
+    let run = json(&out.stdout)["run"].as_str().unwrap().to_string();
+    let server = d.start(&["up"], &[("HORIZONS_CONFIG", config.to_str().unwrap())]);
+    let done = d.dir().join("pipeline/spool/archive/done").join(&run);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !done.exists() {
+        assert!(Instant::now() < deadline, "horizons up did not finish run {run} within 300 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "up did not stop cleanly: {stderr}");
+    assert!(products_of(&d, &run).join("report.json").is_file());
+}
