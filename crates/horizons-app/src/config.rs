@@ -53,6 +53,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// The comment pipeline (database, secrets, audit, mail, search).
     pub portal: PortalConfig,
+    /// The ngVLA pipeline's stage workers.
+    pub pipeline: PipelineSection,
 }
 
 impl Default for Config {
@@ -62,8 +64,23 @@ impl Default for Config {
             http: HttpConfig::default(),
             bus: BusConfig::default(),
             portal: PortalConfig::default(),
+            pipeline: PipelineSection::default(),
         }
     }
+}
+
+/// `[pipeline]`: the ngVLA pipeline's stage workers (`horizons worker --role pipeline:<stage>`,
+/// or `horizons up` with `in_up`). Topics are `<portal.namespace>ngvla.*`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// Where the archive stage writes products (`<dir>/<observation>/run-<run>/`); default
+    /// `<data_dir>/pipeline/products`.
+    pub products_dir: Option<PathBuf>,
+    /// Where the stages keep unfinished runs on disk; default `<data_dir>/pipeline/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// Whether `horizons up` also runs every pipeline stage.
+    pub in_up: bool,
 }
 
 /// `[http]`: the HTTP server.
@@ -220,6 +237,13 @@ impl Config {
         if self.bus.embedded.data_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             return invalid("bus.embedded.data_dir must not be empty when set");
         }
+        for (key, dir) in
+            [("pipeline.products_dir", &self.pipeline.products_dir), ("pipeline.spool_dir", &self.pipeline.spool_dir)]
+        {
+            if dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+                return Err(AppError::ConfigInvalid(format!("{key} must not be empty when set")));
+            }
+        }
         self.portal.validate().map_err(AppError::ConfigInvalid)?;
         self.bus.kafka.validate().map_err(|e| AppError::ConfigInvalid(e.to_string()))?;
         self.bus.amqp.validate().map_err(|e| AppError::ConfigInvalid(e.to_string()))?;
@@ -227,6 +251,16 @@ impl Config {
             BusError::Config(m) => AppError::ConfigInvalid(m),
             other => AppError::ConfigInvalid(other.to_string()),
         })
+    }
+
+    /// Where the pipeline's archive writes.
+    pub fn pipeline_products_dir(&self) -> PathBuf {
+        self.pipeline.products_dir.clone().unwrap_or_else(|| self.data_dir.join("pipeline").join("products"))
+    }
+
+    /// Where the pipeline's stages spool unfinished runs.
+    pub fn pipeline_spool_dir(&self) -> PathBuf {
+        self.pipeline.spool_dir.clone().unwrap_or_else(|| self.data_dir.join("pipeline").join("spool"))
     }
 
     /// Where the embedded log lives.

@@ -6,7 +6,8 @@
 //! - [`bus`]: `horizons bus topics|publish|consume|dlq|replay`, an operator's kcat.
 //! - [`bench`]: `horizons bench bus`, throughput and latency with a same-run baseline.
 //! - [`up`]: `horizons up` / `serve`, the bus and the HTTP API in one process.
-//! - [`pipeline`]: `horizons pipeline run FILE --out DIR`, the ngVLA chain in one process.
+//! - [`pipeline`]: `horizons pipeline run FILE --out DIR`, the ngVLA chain in one process;
+//!   `pipeline ingest` / `audit` and the `pipeline:<stage>` worker roles, the chain on the bus.
 //!
 //! *Architecture invariant:* commands see the bus through `horizons_bus` traits only; the only
 //! mention of a concrete backend is in [`backend::open`] (and the embedded baseline of the
@@ -67,7 +68,7 @@ pub enum Command {
     /// The search index.
     #[command(subcommand)]
     Search(portal::commands::SearchCommand),
-    /// Runs workers (audit, notify, search, moderation, jobs) without the API.
+    /// Runs workers (audit, notify, search, moderation, jobs, pipeline:<stage>) without the API.
     Worker(portal::commands::WorkerArgs),
     /// The job system.
     #[command(subcommand)]
@@ -115,9 +116,6 @@ pub async fn run(global: GlobalArgs, command: Command) -> Result<(), AppError> {
             let cfg = Config::load(&flags)?;
             bench::run(cfg, global.data_dir.is_some(), c).await
         }
-        // CPU-bound and self-contained: run it off the async workers.
-        Command::Pipeline(c) => tokio::task::spawn_blocking(move || pipeline::run(c))
-            .await
-            .map_err(|e| AppError::Task(format!("pipeline: {e}")))?,
+        Command::Pipeline(c) => pipeline::run(flags, c).await,
     }
 }

@@ -2,14 +2,26 @@
 //! (read → validate → flag → calibrate → image → archive), a progress bar over the stages, the
 //! products written to `DIR` (see `horizons_ngvla::archive`), and a one-line summary.
 //!
-//! The science is `horizons_ngvla`; this module only maps flags to its options and reports.
+//! `horizons pipeline ingest FILE`: the same file onto the bus as one run for the stage workers
+//! (`horizons worker --role pipeline:<stage>`, see `horizons_pipeline`), with the same options;
+//! `horizons pipeline audit`: the stages' audit records.
+//!
+//! The science is `horizons_ngvla`, the bus wiring `horizons_pipeline`; this module only maps
+//! flags to their options and reports.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use horizons_bus::{Backend, ReplayFrom, Router, SubscribeOptions, TopicSpec, Topology};
+use horizons_pipeline::{Service, ServiceConfig, Stage as StreamStage, Topics};
+use tokio_util::sync::CancellationToken;
 
 use horizons_ngvla::image::Weighting;
 use horizons_ngvla::pipeline::{self, Options, Stage};
 
+use crate::backend::BackendKind;
+use crate::config::{Config, Overrides};
 use crate::error::AppError;
 
 /// `horizons pipeline …`.
@@ -17,6 +29,11 @@ use crate::error::AppError;
 pub enum PipelineCommand {
     /// Run every stage on a uvfits file and write the products into a directory.
     Run(RunArgs),
+    /// Publish a uvfits file onto the bus (`<namespace>ngvla.raw`) as one run for the stage
+    /// workers; prints a JSON summary (run id, blocks, sizes).
+    Ingest(IngestArgs),
+    /// Print the stages' audit records (JSON lines), oldest first, until the topic is idle.
+    Audit(AuditArgs),
 }
 
 /// Arguments of `pipeline run`.
@@ -28,6 +45,38 @@ pub struct RunArgs {
     /// flags-summary.json, report.json, …
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Science options.
+    #[command(flatten)]
+    pub science: ScienceArgs,
+}
+
+/// Arguments of `pipeline ingest`.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// The uvfits file.
+    pub file: PathBuf,
+    /// Backend to publish to; defaults to `bus.backend` from the configuration.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Science options, carried with the run to every stage.
+    #[command(flatten)]
+    pub science: ScienceArgs,
+}
+
+/// Arguments of `pipeline audit`.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Backend to read from; defaults to `bus.backend` from the configuration.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Stop once no record arrived for this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub until_idle: Duration,
+}
+
+/// The science options `run` and `ingest` share.
+#[derive(Debug, clap::Args)]
+pub struct ScienceArgs {
     /// Pixel size, arcseconds.
     #[arg(long, default_value_t = 0.25)]
     pub cell_arcsec: f64,
@@ -51,21 +100,149 @@ pub struct RunArgs {
     pub no_flag: bool,
 }
 
-/// Runs a pipeline command.
-pub fn run(cmd: PipelineCommand) -> Result<(), AppError> {
-    match cmd {
-        PipelineCommand::Run(a) => run_file(a),
+impl ScienceArgs {
+    /// The pipeline options these flags select.
+    pub fn options(&self) -> Result<Options, AppError> {
+        let mut opts = Options { flag_rfi: !self.no_flag, ..Options::default() };
+        opts.imaging.npix = self.npix;
+        opts.imaging.cell_arcsec = self.cell_arcsec;
+        opts.imaging.weighting = self.weighting.parse::<Weighting>().map_err(AppError::Usage)?;
+        opts.imaging.clean.niter = self.niter;
+        opts.calibration.solution_interval_s = self.solint;
+        opts.calibration.chans_per_solution = self.chans_per_solution;
+        Ok(opts)
     }
 }
 
+/// Runs a pipeline command.
+pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppError> {
+    match cmd {
+        // CPU-bound and self-contained: run it off the async workers.
+        PipelineCommand::Run(a) => tokio::task::spawn_blocking(move || run_file(a))
+            .await
+            .map_err(|e| AppError::Task(format!("pipeline: {e}")))?,
+        PipelineCommand::Ingest(a) => {
+            flags.backend = a.backend;
+            let opts = a.science.options()?;
+            let cfg = Config::load(&flags)?;
+            let backend = crate::backend::open(&cfg)?;
+            let result = async {
+                let service = service(&cfg, backend.clone())?;
+                service.declare().await.map_err(stream_error)?;
+                horizons_pipeline::ingest::ingest(&service, &a.file, opts).await.map_err(stream_error)
+            }
+            .await;
+            let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
+            let summary = result?;
+            closed?;
+            println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
+            Ok(())
+        }
+        PipelineCommand::Audit(a) => {
+            flags.backend = a.backend;
+            let cfg = Config::load(&flags)?;
+            let backend = crate::backend::open(&cfg)?;
+            let result = print_audit(&cfg, backend.as_ref(), a.until_idle).await;
+            let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
+            result.and(closed)
+        }
+    }
+}
+
+fn stream_error(e: horizons_pipeline::PipelineError) -> AppError {
+    AppError::Check(format!("{:#}", anyhow_like(&e)))
+}
+
+/// `a: b: c` for an error and its sources.
+fn anyhow_like(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The topics of this deployment.
+pub fn topics(cfg: &Config) -> Result<Topics, AppError> {
+    Topics::new(&cfg.portal.namespace).map_err(AppError::bus("naming the pipeline's topics"))
+}
+
+/// The streaming pipeline on `backend` as `cfg` places it.
+pub fn service(cfg: &Config, backend: Arc<dyn Backend>) -> Result<Service, AppError> {
+    let scfg = ServiceConfig {
+        spool_dir: cfg.pipeline_spool_dir(),
+        products_dir: cfg.pipeline_products_dir(),
+        max_block_bytes: Options::default().max_block_bytes,
+    };
+    Ok(Service::new(backend, topics(cfg)?, scfg))
+}
+
+/// Parses worker roles `pipeline:<stage>` (or `pipeline:all`); other roles are left in the
+/// returned list for the portal's workers.
+pub fn split_roles(list: &str) -> Result<(Vec<StreamStage>, Vec<String>), AppError> {
+    let (mut stages, mut others) = (Vec::new(), Vec::new());
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match name.strip_prefix("pipeline:") {
+            Some("all") => stages.extend(StreamStage::ALL),
+            Some(stage) => stages.push(StreamStage::parse(stage).ok_or_else(|| {
+                AppError::Usage(format!(
+                    "unknown pipeline stage {stage:?} (pipeline:validate, pipeline:flag, pipeline:calibrate, \
+                     pipeline:image, pipeline:archive, pipeline:all)"
+                ))
+            })?),
+            None => others.push(name.to_string()),
+        }
+    }
+    stages.sort();
+    stages.dedup();
+    Ok((stages, others))
+}
+
+/// Declares the topics and runs `stages` until `cancel` fires.
+pub async fn run_stages(
+    cfg: &Config,
+    backend: Arc<dyn Backend>,
+    stages: &[StreamStage],
+    cancel: CancellationToken,
+) -> Result<(), AppError> {
+    let service = service(cfg, backend.clone())?;
+    service.declare().await.map_err(stream_error)?;
+    let router = service.routes(Router::new(backend), stages).map_err(stream_error)?;
+    let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+    tracing::info!(stages = ?names, products = %cfg.pipeline_products_dir().display(), "pipeline stages running");
+    router.run(cancel).await.map_err(AppError::bus("running the pipeline stages"))
+}
+
+/// The group `pipeline audit` reads with (rewound to the start each time).
+const AUDIT_GROUP: &str = "cli-audit";
+
+async fn print_audit(cfg: &Config, backend: &dyn Backend, idle: Duration) -> Result<(), AppError> {
+    let topic = topics(cfg)?.audit;
+    let spec = TopicSpec::new(topic.clone()).group(horizons_bus::GroupSpec::new(AUDIT_GROUP));
+    backend.declare(&Topology::new().topic(spec)).await.map_err(AppError::bus(format!("declaring {topic}")))?;
+    let replay = backend.replay().ok_or_else(|| {
+        AppError::Usage(format!("the {} backend cannot replay, so past audit records cannot be read", backend.name()))
+    })?;
+    replay
+        .replay(&topic, AUDIT_GROUP, ReplayFrom::Offset(0))
+        .await
+        .map_err(AppError::bus(format!("rewinding {topic}")))?;
+    let sub = backend
+        .subscribe(&topic, AUDIT_GROUP, SubscribeOptions::default())
+        .await
+        .map_err(AppError::bus(format!("subscribing to {topic}")))?;
+    while let Some(d) = sub.next_timeout(idle).await {
+        crate::bus::println_flush(String::from_utf8_lossy(&d.envelope.payload).into_owned())?;
+        d.ack().await.map_err(AppError::bus("acking an audit record"))?;
+    }
+    Ok(())
+}
+
 fn run_file(a: RunArgs) -> Result<(), AppError> {
-    let mut opts = Options { flag_rfi: !a.no_flag, ..Options::default() };
-    opts.imaging.npix = a.npix;
-    opts.imaging.cell_arcsec = a.cell_arcsec;
-    opts.imaging.weighting = a.weighting.parse::<Weighting>().map_err(AppError::Usage)?;
-    opts.imaging.clean.niter = a.niter;
-    opts.calibration.solution_interval_s = a.solint;
-    opts.calibration.chans_per_solution = a.chans_per_solution;
+    let opts = a.science.options()?;
 
     let bar = indicatif::ProgressBar::new(Stage::ALL.len() as u64 + 1);
     bar.set_style(
@@ -110,4 +287,25 @@ fn run_file(a: RunArgs) -> Result<(), AppError> {
         a.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(list: &str, stages: &[&str], others: &[&str]) {
+        let (s, o) = split_roles(list).unwrap();
+        assert_eq!(s.iter().map(|s| s.name()).collect::<Vec<_>>(), stages, "{list}");
+        assert_eq!(o, others, "{list}");
+    }
+
+    #[test]
+    fn worker_roles_split_into_stages_and_the_rest() {
+        check("pipeline:flag,pipeline:validate", &["validate", "flag"], &[]);
+        check("pipeline:all", &["validate", "flag", "calibrate", "image", "archive"], &[]);
+        check("audit, pipeline:image", &["image"], &["audit"]);
+        check("all", &[], &["all"]);
+        let err = split_roles("pipeline:smooth").unwrap_err().to_string();
+        assert!(err.contains("unknown pipeline stage \"smooth\""), "{err}");
+    }
 }

@@ -1,7 +1,7 @@
 //! `horizons up` and `horizons serve`: the HTTP API with the comment pipeline.
 //!
 //! `up` runs everything in one process: API, outbox relay, every worker and the mailer (the
-//! zero-set-up default). `serve` runs the API and the relay; workers then run elsewhere with
+//! zero-set-up default), and with `pipeline.in_up = true` every ngVLA pipeline stage. `serve` runs the API and the relay; workers then run elsewhere with
 //! `horizons worker`.
 //!
 //! Start-up: metrics recorder, store, backend, topology, listener, server, workers. Shutdown on
@@ -72,6 +72,11 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     let mut workers = JoinSet::new();
     let roles = if all_workers { Roles::all() } else { Roles { relay: true, ..Roles::default() } };
     portal::spawn(&parts, backend.clone(), &roles, search, live, &mut workers, &workers_cancel)?;
+    if all_workers && cfg.pipeline.in_up {
+        let (cfg, backend, c) = (cfg.clone(), backend.clone(), workers_cancel.clone());
+        let stages = horizons_pipeline::Stage::ALL;
+        workers.spawn(async move { crate::pipeline::run_stages(&cfg, backend, &stages, c).await });
+    }
     tracing::info!(%addr, backend = backend.name(), data_dir = %cfg.data_dir.display(), "horizons is up");
 
     tokio::spawn(crate::shutdown::cancel_on_signal(cancel.clone()));

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::model::VisBlock;
 
 /// Flag fractions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct FlagSummary {
     /// Samples counted (baseline × channel × polarisation × integration).
     pub samples: usize,

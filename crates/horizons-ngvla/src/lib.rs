@@ -7,7 +7,7 @@
 //! in-process; [`sim`] makes synthetic data with recorded truth to score the stages against.
 //!
 //! Nothing here knows the bus: stages take blocks and return blocks plus a report, so the same
-//! functions run in `horizons pipeline run` and, later, behind bus consumers.
+//! functions run in `horizons pipeline run` and behind the bus consumers of `horizons-pipeline`.
 
 pub mod archive;
 pub mod calibrate;

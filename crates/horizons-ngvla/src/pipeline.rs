@@ -1,6 +1,6 @@
 //! The whole chain in-process: read → wire round trip → validate → flag + alerts → calibrate →
 //! image → report. `horizons pipeline run FILE --out DIR` is [`run_file`] followed by
-//! [`crate::archive::write_products`]; bus workers will call the same stage functions.
+//! [`crate::archive::write_products`]; the bus stages of `horizons-pipeline` call the same functions.
 //!
 //! Every raw block goes through the Protobuf encoding and back before validation, so the wire
 //! format is exercised on every run exactly as the streaming path will use it.
@@ -23,7 +23,7 @@ use crate::validate::{self, ValidationConfig, ValidationReport};
 use crate::{proto, validate::Verdict};
 
 /// Everything a run can be told.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Options {
     /// Validation settings.
     pub validation: ValidationConfig,
@@ -59,7 +59,7 @@ impl Default for Options {
 }
 
 /// Sizes of the encoded blocks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct WireStats {
     /// Messages.
     pub blocks: usize,
@@ -223,8 +223,10 @@ pub fn peak_of(img: &Image, obs: &Observation, cell_arcsec: f64) -> Peak {
     }
 }
 
+/// The run's report from the products of every stage (public so that the streaming stages
+/// build the very same report).
 #[allow(clippy::too_many_arguments)]
-fn build_report(
+pub fn build_report(
     obs: &Observation,
     opts: &Options,
     v: &ValidationReport,

@@ -39,6 +39,18 @@ fn defaults_parse_and_validate() {
     assert_eq!(cfg.embedded_dir(), PathBuf::from("./data/bus"));
     assert_eq!(cfg.http.addr.to_string(), "127.0.0.1:8080");
     assert_eq!(cfg.bus.backend, BackendKind::Embedded);
+    assert_eq!(cfg.pipeline_products_dir(), PathBuf::from("./data/pipeline/products"));
+    assert_eq!(cfg.pipeline_spool_dir(), PathBuf::from("./data/pipeline/spool"));
+    assert!(!cfg.pipeline.in_up);
+}
+
+#[test]
+fn pipeline_section_parses_and_checks_its_keys() {
+    let cfg = Config::from_toml("[pipeline]\nproducts_dir = \"/p\"\nin_up = true\n", Path::new("p.toml")).unwrap();
+    assert_eq!(cfg.pipeline_products_dir(), PathBuf::from("/p"));
+    assert!(cfg.pipeline.in_up);
+    check_err("[pipeline]\nproducts = \"/p\"\n", &["products"]);
+    check_err("[pipeline]\nspool_dir = \"\"\n", &["pipeline.spool_dir must not be empty"]);
 }
 
 #[test]

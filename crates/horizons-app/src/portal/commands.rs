@@ -45,7 +45,10 @@ pub enum SearchCommand {
 /// `horizons worker`
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// Roles to run, comma-separated: audit, notify, search, moderation, jobs, or all.
+    /// Roles to run, comma-separated: audit, notify, search, moderation, jobs, or all; and the
+    /// ngVLA pipeline's stages pipeline:validate, pipeline:flag, pipeline:calibrate,
+    /// pipeline:image, pipeline:archive, or pipeline:all (these need no database, and run in a
+    /// worker of their own: do not mix them with the portal's roles).
     #[arg(long, default_value = "all")]
     pub role: String,
     /// Jobs run at a time by the jobs role.
@@ -121,6 +124,16 @@ pub async fn search(cfg: Config, c: SearchCommand) -> Result<(), AppError> {
 
 /// Runs workers until a shutdown signal.
 pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
+    let (stages, others) = crate::pipeline::split_roles(&a.role)?;
+    if !stages.is_empty() {
+        if !others.is_empty() || a.relay {
+            return Err(AppError::Usage(format!(
+                "pipeline stages run in a worker of their own; also asked for {others:?}{}",
+                if a.relay { " and the relay" } else { "" }
+            )));
+        }
+        return pipeline_worker(cfg, &stages).await;
+    }
     let mut roles = Roles {
         relay: a.relay,
         job_kinds: a.kinds.clone(),
@@ -144,6 +157,17 @@ pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
     let result = supervise(&mut tasks, &cancel).await;
     let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
     parts.store.close().await;
+    result.and(closed)
+}
+
+/// Runs pipeline stages until a shutdown signal.
+async fn pipeline_worker(cfg: Config, stages: &[horizons_pipeline::Stage]) -> Result<(), AppError> {
+    let cancel = CancellationToken::new();
+    let _prom = crate::telemetry::install_metrics(cancel.child_token())?;
+    let backend = crate::backend::open(&cfg)?;
+    tokio::spawn(crate::shutdown::cancel_on_signal(cancel.clone()));
+    let result = crate::pipeline::run_stages(&cfg, backend.clone(), stages, cancel).await;
+    let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
     result.and(closed)
 }
 

@@ -16,7 +16,7 @@ use crate::image::Beam;
 use crate::validate::AntennaVerdict;
 
 /// A sky position with a value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Peak {
     /// Pixel value, Jy/beam.
     pub value: f64,
@@ -33,7 +33,7 @@ pub struct Peak {
 }
 
 /// A direction.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Direction {
     /// Right ascension, degrees.
     pub ra_deg: f64,
@@ -42,7 +42,7 @@ pub struct Direction {
 }
 
 /// Validation figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ValidationFigures {
     /// Antennas flagged whole, with their amplitude ratio and verdict.
     pub flagged_antennas: BTreeMap<String, AntennaVerdict>,
@@ -65,7 +65,7 @@ pub struct ValidationFigures {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Report {
     /// Brightest pixel of the restored image.
     pub peak: Peak,

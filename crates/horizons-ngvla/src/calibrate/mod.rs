@@ -25,7 +25,7 @@ use crate::sky::SkyModel;
 use stefcal::BaselineSums;
 
 /// Calibration settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CalConfig {
     /// Solution interval, seconds; 0 = one solution over the whole observation.
     pub solution_interval_s: f64,
@@ -61,7 +61,7 @@ impl Default for CalConfig {
 }
 
 /// One solution cell.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Solution {
     /// Spectral window.
     pub spw: u32,
@@ -88,7 +88,7 @@ pub struct Solution {
 }
 
 /// All solutions of a run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GainTable {
     /// Observation the gains belong to.
     pub observation_id: String,

@@ -9,7 +9,7 @@ use crate::model::{Baseline, VisBlock};
 use crate::validate::timegrid::median;
 
 /// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A baseline's amplitude is far from the block's median.
@@ -19,7 +19,7 @@ pub enum AlertKind {
 }
 
 /// One alert.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Alert {
     /// Kind.
     pub kind: AlertKind,

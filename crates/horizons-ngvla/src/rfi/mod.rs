@@ -66,7 +66,7 @@ impl Default for RfiConfig {
 }
 
 /// What the flagger did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RfiReport {
     /// Samples seen.
     pub samples: usize,

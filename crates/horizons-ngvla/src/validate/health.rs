@@ -9,7 +9,7 @@ use super::timegrid::median;
 use crate::model::VisBlock;
 
 /// The outcome for one antenna.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Within range.
@@ -21,7 +21,7 @@ pub enum Verdict {
 }
 
 /// One antenna's figures.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct AntennaVerdict {
     /// Antenna number.
     pub antenna: u32,

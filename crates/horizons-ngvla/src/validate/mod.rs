@@ -24,7 +24,7 @@ pub use health::{antenna_health, AntennaVerdict, Verdict};
 pub use timegrid::{regularise, TimeGridReport};
 
 /// Validation settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ValidationConfig {
     /// Integration time; `None` estimates it from the stamps.
     pub interval_s: Option<f64>,
@@ -43,7 +43,7 @@ impl Default for ValidationConfig {
 }
 
 /// A block refused by validation, with the reason (what a DLQ entry carries).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Rejection {
     /// Spectral window of the block.
     pub spw: u32,
@@ -54,7 +54,7 @@ pub struct Rejection {
 }
 
 /// What validation did, for the report and the audit trail.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct ValidationReport {
     /// Blocks in.
     pub blocks_in: usize,

@@ -18,7 +18,7 @@ use crate::error::{NgvlaError, Result};
 use crate::model::{Baseline, VisBlock};
 
 /// What regularisation did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct TimeGridReport {
     /// Integration time used, seconds.
     pub interval_s: f64,
