@@ -12,10 +12,13 @@
 //! States: `queued → running → succeeded | retrying → running … | dead | cancelled`.
 //!
 //! Running jobs are kept alive by heartbeats, cancelled cooperatively, and taken over when
-//! their worker dies ([`worker`]). *Not built yet* (issue 6): recurring (cron) jobs.
+//! their worker dies ([`worker`]). Recurring jobs ([`schedule`]) are submitted once per cron
+//! tick ([`cron`]), however many schedulers run.
 
+pub mod cron;
 pub mod kinds;
 pub mod model;
+pub mod schedule;
 pub mod store;
 pub mod worker;
 

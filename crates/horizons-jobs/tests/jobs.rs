@@ -405,3 +405,37 @@ async fn workers_run_only_their_kinds_and_per_kind_limits_hold() {
     assert!(windows.windows(2).all(|w| w[0].1 <= w[1].0), "demo.sleep=1: no two sleeps overlap: {windows:?}");
     r.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_schedulers_submit_each_tick_once() {
+    use horizons_jobs::schedule::{Schedule, Scheduler};
+    let r = rig().await;
+    r.start_workers(4);
+    let every_second = Schedule::new("tick", "* * * * * *", JobSpec::new("demo.noop", json!({})), &r.registry)
+        .expect("a valid schedule");
+    assert!(Schedule::new("bad", "* * *", JobSpec::new("demo.noop", json!({})), &r.registry).is_err());
+    assert!(Schedule::new("bad", "* * * * *", JobSpec::new("no.kind", json!({})), &r.registry).is_err());
+    let stop = CancellationToken::new();
+    for _ in 0..2 {
+        let s = Scheduler::new(r.store.clone(), r.registry.clone(), vec![every_second.clone()]);
+        tokio::spawn(s.run(stop.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let jobs = store::list(&r.store, None, Some("demo.noop"), 1000).await.unwrap();
+    let mut ticks: Vec<i64> = jobs
+        .iter()
+        .map(|j| {
+            assert_eq!(j.owner, "schedule:tick");
+            j.idempotency_key.as_deref().unwrap().strip_prefix("cron:tick:").unwrap().parse().unwrap()
+        })
+        .collect();
+    ticks.sort();
+    assert!(ticks.len() >= 3, "3.6 s of a per-second schedule: {ticks:?}");
+    assert!(ticks.windows(2).all(|w| w[1] - w[0] == 1000), "one job per tick, none missing, none twice: {ticks:?}");
+    for j in &jobs {
+        r.until(&j.id, JobState::Succeeded, 30).await;
+    }
+    r.close().await;
+}

@@ -83,6 +83,39 @@ pub struct PortalConfig {
     /// takes the job over.
     #[serde(with = "humantime_serde")]
     pub jobs_heartbeat: Duration,
+    /// Recurring jobs (`[[portal.schedules]]`), submitted once per tick by the jobs workers.
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// One recurring job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Unique name.
+    pub name: String,
+    /// Cron expression in UTC: 5 fields, or 6 with seconds first.
+    pub cron: String,
+    /// Job kind.
+    pub kind: String,
+    /// Job arguments.
+    #[serde(default = "empty_args")]
+    pub args: serde_json::Value,
+    /// Priority 0–9.
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    /// Attempts in all.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: i64,
+}
+
+fn empty_args() -> serde_json::Value {
+    serde_json::json!({})
+}
+fn default_priority() -> i64 {
+    4
+}
+fn default_attempts() -> i64 {
+    5
 }
 
 impl Default for PortalConfig {
@@ -101,6 +134,7 @@ impl Default for PortalConfig {
             search_dir: None,
             jobs_lease: Duration::from_secs(300),
             jobs_heartbeat: Duration::from_secs(2),
+            schedules: Vec::new(),
         }
     }
 }
@@ -132,13 +166,64 @@ impl PortalConfig {
         if !self.namespace.is_empty() && horizons_bus::Topic::new(format!("{}comments", self.namespace)).is_err() {
             return Err(format!("portal.namespace {:?}: must make valid topic names", self.namespace));
         }
+        self.job_schedules(&horizons_jobs::Registry::standard())?;
         Ok(())
+    }
+
+    /// The schedules, checked against `registry`; the message names the key.
+    pub fn job_schedules(
+        &self,
+        registry: &horizons_jobs::Registry,
+    ) -> Result<Vec<horizons_jobs::schedule::Schedule>, String> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.schedules
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if !seen.insert(s.name.as_str()) {
+                    return Err(format!("portal.schedules[{i}].name: {:?} is used twice", s.name));
+                }
+                let spec = horizons_jobs::JobSpec {
+                    priority: s.priority,
+                    max_attempts: s.max_attempts,
+                    ..horizons_jobs::JobSpec::new(&s.kind, s.args.clone())
+                };
+                horizons_jobs::schedule::Schedule::new(&s.name, &s.cron, spec, registry)
+                    .map_err(|e| format!("portal.schedules[{i}].{e}"))
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_are_checked_naming_the_key() {
+        let ok: PortalConfig =
+            toml::from_str("[[schedules]]\nname = \"nightly-verify\"\ncron = \"0 3 * * *\"\nkind = \"audit.verify\"\n")
+                .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.job_schedules(&horizons_jobs::Registry::standard()).unwrap().len(), 1);
+        for (toml_text, key) in [
+            ("[[schedules]]\nname = \"a\"\ncron = \"61 * * * *\"\nkind = \"demo.noop\"\n", "portal.schedules[0].cron"),
+            ("[[schedules]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"nope\"\n", "portal.schedules[0].kind"),
+            (
+                "[[schedules]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"demo.noop\"\n\
+                 [[schedules]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"demo.noop\"\n",
+                "portal.schedules[1].name",
+            ),
+            (
+                "[[schedules]]\nname = \"a\"\ncron = \"* * * * *\"\nkind = \"demo.sleep\"\nargs = { ms = \"x\" }\n",
+                "portal.schedules[0].args",
+            ),
+        ] {
+            let c: PortalConfig = toml::from_str(toml_text).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.starts_with(key), "{toml_text}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_validate_and_secrets_do_not_print() {

@@ -248,6 +248,14 @@ pub fn spawn(
         }
         let topic = parts.topic(horizons_jobs::TOPIC);
         router = router.route(topic, horizons_jobs::GROUP, JobWorker::policy(), roles.jobs, Arc::new(w));
+        let registry = horizons_jobs::Registry::standard();
+        let schedules = parts.cfg.job_schedules(&registry).map_err(AppError::ConfigInvalid)?;
+        let scheduler = horizons_jobs::schedule::Scheduler::new(parts.store.clone(), registry, schedules);
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            scheduler.run(c).await;
+            Ok(())
+        });
     }
     if roles.moderation {
         let h = Arc::new(moderation::Moderation::new(parts.store.clone()));
