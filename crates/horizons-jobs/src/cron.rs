@@ -105,15 +105,14 @@ impl CronExpr {
     /// within the next eight years (`None` for expressions that never match, like 31 February).
     pub fn next_after(&self, ms: i64) -> Option<i64> {
         let start = ms.div_euclid(1000) + 1;
-        let mut day = start.div_euclid(86_400);
+        let first = start.div_euclid(86_400);
         let mut from = start.rem_euclid(86_400) as u32;
-        for _ in 0..366 * 8 {
+        for day in first..first + 366 * 8 {
             if self.day_matches(day) {
                 if let Some(t) = self.time_in_day(from) {
                     return Some((day * 86_400 + i64::from(t)) * 1000);
                 }
             }
-            day += 1;
             from = 0;
         }
         None
