@@ -1,7 +1,11 @@
 //! `horizons jobs submit|list|status|cancel|retry|dlq|redrive|watch`: the job system from the shell.
 //! Jobs run in `horizons up` or `horizons worker --role jobs`.
 
-use horizons_jobs::{store, JobSpec, JobState, Registry};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use horizons_jobs::{store, JobContext, JobError, JobKind, JobSpec, JobState, Registry};
 
 use crate::config::Config;
 use crate::error::AppError;
@@ -119,7 +123,7 @@ pub async fn run(cfg: Config, c: JobsCommand) -> Result<(), AppError> {
                     idempotency_key: a.key,
                     ..JobSpec::new(&a.kind, args)
                 };
-                let (job, _) = store::submit(s, &Registry::standard(), &spec, "cli").await.map_err(err)?;
+                let (job, _) = store::submit(s, &registry(&parts.data_dir), &spec, "cli").await.map_err(err)?;
                 line(&job);
             }
             JobsCommand::List { state, kind, limit } => {
@@ -213,5 +217,67 @@ async fn watch_all(
             return Ok(());
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// The job kinds of this build: [`Registry::standard`] with the real `pipeline.run`, whose
+/// products go under `<data_dir>/products/jobs/<job id>` unless the job names `out`.
+pub fn registry(data_dir: &Path) -> Registry {
+    let mut r = Registry::standard();
+    r.register(Arc::new(PipelineRun { products: data_dir.join("products").join("jobs") }));
+    r
+}
+
+/// `pipeline.run {"input": FILE, "out": DIR?}`: the whole ngVLA chain on a uvfits file in
+/// this worker (as `horizons pipeline run`), products written to `out`. A file that cannot be
+/// read or has no usable data fails permanently. It runs on a blocking thread, so a
+/// cancellation takes effect only when it returns.
+struct PipelineRun {
+    products: PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineRunArgs {
+    input: String,
+    #[serde(default)]
+    out: Option<String>,
+}
+
+impl PipelineRun {
+    fn args(args: &serde_json::Value) -> Result<PipelineRunArgs, String> {
+        let a: PipelineRunArgs = serde_json::from_value(args.clone()).map_err(|e| format!("args: {e}"))?;
+        if a.input.is_empty() {
+            return Err("args.input: a uvfits file path is needed".into());
+        }
+        if a.out.as_deref() == Some("") {
+            return Err("args.out: empty".into());
+        }
+        Ok(a)
+    }
+}
+
+#[async_trait]
+impl JobKind for PipelineRun {
+    fn name(&self) -> &'static str {
+        "pipeline.run"
+    }
+
+    fn validate(&self, args: &serde_json::Value) -> Result<(), String> {
+        Self::args(args).map(|_| ())
+    }
+
+    async fn run(&self, cx: &JobContext, args: &serde_json::Value) -> Result<(), JobError> {
+        let a = Self::args(args).map_err(JobError::Permanent)?;
+        let out = a.out.map(PathBuf::from).unwrap_or_else(|| self.products.join(&cx.job_id));
+        let input = PathBuf::from(a.input);
+        tokio::task::spawn_blocking(move || {
+            let products = horizons_ngvla::pipeline::run_file(&input, &horizons_ngvla::pipeline::Options::default())
+                .map_err(|e| JobError::Permanent(format!("{}: {e}", input.display())))?;
+            horizons_ngvla::archive::write_products(&products, &out)
+                .map_err(|e| JobError::Retryable(format!("writing products to {}: {e}", out.display())))
+        })
+        .await
+        .map_err(|e| JobError::Retryable(format!("the pipeline thread failed: {e}")))?
     }
 }

@@ -128,8 +128,9 @@ impl JobKind for AuditVerify {
     }
 }
 
-/// `pipeline.run`: a stub until the ngVLA pipeline runs on the bus (issue 7). It fails
-/// permanently and says so, rather than pretend.
+/// `pipeline.run` without the ngVLA pipeline: this crate does not depend on it, so the
+/// standard registry's kind fails permanently and says so. The `horizons` binary replaces it
+/// with the real kind (`horizons_app::jobs::registry`).
 struct PipelineRunStub;
 
 #[derive(Deserialize)]
@@ -149,8 +150,8 @@ impl JobKind for PipelineRunStub {
     }
     async fn run(&self, _cx: &JobContext, _args: &serde_json::Value) -> Result<(), JobError> {
         Err(JobError::Permanent(
-            "pipeline.run is a stub: the ngVLA pipeline on the bus is not built yet (issue 7); \
-             run `horizons pipeline run FILE --out DIR` instead"
+            "pipeline.run is not in this registry (it needs the ngVLA pipeline): \
+             the horizons binary's workers run it"
                 .into(),
         ))
     }

@@ -232,6 +232,27 @@ async fn the_jobs_http_api() {
     assert!(!out.status.success(), "watching a job that ends dead fails");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ended dead"), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // pipeline.run: the real EVLA file through the whole chain in a worker.
+    let out = d.dir().join("pipeline-job");
+    let (status, pj) = submit(serde_json::json!({
+        "kind": "pipeline.run", "args": {"input": support::vla_file(), "out": out}, "timeout_ms": 600000
+    }))
+    .await;
+    assert_eq!(status, 201, "{pj}");
+    let pj_id = pj["job"]["id"].as_str().unwrap().to_string();
+    let done = eventually(300, "the pipeline job to end", || {
+        let g = get(pj_id.clone());
+        async move {
+            let d = g.await;
+            let finished = d["job"]["state"].as_str().is_some_and(|s| ["succeeded", "dead"].contains(&s));
+            finished.then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(done["job"]["state"], "succeeded", "{done}");
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert!(report["peak"]["value"].as_f64().unwrap() > 0.0, "{report}");
+
     // A delayed job can be cancelled before it starts.
     let (_, later) = submit(serde_json::json!({"kind": "demo.noop", "args": {}, "delay_ms": 60000})).await;
     let later_id = later["job"]["id"].as_str().unwrap();

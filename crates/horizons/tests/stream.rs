@@ -13,25 +13,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::Deployment;
+use support::{vla_file, Deployment};
 
 /// Relative tolerance for every number in report.json, gains.json and flags-summary.json. The
 /// stages run the same functions on the same blocks and the run context crosses the bus as JSON
 /// with exact float round trips, so the products come out identical (measured difference: 0);
 /// the tolerance only keeps the test from pinning the last bit of a float.
 const REL_TOL: f64 = 1e-12;
-
-fn vla_file() -> PathBuf {
-    let path = std::env::var_os("HORIZONS_VLA_FILE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/vla/day2_TDEM0003_10s_norx_1src_1spw.uvfits")
-    });
-    assert!(
-        path.is_file(),
-        "the real EVLA test file is missing at {}: run `scripts/fetch-vla-data` from the repository root",
-        path.display()
-    );
-    path
-}
 
 fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))

@@ -118,7 +118,7 @@ impl Parts {
             keys: self.tokens.clone(),
             search,
             live,
-            jobs: Arc::new(horizons_jobs::Registry::standard()),
+            jobs: Arc::new(crate::jobs::registry(&self.data_dir)),
         }
     }
 }
@@ -237,8 +237,8 @@ pub fn spawn(
     if roles.jobs > 0 {
         let name = format!("{}-{}", hostname(), std::process::id());
         let beat = parts.cfg.jobs_heartbeat;
-        let mut w =
-            JobWorker::new(parts.store.clone(), horizons_jobs::Registry::standard(), name).heartbeats(beat, beat * 5);
+        let mut w = JobWorker::new(parts.store.clone(), crate::jobs::registry(&parts.data_dir), name)
+            .heartbeats(beat, beat * 5);
         let bad = |e: horizons_jobs::JobsError| AppError::Usage(e.to_string());
         if !roles.job_kinds.is_empty() {
             w = w.only(roles.job_kinds.iter().cloned()).map_err(bad)?;
@@ -248,7 +248,7 @@ pub fn spawn(
         }
         let topic = parts.topic(horizons_jobs::TOPIC);
         router = router.route(topic, horizons_jobs::GROUP, JobWorker::policy(), roles.jobs, Arc::new(w));
-        let registry = horizons_jobs::Registry::standard();
+        let registry = crate::jobs::registry(&parts.data_dir);
         let schedules = parts.cfg.job_schedules(&registry).map_err(AppError::ConfigInvalid)?;
         let scheduler = horizons_jobs::schedule::Scheduler::new(parts.store.clone(), registry, schedules);
         let c = cancel.clone();

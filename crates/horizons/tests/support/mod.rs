@@ -201,3 +201,17 @@ where
 pub fn files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
 }
+
+/// The real EVLA test file (`HORIZONS_VLA_FILE`, else where `scripts/fetch-vla-data` puts it).
+#[allow(dead_code)]
+pub fn vla_file() -> PathBuf {
+    let path = std::env::var_os("HORIZONS_VLA_FILE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/vla/day2_TDEM0003_10s_norx_1src_1spw.uvfits")
+    });
+    assert!(
+        path.is_file(),
+        "the real EVLA test file is missing at {}: run `scripts/fetch-vla-data` from the repository root",
+        path.display()
+    );
+    path
+}
