@@ -123,7 +123,8 @@ pub async fn run(cfg: Config, c: JobsCommand) -> Result<(), AppError> {
                     idempotency_key: a.key,
                     ..JobSpec::new(&a.kind, args)
                 };
-                let (job, _) = store::submit(s, &registry(&parts.data_dir), &spec, "cli").await.map_err(err)?;
+                let (job, _) =
+                    store::submit(s, &registry(&parts.data_dir, &parts.cfg), &spec, "cli").await.map_err(err)?;
                 line(&job);
             }
             JobsCommand::List { state, kind, limit } => {
@@ -221,11 +222,71 @@ async fn watch_all(
 }
 
 /// The job kinds of this build: [`Registry::standard`] with the real `pipeline.run`, whose
-/// products go under `<data_dir>/products/jobs/<job id>` unless the job names `out`.
-pub fn registry(data_dir: &Path) -> Registry {
+/// products go under `<data_dir>/products/jobs/<job id>` unless the job names `out`, and
+/// `notify.digest`, which mails through the portal's mail settings.
+pub fn registry(data_dir: &Path, portal: &crate::portal::config::PortalConfig) -> Registry {
     let mut r = Registry::standard();
     r.register(Arc::new(PipelineRun { products: data_dir.join("products").join("jobs") }));
+    r.register(Arc::new(Digest {
+        smtp_url: portal.smtp_url.clone(),
+        from: portal.mail_from.clone(),
+        dir: data_dir.join("mail"),
+    }));
     r
+}
+
+/// `notify.digest {"days": N}` (1–31, default 7): one e-mail per user who takes e-mail with
+/// their unread notifications of the last N days (see `Mailer::digest`); schedule it weekly
+/// with `[[portal.schedules]]`.
+struct Digest {
+    smtp_url: crate::portal::config::Secret,
+    from: String,
+    dir: PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DigestArgs {
+    #[serde(default = "seven")]
+    days: i64,
+}
+
+fn seven() -> i64 {
+    7
+}
+
+impl Digest {
+    fn args(args: &serde_json::Value) -> Result<DigestArgs, String> {
+        let a: DigestArgs = serde_json::from_value(args.clone()).map_err(|e| format!("args: {e}"))?;
+        if !(1..=31).contains(&a.days) {
+            return Err(format!("args.days: {} is outside 1-31", a.days));
+        }
+        Ok(a)
+    }
+}
+
+#[async_trait]
+impl JobKind for Digest {
+    fn name(&self) -> &'static str {
+        "notify.digest"
+    }
+
+    fn validate(&self, args: &serde_json::Value) -> Result<(), String> {
+        Self::args(args).map(|_| ())
+    }
+
+    async fn run(&self, cx: &JobContext, args: &serde_json::Value) -> Result<(), JobError> {
+        use horizons_comments::mail::{Mailer, Transport};
+        let a = Self::args(args).map_err(JobError::Permanent)?;
+        let transport = Transport::new(Some(self.smtp_url.expose()).filter(|s| !s.is_empty()), self.dir.clone())
+            .map_err(|e| JobError::Permanent(e.to_string()))?;
+        let mailer = Mailer::new(cx.store.clone(), transport, &self.from, std::time::Duration::from_secs(1))
+            .map_err(|e| JobError::Permanent(e.to_string()))?;
+        let since = horizons_comments::now_ms() - a.days * 24 * 3600 * 1000;
+        let sent = mailer.digest(since, &cx.job_id).await.map_err(|e| JobError::Retryable(e.to_string()))?;
+        tracing::info!(job = %cx.job_id, sent, days = a.days, "digest sent");
+        Ok(())
+    }
 }
 
 /// `pipeline.run {"input": FILE, "out": DIR?}`: the whole ngVLA chain on a uvfits file in

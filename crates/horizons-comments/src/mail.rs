@@ -135,13 +135,62 @@ impl Mailer {
         Ok(sent)
     }
 
+    /// The digest: one e-mail per user who takes e-mail, listing their unread notifications
+    /// created since `since_ms` (ms since the epoch), oldest first, at most 50 each. `tag` names
+    /// the digest run (a job id), so a file transport writes each user's digest once per run.
+    /// Returns how many went out. At least once over SMTP: a run retried after a failure may
+    /// send a user's digest again.
+    pub async fn digest(&self, since_ms: i64, tag: &str) -> Result<usize, CommentsError> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.user_name, n.message, n.post_id, u.email FROM notifications n \
+             JOIN users u ON u.name = n.user_name WHERE u.notify_email = 1 AND n.read_at IS NULL \
+             AND n.created_at >= $1 ORDER BY n.user_name, n.id",
+        )
+        .bind(since_ms)
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(|e| CommentsError::db("reading unread notifications", e))?;
+        let mut by_user: BTreeMap<(String, String), Vec<Pending>> = BTreeMap::new();
+        for r in &rows {
+            let items = by_user.entry((r.get(1), r.get(4))).or_default();
+            if items.len() < 50 {
+                items.push((r.get(0), r.get(2), r.get(3)));
+            }
+        }
+        let mut sent = 0;
+        for ((user, email), items) in by_user {
+            let subject = format!("Your Cosmic Horizons digest: {} unread", items.len());
+            match self.compose_titled(&user, &email, &items, subject) {
+                Ok(msg) => {
+                    self.send(&format!("digest-{tag}-{user}"), msg).await?;
+                    sent += 1;
+                }
+                Err(e) => tracing::warn!(user, error = %e, "digest e-mail skipped"),
+            }
+        }
+        if sent > 0 {
+            metrics::counter!("horizons_digests_sent_total").increment(sent as u64);
+        }
+        Ok(sent)
+    }
+
     fn compose(&self, user: &str, email: &str, items: &[Pending]) -> Result<Message, CommentsError> {
-        let to: Mailbox =
-            format!("{user} <{email}>").parse().map_err(|e| CommentsError::Other(format!("address of {user}: {e}")))?;
         let subject = match items {
             [one] => one.1.clone(),
             many => format!("{} new notifications on Cosmic Horizons", many.len()),
         };
+        self.compose_titled(user, email, items, subject)
+    }
+
+    fn compose_titled(
+        &self,
+        user: &str,
+        email: &str,
+        items: &[Pending],
+        subject: String,
+    ) -> Result<Message, CommentsError> {
+        let to: Mailbox =
+            format!("{user} <{email}>").parse().map_err(|e| CommentsError::Other(format!("address of {user}: {e}")))?;
         let mut body = format!("Hello {user},\n\n");
         for (_, text, post) in items {
             body.push_str(&format!("- {text}{}\n", post.as_ref().map(|p| format!(" (post {p})")).unwrap_or_default()));

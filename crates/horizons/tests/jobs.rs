@@ -232,6 +232,47 @@ async fn the_jobs_http_api() {
     assert!(!out.status.success(), "watching a job that ends dead fails");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ended dead"), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // notify.digest: alice's unread notification (bob commented on her post) in one e-mail.
+    let alice = d.token("alice", "user");
+    let post: Value = http
+        .post(url("/api/posts"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"title": "VLASS epoch 3", "body": "quick-look images"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = http
+        .post(url(&format!("/api/posts/{}/comments", post["id"].as_str().unwrap())))
+        .bearer_auth(&d.token("bob", "user"))
+        .json(&serde_json::json!({"body": "lovely"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let unread = || {
+        let (http, alice, u) = (http.clone(), alice.clone(), url("/api/notifications?unread=true"));
+        async move { http.get(u).bearer_auth(&alice).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    eventually(30, "alice's notification", || {
+        let f = unread();
+        async move { f.await.as_array().filter(|a| !a.is_empty()).map(|_| ()) }
+    })
+    .await;
+    let bad = submit(serde_json::json!({"kind": "notify.digest", "args": {"days": 90}})).await;
+    assert_eq!(bad.0, 400, "{}", bad.1);
+    let (_, dg) = submit(serde_json::json!({"kind": "notify.digest", "args": {"days": 7}})).await;
+    let dg_id = dg["job"]["id"].as_str().unwrap().to_string();
+    eventually(30, "the digest job", || {
+        let g = get(dg_id.clone());
+        async move { (g.await["job"]["state"] == "succeeded").then_some(()) }
+    })
+    .await;
+    let digest = std::fs::read_to_string(d.dir().join("mail").join(format!("digest-{dg_id}-alice.eml"))).unwrap();
+    assert!(digest.contains("digest: 1 unread") && digest.contains("bob commented"), "{digest}");
+
     // pipeline.run: the real EVLA file through the whole chain in a worker.
     let out = d.dir().join("pipeline-job");
     let (status, pj) = submit(serde_json::json!({

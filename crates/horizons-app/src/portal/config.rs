@@ -166,7 +166,7 @@ impl PortalConfig {
         if !self.namespace.is_empty() && horizons_bus::Topic::new(format!("{}comments", self.namespace)).is_err() {
             return Err(format!("portal.namespace {:?}: must make valid topic names", self.namespace));
         }
-        self.job_schedules(&crate::jobs::registry(std::path::Path::new("")))?;
+        self.job_schedules(&crate::jobs::registry(std::path::Path::new(""), self))?;
         Ok(())
     }
 

@@ -118,7 +118,7 @@ impl Parts {
             keys: self.tokens.clone(),
             search,
             live,
-            jobs: Arc::new(crate::jobs::registry(&self.data_dir)),
+            jobs: Arc::new(crate::jobs::registry(&self.data_dir, &self.cfg)),
         }
     }
 }
@@ -237,7 +237,7 @@ pub fn spawn(
     if roles.jobs > 0 {
         let name = format!("{}-{}", hostname(), std::process::id());
         let beat = parts.cfg.jobs_heartbeat;
-        let mut w = JobWorker::new(parts.store.clone(), crate::jobs::registry(&parts.data_dir), name)
+        let mut w = JobWorker::new(parts.store.clone(), crate::jobs::registry(&parts.data_dir, &parts.cfg), name)
             .heartbeats(beat, beat * 5);
         let bad = |e: horizons_jobs::JobsError| AppError::Usage(e.to_string());
         if !roles.job_kinds.is_empty() {
@@ -248,7 +248,7 @@ pub fn spawn(
         }
         let topic = parts.topic(horizons_jobs::TOPIC);
         router = router.route(topic, horizons_jobs::GROUP, JobWorker::policy(), roles.jobs, Arc::new(w));
-        let registry = crate::jobs::registry(&parts.data_dir);
+        let registry = crate::jobs::registry(&parts.data_dir, &parts.cfg);
         let schedules = parts.cfg.job_schedules(&registry).map_err(AppError::ConfigInvalid)?;
         let scheduler = horizons_jobs::schedule::Scheduler::new(parts.store.clone(), registry, schedules);
         let c = cancel.clone();
