@@ -246,7 +246,7 @@ async fn the_jobs_http_api() {
         .unwrap();
     let r = http
         .post(url(&format!("/api/posts/{}/comments", post["id"].as_str().unwrap())))
-        .bearer_auth(&d.token("bob", "user"))
+        .bearer_auth(d.token("bob", "user"))
         .json(&serde_json::json!({"body": "lovely"}))
         .send()
         .await
