@@ -143,12 +143,73 @@ impl Relay {
 
     /// Deletes sent rows older than `keep`.
     pub async fn prune(&self, keep: Duration) -> Result<u64, CommentsError> {
-        let cutoff = now_ms() - keep.as_millis() as i64;
-        Ok(sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-            .bind(cutoff)
-            .execute(self.store.pool())
+        prune_outbox(&self.store, keep).await
+    }
+}
+
+/// Deletes outbox rows sent more than `keep` ago; unsent rows always stay.
+pub async fn prune_outbox(store: &Store, keep: Duration) -> Result<u64, CommentsError> {
+    let cutoff = now_ms() - keep.as_millis() as i64;
+    Ok(sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+        .bind(cutoff)
+        .execute(store.pool())
+        .await
+        .map_err(|e| CommentsError::db("pruning the outbox", e))?
+        .rows_affected())
+}
+
+/// Deletes inbox rows (processed message ids) older than `keep`. Keep them longer than the
+/// bus keeps messages: a message redelivered after its id left the inbox would take effect
+/// twice.
+pub async fn prune_inbox(store: &Store, keep: Duration) -> Result<u64, CommentsError> {
+    let cutoff = now_ms() - keep.as_millis() as i64;
+    Ok(sqlx::query("DELETE FROM inbox WHERE processed_at < $1")
+        .bind(cutoff)
+        .execute(store.pool())
+        .await
+        .map_err(|e| CommentsError::db("pruning the inbox", e))?
+        .rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pruning_keeps_unsent_and_recent_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+        let (now, old) = (now_ms(), now_ms() - 10 * 24 * 3600 * 1000);
+        for (id, sent) in [("old-sent", Some(old)), ("new-sent", Some(now)), ("old-unsent", None)] {
+            sqlx::query(
+                "INSERT INTO outbox (id, topic, event_type, payload, created_at, sent_at) VALUES ($1, 't', 'e', '{}', $2, $3)",
+            )
+            .bind(id)
+            .bind(old)
+            .bind(sent)
+            .execute(store.pool())
             .await
-            .map_err(|e| CommentsError::db("pruning the outbox", e))?
-            .rows_affected())
+            .unwrap();
+        }
+        for (id, at) in [("old", old), ("new", now)] {
+            sqlx::query("INSERT INTO inbox (consumer, message_id, processed_at) VALUES ('c', $1, $2)")
+                .bind(id)
+                .bind(at)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(prune_outbox(&store, week).await.unwrap(), 1);
+        assert_eq!(prune_inbox(&store, week).await.unwrap(), 1);
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM outbox ORDER BY id").fetch_all(store.pool()).await.unwrap();
+        assert_eq!(left, ["new-sent", "old-unsent"]);
+        let left: Vec<String> = sqlx::query_scalar("SELECT message_id FROM inbox ORDER BY message_id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, ["new"]);
+        store.close().await;
     }
 }

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "portal", include_str!("../migrations/0001_portal.sql")),
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
     (3, "job heartbeats", include_str!("../migrations/0003_job_heartbeats.sql")),
+    (4, "inbox pruning", include_str!("../migrations/0004_inbox_pruning.sql")),
 ];
 
 /// Which engine a [`Store`] runs on.

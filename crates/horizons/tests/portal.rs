@@ -84,6 +84,18 @@ async fn scenario(d: Deployment) {
     assert_eq!(got, Ok(true), "SSE stream so far: {seen}");
     assert!(seen.contains("bob commented on your post"), "{seen}");
 
+    // A browser's EventSource sends no headers: the stream takes `?access_token=` (only it).
+    let r = http.get(server.url(&format!("/api/notifications/stream?access_token={alice}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut by_query = r.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(30), by_query.next()).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains(&comment_id), "{}", String::from_utf8_lossy(&first));
+    drop(by_query);
+    let r = http.get(server.url("/api/notifications/stream?access_token=garbage")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.get(server.url(&format!("/api/notifications?access_token={alice}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401, "only the stream takes a token in the query string");
+
     // E-mail (file transport) to alice.
     let mail_dir = d.dir().join("mail");
     let mail = eventually(30, "the notification e-mail", || {

@@ -84,6 +84,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The one route that also takes its token from the query string.
+pub const SSE_PATH: &str = "/api/notifications/stream";
+
+fn query_token(query: Option<&str>) -> Option<&str> {
+    query?.split('&').find_map(|kv| kv.strip_prefix("access_token=")).filter(|t| !t.is_empty())
+}
+
 /// The authenticated caller of a route.
 #[derive(Clone, Debug)]
 pub struct Caller(pub Actor);
@@ -108,15 +115,18 @@ impl FromRequestParts<ApiState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let portal = state.portal.as_ref().ok_or_else(|| ApiError::Internal("portal not configured".into()))?;
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
+        let token = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            Some(header) => header
+                .to_str()
+                .ok()
+                .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+                .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?,
+            // A browser's EventSource cannot send headers: the stream also takes the token as
+            // `?access_token=` (query strings are never logged here).
+            None if parts.uri.path() == SSE_PATH => query_token(parts.uri.query())
+                .ok_or_else(|| ApiError::Unauthorized("missing bearer token (header or ?access_token=)".into()))?,
+            None => return Err(ApiError::Unauthorized("missing bearer token".into())),
+        };
         let claims =
             portal.keys.verify(token.trim()).map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
         let ip = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());

@@ -33,7 +33,8 @@ struct Feed {
 
 /// `GET /api/notifications/stream`
 #[utoipa::path(get, path = "/api/notifications/stream", security(("bearer" = [])),
-    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this notification id")),
+    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this notification id"),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot send headers (EventSource)")),
     responses((status = 200, description = "Server-Sent Events, `event: notification`, JSON data", content_type = "text/event-stream", body = String),
         (status = 401, body = super::routes::ErrorBody)))]
 pub async fn stream(

@@ -85,6 +85,13 @@ pub struct PortalConfig {
     pub jobs_heartbeat: Duration,
     /// Recurring jobs (`[[portal.schedules]]`), submitted once per tick by the jobs workers.
     pub schedules: Vec<ScheduleConfig>,
+    /// How long published outbox rows are kept (pruned hourly by the relay).
+    #[serde(with = "humantime_serde")]
+    pub outbox_retention: Duration,
+    /// How long processed message ids are kept for deduplication (pruned hourly by the relay);
+    /// keep it longer than the bus's retention.
+    #[serde(with = "humantime_serde")]
+    pub inbox_retention: Duration,
 }
 
 /// One recurring job.
@@ -135,6 +142,8 @@ impl Default for PortalConfig {
             jobs_lease: Duration::from_secs(300),
             jobs_heartbeat: Duration::from_secs(2),
             schedules: Vec::new(),
+            outbox_retention: Duration::from_secs(7 * 24 * 3600),
+            inbox_retention: Duration::from_secs(35 * 24 * 3600),
         }
     }
 }
@@ -159,6 +168,12 @@ impl PortalConfig {
         }
         if self.jobs_heartbeat < Duration::from_millis(100) || self.jobs_heartbeat > Duration::from_secs(60) {
             return Err("portal.jobs_heartbeat must be between 100ms and 60s".into());
+        }
+        if self.outbox_retention < Duration::from_secs(60) {
+            return Err("portal.outbox_retention must be at least 1m".into());
+        }
+        if self.inbox_retention < Duration::from_secs(3600) {
+            return Err("portal.inbox_retention must be at least 1h".into());
         }
         if self.token_ttl.is_zero() {
             return Err("portal.token_ttl must be positive".into());

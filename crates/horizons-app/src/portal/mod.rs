@@ -20,7 +20,7 @@ use horizons_bus::{Backend, GroupSpec, RetryPolicy, Router, Topic, TopicSpec, To
 use horizons_comments::consumers::{audit, moderation, notify, search};
 use horizons_comments::events::{AUDIT, COMMENTS, NOTIFICATIONS};
 use horizons_comments::mail::{Mailer, Transport};
-use horizons_comments::relay::Relay;
+use horizons_comments::relay::{self, Relay};
 use horizons_comments::{Service, Store};
 use horizons_jobs::worker::JobWorker;
 use horizons_search::SearchIndex;
@@ -191,6 +191,23 @@ pub fn spawn(
         tasks.spawn(async move {
             r.run(c).await;
             Ok(())
+        });
+        let (store, outbox, inbox) = (parts.store.clone(), parts.cfg.outbox_retention, parts.cfg.inbox_retention);
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            loop {
+                match (relay::prune_outbox(&store, outbox).await, relay::prune_inbox(&store, inbox).await) {
+                    (Ok(o), Ok(i)) if o + i > 0 => tracing::info!(outbox = o, inbox = i, "pruned old rows"),
+                    (Ok(_), Ok(_)) => {}
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(error = %e, "pruning the outbox/inbox failed; will retry")
+                    }
+                }
+                tokio::select! {
+                    _ = c.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                }
+            }
         });
     }
     let policy = RetryPolicy::default();
