@@ -94,7 +94,8 @@ pub async fn submit(store: &Store, registry: &Registry, spec: &JobSpec, owner: &
     }
     push_message(&mut tx, &message(&id, spec.priority, not_before)).await?;
     tx.commit().await.map_err(JobsError::db("committing the job"))?;
-    metrics::counter!("horizons_jobs_submitted_total", "priority" => spec.priority.to_string()).increment(1);
+    metrics::counter!("horizons_jobs_submitted_total", "kind" => spec.kind.clone(), "priority" => spec.priority.to_string())
+        .increment(1);
     Ok((get(store, &id).await?, true))
 }
 
@@ -207,6 +208,44 @@ pub async fn redrive(store: &Store, kind: Option<&str>) -> Result<usize, JobsErr
         retry(store, &j.id).await?;
     }
     Ok(dead.len())
+}
+
+/// Jobs by (kind, priority, state).
+pub async fn census(store: &Store) -> Result<Vec<(String, i64, String, i64)>, JobsError> {
+    let rows = sqlx::query("SELECT kind, priority, state, COUNT(*) FROM jobs GROUP BY kind, priority, state")
+        .fetch_all(store.pool())
+        .await
+        .map_err(JobsError::db("counting jobs"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+}
+
+/// Sets the gauge `horizons_jobs{kind, priority, state}` from the database every `every` until
+/// `cancel` (one process per deployment is enough; every jobs worker runs it, which is harmless).
+pub async fn export_gauges(store: Store, every: std::time::Duration, cancel: tokio_util::sync::CancellationToken) {
+    let mut known: std::collections::BTreeSet<(String, i64, String)> = Default::default();
+    loop {
+        match census(&store).await {
+            Ok(rows) => {
+                let mut now = std::collections::BTreeSet::new();
+                for (kind, priority, state, n) in rows {
+                    metrics::gauge!("horizons_jobs", "kind" => kind.clone(), "priority" => priority.to_string(), "state" => state.clone())
+                        .set(n as f64);
+                    now.insert((kind, priority, state));
+                }
+                // Combinations that emptied read 0, not their last value.
+                for (kind, priority, state) in known.difference(&now) {
+                    metrics::gauge!("horizons_jobs", "kind" => kind.clone(), "priority" => priority.to_string(), "state" => state.clone())
+                        .set(0.0);
+                }
+                known.extend(now);
+            }
+            Err(e) => tracing::warn!(error = %e, "counting jobs for metrics failed"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Counts by state, of one kind if given (`jobs watch`, metrics).

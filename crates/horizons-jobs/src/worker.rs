@@ -238,7 +238,7 @@ impl JobWorker {
         .await
         .map_err(JobsError::db("ending the job"))?;
         tx.commit().await.map_err(JobsError::db("ending the attempt"))?;
-        metrics::counter!("horizons_jobs_finished_total", "state" => state.as_str()).increment(1);
+        metrics::counter!("horizons_jobs_attempts_ended_total", "state" => state.as_str()).increment(1);
         Ok(())
     }
 

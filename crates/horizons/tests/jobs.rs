@@ -294,6 +294,18 @@ async fn the_jobs_http_api() {
     let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert!(report["peak"]["value"].as_f64().unwrap() > 0.0, "{report}");
 
+    // Metrics: jobs by kind, priority and state; latency and run time per kind.
+    let metrics = eventually(30, "the jobs gauge", || {
+        let (http, u) = (http.clone(), url("/metrics"));
+        async move {
+            let m = http.get(u).send().await.ok()?.text().await.ok()?;
+            m.contains("horizons_jobs{kind=\"demo.flaky\",priority=\"4\",state=").then_some(m)
+        }
+    })
+    .await;
+    assert!(metrics.contains("horizons_jobs_run_seconds"), "{metrics}");
+    assert!(metrics.contains("horizons_jobs_queue_latency_seconds"), "{metrics}");
+
     // A delayed job can be cancelled before it starts.
     let (_, later) = submit(serde_json::json!({"kind": "demo.noop", "args": {}, "delay_ms": 60000})).await;
     let later_id = later["job"]["id"].as_str().unwrap();

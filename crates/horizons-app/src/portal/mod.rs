@@ -267,6 +267,11 @@ pub fn spawn(
         router = router.route(topic, horizons_jobs::GROUP, JobWorker::policy(), roles.jobs, Arc::new(w));
         let registry = crate::jobs::registry(&parts.data_dir, &parts.cfg);
         let schedules = parts.cfg.job_schedules(&registry).map_err(AppError::ConfigInvalid)?;
+        let (store, c) = (parts.store.clone(), cancel.clone());
+        tasks.spawn(async move {
+            horizons_jobs::store::export_gauges(store, std::time::Duration::from_secs(5), c).await;
+            Ok(())
+        });
         let scheduler = horizons_jobs::schedule::Scheduler::new(parts.store.clone(), registry, schedules);
         let c = cancel.clone();
         tasks.spawn(async move {
