@@ -44,6 +44,26 @@ pub struct RunContext {
     pub report: Option<Report>,
 }
 
+impl RunContext {
+    /// A run that no stage has touched yet.
+    pub fn new(run: String, source: String, observation: Observation, options: Options, wire: WireStats) -> Self {
+        RunContext {
+            run,
+            source,
+            observation,
+            options,
+            wire,
+            validation: None,
+            rfi: None,
+            alerts: None,
+            flags: None,
+            gains: None,
+            imaging: None,
+            report: None,
+        }
+    }
+}
+
 /// What the image stage produced besides pixels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImagingMeta {
@@ -78,10 +98,10 @@ pub(crate) mod tests {
     use horizons_ngvla::model::{Polarization, SpectralWindow};
 
     pub(crate) fn context() -> RunContext {
-        RunContext {
-            run: "0190-run".into(),
-            source: "test.uvfits".into(),
-            observation: Observation {
+        RunContext::new(
+            "0190-run".into(),
+            "test.uvfits".into(),
+            Observation {
                 id: "obs".into(),
                 object: "J1008+0730".into(),
                 telescope: "EVLA".into(),
@@ -92,16 +112,9 @@ pub(crate) mod tests {
                 spws: vec![SpectralWindow { id: 0, first_freq_hz: 36e9, chan_width_hz: 2e6, n_chan: 64 }],
                 pols: vec![Polarization::RR, Polarization::LL],
             },
-            options: Options::default(),
-            wire: WireStats::default(),
-            validation: None,
-            rfi: None,
-            alerts: None,
-            flags: None,
-            gains: None,
-            imaging: None,
-            report: None,
-        }
+            Options::default(),
+            WireStats::default(),
+        )
     }
 
     #[test]

@@ -58,20 +58,13 @@ pub async fn ingest(service: &Service, path: &Path, options: Options) -> Result<
             wire.total_bytes += n;
         }
     }
-    let ctx = RunContext {
-        run: MessageId::new().to_string(),
-        source: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        observation: uv.observation.clone(),
-        options: options.clone(),
+    let ctx = RunContext::new(
+        MessageId::new().to_string(),
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        uv.observation.clone(),
+        options.clone(),
         wire,
-        validation: None,
-        rfi: None,
-        alerts: None,
-        flags: None,
-        gains: None,
-        imaging: None,
-        report: None,
-    };
+    );
     let topic = service.topics().raw.clone();
     let mut w = RunWriter::new(&topic, &ctx, options.max_block_bytes);
     for b in &raw {

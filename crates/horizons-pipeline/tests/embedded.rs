@@ -142,20 +142,13 @@ async fn a_run_with_a_nan_block_and_a_misshapen_block_dead_letters_them_and_stil
     let mut blocks = uv.to_blocks();
     blocks[3].time_mjd_s = f64::NAN;
     blocks[5].vis.truncate(10);
-    let ctx = RunContext {
-        run: "run-with-bad-blocks".into(),
-        source: "edited".into(),
-        observation: uv.observation.clone(),
-        options: Options::default(),
-        wire: Default::default(),
-        validation: None,
-        rfi: None,
-        alerts: None,
-        flags: None,
-        gains: None,
-        imaging: None,
-        report: None,
-    };
+    let ctx = RunContext::new(
+        "run-with-bad-blocks".into(),
+        "edited".into(),
+        uv.observation.clone(),
+        Options::default(),
+        Default::default(),
+    );
     let raw = r.service.topics().raw.clone();
     let mut w = RunWriter::new(&raw, &ctx, 1 << 20);
     for b in &blocks {
@@ -187,20 +180,13 @@ async fn a_run_half_spooled_before_a_restart_completes_after_it() {
 
     let file = vla_file();
     let uv = horizons_ngvla::uvfits::UvFits::open(&file).unwrap();
-    let ctx = RunContext {
-        run: "restarted-run".into(),
-        source: "restart".into(),
-        observation: uv.observation.clone(),
-        options: Options::default(),
-        wire: Default::default(),
-        validation: None,
-        rfi: None,
-        alerts: None,
-        flags: None,
-        gains: None,
-        imaging: None,
-        report: None,
-    };
+    let ctx = RunContext::new(
+        "restarted-run".into(),
+        "restart".into(),
+        uv.observation.clone(),
+        Options::default(),
+        Default::default(),
+    );
     let r = start(&[Stage::Validate]).await;
     let raw = r.service.topics().raw.clone();
     let mut w = RunWriter::new(&raw, &ctx, 1 << 20);

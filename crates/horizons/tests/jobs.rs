@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::Row;
-use support::{eventually, Deployment};
+use support::{eventually, get_json, post_json, Deployment};
 
 const JOBS: usize = 24;
 
@@ -170,18 +170,9 @@ async fn the_jobs_http_api() {
     assert_eq!(attempts.len(), 2, "{detail}");
     assert!(attempts.iter().all(|a| a["outcome"] == "failed" && a["error"].is_string()), "{detail}");
 
-    let dead: Value =
-        http.get(url("/api/jobs/dlq?kind=demo.flaky")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    let dead = get_json(&http, &url("/api/jobs/dlq?kind=demo.flaky"), &admin).await;
     assert!(dead.as_array().unwrap().iter().any(|j| j["id"] == bad_id.as_str()), "{dead}");
-    let listed: Value = http
-        .get(url("/api/jobs?state=succeeded&limit=10"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_json(&http, &url("/api/jobs?state=succeeded&limit=10"), &admin).await;
     assert!(listed.as_array().unwrap().iter().all(|j| j["state"] == "succeeded"), "{listed}");
     assert!(listed.as_array().unwrap().iter().any(|j| j["id"] == ok_id.as_str()), "{listed}");
 
@@ -195,16 +186,8 @@ async fn the_jobs_http_api() {
     let r = http.get(url("/api/jobs?state=sleeping")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), 400);
 
-    let r: Value = http
-        .post(url("/api/jobs/dlq/redrive"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"kind": "demo.flaky"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r =
+        post_json(&http, &url("/api/jobs/dlq/redrive"), &admin, Some(serde_json::json!({"kind": "demo.flaky"}))).await;
     assert_eq!(r["redriven"], 1, "{r}");
     let after = get(bad_id.clone()).await;
     assert_ne!(after["job"]["state"], "dead", "{after}");
@@ -234,16 +217,13 @@ async fn the_jobs_http_api() {
 
     // notify.digest: alice's unread notification (bob commented on her post) in one e-mail.
     let alice = d.token("alice", "user");
-    let post: Value = http
-        .post(url("/api/posts"))
-        .bearer_auth(&alice)
-        .json(&serde_json::json!({"title": "VLASS epoch 3", "body": "quick-look images"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = post_json(
+        &http,
+        &url("/api/posts"),
+        &alice,
+        Some(serde_json::json!({"title": "VLASS epoch 3", "body": "quick-look images"})),
+    )
+    .await;
     let r = http
         .post(url(&format!("/api/posts/{}/comments", post["id"].as_str().unwrap())))
         .bearer_auth(d.token("bob", "user"))
@@ -309,15 +289,7 @@ async fn the_jobs_http_api() {
     // A delayed job can be cancelled before it starts.
     let (_, later) = submit(serde_json::json!({"kind": "demo.noop", "args": {}, "delay_ms": 60000})).await;
     let later_id = later["job"]["id"].as_str().unwrap();
-    let r: Value = http
-        .post(url(&format!("/api/jobs/{later_id}/cancel")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_json(&http, &url(&format!("/api/jobs/{later_id}/cancel")), &admin, None).await;
     assert_eq!(r["state"], "cancelled", "{r}");
     server.stop();
 }

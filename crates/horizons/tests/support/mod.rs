@@ -215,3 +215,24 @@ pub fn vla_file() -> PathBuf {
     );
     path
 }
+
+/// GET `url` with a bearer token; the body as JSON.
+#[allow(dead_code)]
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
+/// POST `body` (or nothing) to `url` with a bearer token; the answer as JSON.
+#[allow(dead_code)]
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut r = http.post(url).bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    r.send().await.unwrap().json().await.unwrap()
+}
