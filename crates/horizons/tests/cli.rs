@@ -271,3 +271,62 @@ fn bench_prints_one_json_object_and_cleans_up() {
     let plain = json(&ok(&["bench", "bus", "--data-dir", d, "--messages", "500", "--size", "16", "--json"]));
     assert!(plain["baseline"].is_null() && plain["ratio"].is_null(), "{plain}");
 }
+
+/// A tiny simulated input: every stage runs, in well under a second.
+const TINY_SIM: [&str; 10] =
+    ["--simulate", "--antennas", "8", "--channels", "8", "--integrations", "4", "--npix", "64", "--json"];
+
+#[test]
+fn bench_pipeline_prints_one_json_object_with_every_stage() {
+    let mut args = vec!["bench", "pipeline"];
+    args.extend(TINY_SIM);
+    args.extend(["--ducc0", "off"]);
+    let out = ok(&args);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let r = json(&out);
+    for key in ["mb_definition", "cpu", "cores", "repeats", "input", "stages", "ducc0"] {
+        assert!(r.get(key).is_some(), "missing {key}: {r}");
+    }
+    // 8 antennas: 28 baselines x 8 channels x 4 products x 4 integrations, 8 bytes each.
+    assert_eq!(r["input"]["visibilities"], 28 * 8 * 4 * 4, "{r}");
+    assert_eq!(r["input"]["kind"], "simulated");
+    let stages: Vec<&str> = r["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["wire", "validate", "flag", "calibrate", "image", "grid", "fft", "clean"]);
+    for s in r["stages"].as_array().unwrap() {
+        for field in ["seconds", "mb_per_sec", "threads", "mb_per_sec_per_core"] {
+            assert!(s[field].as_f64().is_some_and(|x| x > 0.0), "{field} of {s}");
+        }
+    }
+    assert!(r["stages"][5]["samples_per_sec"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    assert_eq!(r["ducc0"]["available"], false);
+    assert_eq!(r["ducc0"]["reason"], "skipped (--ducc0 off)");
+
+    // Without a ducc0 venv, `auto` (the default) reports why and still succeeds …
+    let mut args = vec!["bench", "pipeline"];
+    args.extend(TINY_SIM);
+    args.extend(["--ducc0-python", "/nonexistent/python"]);
+    let r = json(&ok(&args));
+    assert_eq!(r["ducc0"]["available"], false);
+    let reason = r["ducc0"]["reason"].as_str().unwrap();
+    assert!(reason.contains("ducc0 not available") && reason.contains("/nonexistent/python"), "{reason}");
+    // … and `require` fails naming it.
+    args.extend(["--ducc0", "require"]);
+    let err = fails(&args);
+    assert!(err.contains("ducc0 not available") && err.contains("/nonexistent/python"), "{err}");
+}
+
+#[test]
+fn bench_pipeline_bad_flags_fail_clearly() {
+    for (args, expected) in [
+        (vec!["bench", "pipeline"], "--source"),
+        (vec!["bench", "pipeline", "--source", "x.uvfits", "--simulate"], "cannot be used with"),
+        (vec!["bench", "pipeline", "--source", "x.uvfits", "--antennas", "8"], "--simulate"),
+        (vec!["bench", "pipeline", "--simulate", "--npix", "30"], "--npix must be even and 32..=16384"),
+        (vec!["bench", "pipeline", "--simulate", "--antennas", "2"], "--antennas must be 4..=1000"),
+        (vec!["bench", "pipeline", "--simulate", "--ducc0", "maybe"], "maybe"),
+        (vec!["bench", "pipeline", "--source", "/nonexistent.uvfits"], "reading /nonexistent.uvfits"),
+    ] {
+        let err = fails(&args);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

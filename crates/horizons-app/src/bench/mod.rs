@@ -16,8 +16,10 @@
 
 pub mod api;
 pub mod commits;
+pub mod ducc0;
 pub mod jobs;
 pub mod load;
+pub mod pipeline;
 pub mod raw;
 pub mod raw_amqp;
 pub mod raw_kafka;
@@ -43,6 +45,9 @@ pub enum BenchCommand {
     Api(api::BenchApiArgs),
     /// The job system: no-op jobs per second and queue latency.
     Jobs(jobs::BenchJobsArgs),
+    /// The ngVLA stages on one data set: MB/s per stage and per core, and our dirty-image
+    /// gridder side by side with ducc0's.
+    Pipeline(pipeline::BenchPipelineArgs),
 }
 
 /// Baselines a bench can compare with.
@@ -171,6 +176,7 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
             cfg.bus.amqp.queue_expires.get_or_insert(Duration::from_secs(3600));
             return jobs::run(cfg, args).await;
         }
+        BenchCommand::Pipeline(args) => return pipeline::run(args).await,
     };
     if args.size < 16 {
         return Err(AppError::Usage("--size must be at least 16 (sequence number and send stamp)".into()));

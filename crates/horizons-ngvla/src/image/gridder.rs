@@ -89,6 +89,72 @@ impl EsGridder {
     fn wrap(k: i64, n: usize) -> usize {
         k.rem_euclid(n as i64) as usize
     }
+
+    /// The convolutional gridding step of [`Gridder::grid`] alone: the samples spread onto the
+    /// padded uv grid with the kernel (public so that `horizons bench pipeline` can time it
+    /// apart from the FFT).
+    pub fn grid_uv(&self, u: &[f64], v: &[f64], vis: &[Complex32], weights: &[f32]) -> UvGrid {
+        let n = self.geometry.padded();
+        let w = self.kernel.support;
+        let mut grid = vec![Complex64::new(0.0, 0.0); n * n];
+        let (mut ku, mut kv) = (vec![0.0; w], vec![0.0; w]);
+        let mut cols = vec![0usize; w];
+        let mut wsum = 0.0f64;
+        for k in 0..u.len() {
+            let wt = weights[k] as f64;
+            if wt <= 0.0 {
+                continue;
+            }
+            let Some((gu, gv)) = self.grid_pos(u[k], v[k]) else { continue };
+            wsum += wt;
+            let val = Complex64::new(vis[k].re as f64, vis[k].im as f64) * wt;
+            let u0 = self.kernel.weights(gu, &mut ku);
+            let v0 = self.kernel.weights(gv, &mut kv);
+            // The wrapped column of each kernel tap, once per sample rather than once per cell.
+            for (a, c) in cols.iter_mut().enumerate() {
+                *c = Self::wrap(u0 + a as i64, n);
+            }
+            for (b, wv) in kv.iter().enumerate() {
+                let row = &mut grid[Self::wrap(v0 + b as i64, n) * n..][..n];
+                let vv = val * *wv;
+                for (&c, wu) in cols.iter().zip(&ku) {
+                    row[c] += vv * *wu;
+                }
+            }
+        }
+        UvGrid { cells: grid, weight_sum: wsum }
+    }
+
+    /// The rest of [`Gridder::grid`]: inverse FFT of the padded grid, grid correction and
+    /// normalisation by the sum of the gridded weights.
+    pub fn to_image(&self, uv: UvGrid) -> Image {
+        let UvGrid { cells: mut grid, weight_sum: wsum } = uv;
+        let n = self.geometry.padded();
+        let npix = self.geometry.npix;
+        self.fft2(&mut grid, true);
+        let mut img = Image::new(npix, npix);
+        if wsum <= 0.0 {
+            return img;
+        }
+        let half = (npix / 2) as i64;
+        for j in 0..npix {
+            let y = Self::wrap(j as i64 - half, n);
+            for i in 0..npix {
+                let x = Self::wrap(i as i64 - half, n);
+                img.data[j * npix + i] = grid[y * n + x].re / (self.correction[i] * self.correction[j] * wsum);
+            }
+        }
+        img
+    }
+}
+
+/// A gridded, not yet transformed padded uv grid ([`EsGridder::grid_uv`]).
+#[derive(Debug, Clone)]
+pub struct UvGrid {
+    /// `padded × padded` cells, row-major (v rows, u columns).
+    pub cells: Vec<Complex64>,
+    /// Sum of the weights of the samples that landed on the grid.
+    pub weight_sum: f64,
 }
 
 fn transpose(a: &mut [Complex64], n: usize) {
@@ -105,44 +171,8 @@ impl Gridder for EsGridder {
     }
 
     fn grid(&self, u: &[f64], v: &[f64], vis: &[Complex32], weights: &[f32]) -> Image {
-        let n = self.geometry.padded();
-        let npix = self.geometry.npix;
-        let w = self.kernel.support;
-        let mut grid = vec![Complex64::new(0.0, 0.0); n * n];
-        let (mut ku, mut kv) = (vec![0.0; w], vec![0.0; w]);
-        let mut wsum = 0.0f64;
-        for k in 0..u.len() {
-            let wt = weights[k] as f64;
-            if wt <= 0.0 {
-                continue;
-            }
-            let Some((gu, gv)) = self.grid_pos(u[k], v[k]) else { continue };
-            wsum += wt;
-            let val = Complex64::new(vis[k].re as f64, vis[k].im as f64) * wt;
-            let u0 = self.kernel.weights(gu, &mut ku);
-            let v0 = self.kernel.weights(gv, &mut kv);
-            for (b, wv) in kv.iter().enumerate() {
-                let row = Self::wrap(v0 + b as i64, n) * n;
-                let vv = val * *wv;
-                for (a, wu) in ku.iter().enumerate() {
-                    grid[row + Self::wrap(u0 + a as i64, n)] += vv * *wu;
-                }
-            }
-        }
-        self.fft2(&mut grid, true);
-        let mut img = Image::new(npix, npix);
-        if wsum <= 0.0 {
-            return img;
-        }
-        let half = (npix / 2) as i64;
-        for j in 0..npix {
-            let y = Self::wrap(j as i64 - half, n);
-            for i in 0..npix {
-                let x = Self::wrap(i as i64 - half, n);
-                img.data[j * npix + i] = grid[y * n + x].re / (self.correction[i] * self.correction[j] * wsum);
-            }
-        }
-        img
+        let uv = self.grid_uv(u, v, vis, weights);
+        self.to_image(uv)
     }
 
     fn degrid(&self, model: &Image, u: &[f64], v: &[f64]) -> Vec<Complex32> {

@@ -20,7 +20,7 @@ use crate::error::{NgvlaError, Result};
 use crate::model::{VisBlock, C_M_PER_S};
 pub use beam::Beam;
 pub use clean::{CleanConfig, CleanOutput};
-pub use gridder::{EsGridder, Geometry, Gridder};
+pub use gridder::{EsGridder, Geometry, Gridder, UvGrid};
 pub use weighting::Weighting;
 
 /// A real image, row-major, row 0 southernmost, column 0 easternmost (see [`gridder`]).
