@@ -310,7 +310,7 @@ async fn idempotency_cancellation_panics_and_bad_input() {
     bad(JobSpec { priority: 12, ..JobSpec::new("demo.noop", json!({})) }, "priority").await;
     let stub = r.submit(JobSpec::new("pipeline.run", json!({"input": "x.uvfits"}))).await;
     let j = r.until(&stub, JobState::Dead, 30).await;
-    assert!(j.last_error.unwrap().contains("stub"));
+    assert!(j.last_error.unwrap().contains("not in this registry"));
     r.close().await;
 }
 
