@@ -4,7 +4,8 @@
 //! - [`config`]: layered configuration (defaults → `horizons.toml` → `HORIZONS_*` → flags).
 //! - [`backend`]: the one place a backend is chosen and opened, as `Arc<dyn Backend>`.
 //! - [`bus`]: `horizons bus topics|publish|consume|dlq|replay`, an operator's kcat.
-//! - [`bench`]: `horizons bench bus`, throughput and latency with a same-run baseline.
+//! - [`bench`]: `horizons bench bus|api|jobs|pipeline`, throughput and latency with same-run
+//!   baselines (for `pipeline`, ducc0's gridder side by side).
 //! - [`up`]: `horizons up` / `serve`, the bus and the HTTP API in one process.
 //! - [`pipeline`]: `horizons pipeline run FILE --out DIR`, the ngVLA chain in one process;
 //!   `pipeline ingest` / `audit` and the `pipeline:<stage>` worker roles, the chain on the bus.

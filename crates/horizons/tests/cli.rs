@@ -320,6 +320,7 @@ fn bench_pipeline_bad_flags_fail_clearly() {
     for (args, expected) in [
         (vec!["bench", "pipeline"], "--source"),
         (vec!["bench", "pipeline", "--source", "x.uvfits", "--simulate"], "cannot be used with"),
+        (vec!["bench", "pipeline", "--source", "x.uvfits", "--antennas", "8"], "they need --simulate"),
         (vec!["bench", "pipeline", "--simulate", "--npix", "30"], "--npix must be even and 32..=16384"),
         (vec!["bench", "pipeline", "--simulate", "--antennas", "2"], "--antennas must be 4..=1000"),
         (vec!["bench", "pipeline", "--simulate", "--ducc0", "maybe"], "maybe"),

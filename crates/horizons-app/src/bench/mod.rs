@@ -13,6 +13,9 @@
 //! latency = delivery time minus the payload's send stamp. `ratio` = our end-to-end payload
 //! MB/s over the baseline's payload MB/s; both count the same payload bytes, so it equals the
 //! ratio of messages per second at every size.
+//!
+//! The other benches have their own modules: [`api`], [`jobs`], and [`pipeline`] (the ngVLA
+//! stages per core, with [`ducc0`]'s gridder side by side).
 
 pub mod api;
 pub mod commits;

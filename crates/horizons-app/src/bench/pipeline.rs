@@ -46,18 +46,18 @@ pub struct BenchPipelineArgs {
     /// Measure on simulated ngVLA-like data instead (see --antennas, --channels, --integrations).
     #[arg(long)]
     pub simulate: bool,
-    /// Simulated antennas (the ngVLA main array has 214).
-    #[arg(long, default_value_t = 64, requires = "simulate")]
-    pub antennas: usize,
-    /// Simulated channels (one spectral window).
-    #[arg(long, default_value_t = 32, requires = "simulate")]
-    pub channels: usize,
-    /// Simulated integrations (10 s each).
-    #[arg(long, default_value_t = 8, requires = "simulate")]
-    pub integrations: usize,
-    /// Seed of the simulation.
-    #[arg(long, default_value_t = 42, requires = "simulate")]
-    pub seed: u64,
+    /// Simulated antennas (the ngVLA main array has 214); default 64.
+    #[arg(long)]
+    pub antennas: Option<usize>,
+    /// Simulated channels (one spectral window); default 32.
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Simulated integrations (10 s each); default 8.
+    #[arg(long)]
+    pub integrations: Option<usize>,
+    /// Seed of the simulation; default 42.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Image side, pixels (even).
     #[arg(long, default_value_t = 512)]
     pub npix: usize,
@@ -155,6 +155,8 @@ pub struct PipelineBenchReport {
 const MB_DEFINITION: &str = "raw visibilities of the input (all baselines, channels, polarisation products, \
 integrations, flagged included) x 8 bytes (Complex32), 10^6 bytes; the same MB for every stage";
 
+const DEFAULT_ANTENNAS: usize = 64;
+
 const STAGES: [&str; 8] = ["wire", "validate", "flag", "calibrate", "image", "grid", "fft", "clean"];
 
 /// Runs the benchmark.
@@ -167,10 +169,16 @@ pub async fn run(args: BenchPipelineArgs) -> Result<(), AppError> {
 
 fn check(a: &BenchPipelineArgs) -> Result<(), AppError> {
     let usage = |m: String| Err(AppError::Usage(m));
-    if a.simulate && (a.antennas < 4 || a.antennas > 1000) {
-        return usage(format!("--antennas must be 4..=1000, got {}", a.antennas));
+    if !a.simulate && (a.antennas.is_some() || a.channels.is_some() || a.integrations.is_some() || a.seed.is_some()) {
+        return usage(
+            "--antennas, --channels, --integrations and --seed describe a simulation: they need --simulate".into(),
+        );
     }
-    if a.simulate && (a.channels == 0 || a.integrations == 0) {
+    let antennas = a.antennas.unwrap_or(DEFAULT_ANTENNAS);
+    if !(4..=1000).contains(&antennas) {
+        return usage(format!("--antennas must be 4..=1000, got {antennas}"));
+    }
+    if a.channels == Some(0) || a.integrations == Some(0) {
         return usage("--channels and --integrations must be at least 1".into());
     }
     if a.npix < 32 || !a.npix.is_multiple_of(2) || a.npix > 16_384 {
@@ -414,15 +422,15 @@ fn load(
     args: &BenchPipelineArgs,
 ) -> Result<(horizons_ngvla::model::Observation, Vec<VisBlock>, &'static str, String), AppError> {
     if let Some(path) = &args.source {
-        let uv = UvFits::open(path).map_err(|e| AppError::Bench(format!("reading {}: {e}", path.display())))?;
+        let uv = UvFits::open(path).map_err(AppError::Pipeline)?;
         let raw = uv.to_blocks();
         return Ok((uv.observation, raw, "file", path.display().to_string()));
     }
     let cfg = SimConfig {
-        n_ant: args.antennas,
-        n_chan: args.channels,
-        n_int: args.integrations,
-        seed: args.seed,
+        n_ant: args.antennas.unwrap_or(DEFAULT_ANTENNAS),
+        n_chan: args.channels.unwrap_or(32),
+        n_int: args.integrations.unwrap_or(8),
+        seed: args.seed.unwrap_or(42),
         ..SimConfig::default()
     };
     let source = format!(
