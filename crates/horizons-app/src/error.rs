@@ -91,6 +91,9 @@ pub enum AppError {
     /// The ngVLA pipeline failed (bad input file, no usable data, writing products).
     #[error("pipeline")]
     Pipeline(#[source] horizons_ngvla::NgvlaError),
+    /// The ngVLA stages on the bus failed (declaring, ingesting, routing).
+    #[error("ngVLA stages")]
+    Stages(#[source] horizons_pipeline::PipelineError),
 }
 
 impl AppError {

@@ -123,8 +123,7 @@ pub async fn run(cfg: Config, c: JobsCommand) -> Result<(), AppError> {
                     idempotency_key: a.key,
                     ..JobSpec::new(&a.kind, args)
                 };
-                let (job, _) =
-                    store::submit(s, &registry(&parts.data_dir, &parts.cfg), &spec, "cli").await.map_err(err)?;
+                let (job, _) = store::submit(s, &parts.jobs, &spec, "cli").await.map_err(err)?;
                 line(&job);
             }
             JobsCommand::List { state, kind, limit } => {
@@ -257,7 +256,7 @@ fn seven() -> i64 {
 
 impl Digest {
     fn args(args: &serde_json::Value) -> Result<DigestArgs, String> {
-        let a: DigestArgs = serde_json::from_value(args.clone()).map_err(|e| format!("args: {e}"))?;
+        let a: DigestArgs = horizons_jobs::kinds::parse(args)?;
         if !(1..=31).contains(&a.days) {
             return Err(format!("args.days: {} is outside 1-31", a.days));
         }
@@ -307,7 +306,7 @@ struct PipelineRunArgs {
 
 impl PipelineRun {
     fn args(args: &serde_json::Value) -> Result<PipelineRunArgs, String> {
-        let a: PipelineRunArgs = serde_json::from_value(args.clone()).map_err(|e| format!("args: {e}"))?;
+        let a: PipelineRunArgs = horizons_jobs::kinds::parse(args)?;
         if a.input.is_empty() {
             return Err("args.input: a uvfits file path is needed".into());
         }

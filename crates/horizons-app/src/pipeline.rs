@@ -128,8 +128,8 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
             let backend = crate::backend::open(&cfg)?;
             let result = async {
                 let service = service(&cfg, backend.clone())?;
-                service.declare().await.map_err(stream_error)?;
-                horizons_pipeline::ingest::ingest(&service, &a.file, opts).await.map_err(stream_error)
+                service.declare().await.map_err(AppError::Stages)?;
+                horizons_pipeline::ingest::ingest(&service, &a.file, opts).await.map_err(AppError::Stages)
             }
             .await;
             let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
@@ -147,22 +147,6 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
             result.and(closed)
         }
     }
-}
-
-fn stream_error(e: horizons_pipeline::PipelineError) -> AppError {
-    AppError::Check(format!("{:#}", anyhow_like(&e)))
-}
-
-/// `a: b: c` for an error and its sources.
-fn anyhow_like(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// The topics of this deployment.
@@ -209,8 +193,8 @@ pub async fn run_stages(
     cancel: CancellationToken,
 ) -> Result<(), AppError> {
     let service = service(cfg, backend.clone())?;
-    service.declare().await.map_err(stream_error)?;
-    let router = service.routes(Router::new(backend), stages).map_err(stream_error)?;
+    service.declare().await.map_err(AppError::Stages)?;
+    let router = service.routes(Router::new(backend), stages).map_err(AppError::Stages)?;
     let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
     tracing::info!(stages = ?names, products = %cfg.pipeline_products_dir().display(), "pipeline stages running");
     router.run(cancel).await.map_err(AppError::bus("running the pipeline stages"))

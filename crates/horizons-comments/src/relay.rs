@@ -140,11 +140,6 @@ impl Relay {
         metrics::counter!("horizons_outbox_published_total").increment(ids.len() as u64);
         Ok(ids.len())
     }
-
-    /// Deletes sent rows older than `keep`.
-    pub async fn prune(&self, keep: Duration) -> Result<u64, CommentsError> {
-        prune_outbox(&self.store, keep).await
-    }
 }
 
 /// Deletes outbox rows sent more than `keep` ago; unsent rows always stay.

@@ -95,7 +95,8 @@ impl Registry {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(args: &serde_json::Value) -> Result<T, String> {
+/// A kind's arguments as `T`; the error starts with `args` so it names the field.
+pub fn parse<T: for<'de> Deserialize<'de>>(args: &serde_json::Value) -> Result<T, String> {
     serde_json::from_value(args.clone()).map_err(|e| format!("args: {e}"))
 }
 

@@ -78,14 +78,8 @@ impl Scheduler {
         let mut next: Vec<Option<i64>> = self
             .schedules
             .iter()
-            .map(|s| {
-                // The latest tick in the catch-up window, else the first after now.
-                let mut t = s.cron.next_after(start);
-                while let Some(n) = t.and_then(|t| s.cron.next_after(t)).filter(|n| *n <= now_ms()) {
-                    t = Some(n);
-                }
-                t
-            })
+            // The latest tick in the catch-up window, else the first after now.
+            .map(|s| next_due(&s.cron, start, now_ms()))
             .collect();
         loop {
             let now = now_ms();
@@ -100,15 +94,8 @@ impl Scheduler {
                         if created {
                             tracing::info!(schedule = %s.name, job = %job.id, tick, "scheduled job submitted");
                         }
-                        // Skip ticks missed while this one was being written.
-                        let mut t = s.cron.next_after(tick);
-                        while let Some(n) = t.filter(|n| *n <= now_ms()).and_then(|t| s.cron.next_after(t)) {
-                            if n > now_ms() {
-                                break;
-                            }
-                            t = Some(n);
-                        }
-                        *due = t;
+                        // Ticks missed while this one was being written: only the latest.
+                        *due = next_due(&s.cron, tick, now_ms());
                     }
                     Err(e) => {
                         tracing::warn!(schedule = %s.name, error = %e, "submitting a scheduled job failed; retried")
@@ -125,4 +112,14 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// The tick to submit next after `after`: the latest one at or before `now` if any passed,
+/// else the first one after `now`.
+fn next_due(cron: &CronExpr, after: i64, now: i64) -> Option<i64> {
+    let mut t = cron.next_after(after)?;
+    while let Some(n) = cron.next_after(t).filter(|n| *n <= now) {
+        t = n;
+    }
+    Some(t)
 }

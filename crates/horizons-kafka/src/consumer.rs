@@ -185,17 +185,29 @@ impl Shared {
         if let Some(f) = self.fences.lock().get(&p) {
             return *f;
         }
+        // One round trip for every partition of the bus topic this member owns, so an
+        // assignment costs one offset fetch, not one per partition.
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topics[0], p);
-        let f = match consumer.committed_offsets(tpl, self.bus.cfg.admin_timeout) {
-            Ok(c) => c.find_partition(&self.topics[0], p).and_then(|e| Fence::decode(e.metadata())),
+        if let Ok(owned) = consumer.assignment() {
+            for e in owned.elements_for_topic(&self.topics[0]) {
+                if e.partition() != p {
+                    tpl.add_partition(&self.topics[0], e.partition());
+                }
+            }
+        }
+        let found = match consumer.committed_offsets(tpl.clone(), self.bus.cfg.admin_timeout) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(group = %self.group_id, partition = p, error = %e, "reading the committed offset's metadata failed; no replay fence applied");
-                None
+                tpl
             }
         };
-        self.fences.lock().insert(p, f);
-        f
+        let mut fences = self.fences.lock();
+        for e in found.elements_for_topic(&self.topics[0]) {
+            fences.entry(e.partition()).or_insert_with(|| Fence::decode(e.metadata()));
+        }
+        fences.get(&p).copied().flatten()
     }
 
     /// Reads one record into the tracker (or straight to the DLQ if it does not decode).

@@ -17,28 +17,34 @@ use crate::consumer::Fence;
 use crate::topology::names;
 use crate::{KafkaBus, KafkaConfig, KafkaError};
 
-/// Where each partition of `topic` starts for `from`, clamped to what is stored, and where it
-/// ends now: (partition, start, high watermark).
+/// Where each partition of `topic` starts for `from` and, with `to`, where the range ends (the
+/// first record stored at or after `to`), clamped to what is stored: (partition, start, end).
 pub fn resolve(
     cfg: &KafkaConfig,
     topic: &str,
     partitions: u32,
     from: ReplayFrom,
-) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    to: Option<Millis>,
+) -> Result<Vec<(i32, i64, Option<i64>)>, KafkaError> {
     let c: BaseConsumer = cfg.reader("horizons.replay-resolver").create()?;
-    let mut out = Vec::new();
+    let at = |t| offsets_at(&c, topic, partitions, t, cfg.admin_timeout);
     let times = match from {
-        ReplayFrom::Time(t) => Some(offsets_at(&c, topic, partitions, t, cfg.admin_timeout)?),
+        ReplayFrom::Time(t) => Some(at(t)?),
         ReplayFrom::Offset(_) => None,
     };
+    let ends = to.map(at).transpose()?;
+    let mut out = Vec::new();
     for p in 0..partitions as i32 {
         let (low, high) = crate::topology::watermarks(&c, topic, p, cfg.admin_timeout)?;
+        let found = |ts: &Vec<Option<i64>>| ts.get(p as usize).copied().flatten().unwrap_or(high);
         let start = match (&times, from) {
-            (Some(t), _) => t.get(p as usize).copied().flatten().unwrap_or(high),
-            (None, ReplayFrom::Offset(o)) => (o.min(i64::MAX as u64) as i64).clamp(low, high),
+            (Some(t), _) => found(t),
+            (None, ReplayFrom::Offset(o)) => o.min(i64::MAX as u64) as i64,
             (None, ReplayFrom::Time(_)) => unreachable!("times resolved above"),
-        };
-        out.push((p, start.clamp(low, high), high));
+        }
+        .clamp(low, high);
+        let end = ends.as_ref().map(|e| found(e).clamp(low, high).max(start));
+        out.push((p, start, end));
     }
     Ok(out)
 }
@@ -86,22 +92,9 @@ impl KafkaBus {
             return Err(BusError::UnknownGroup { topic: topic.to_string(), group: group.to_string() });
         }
         let (cfg, name, parts) = (self.inner.cfg.clone(), topic.to_string(), spec.partitions);
-        let targets = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, Option<i64>)>, KafkaError> {
-            let starts = resolve(&cfg, &name, parts, from)?;
-            let ends = match to {
-                Some(t) => Some(resolve(&cfg, &name, parts, ReplayFrom::Time(t))?),
-                None => None,
-            };
-            Ok(starts
-                .iter()
-                .map(|(p, start, _)| {
-                    let end = ends.as_ref().map(|e| e[*p as usize].1.max(*start));
-                    (*p, *start, end)
-                })
-                .collect())
-        })
-        .await
-        .map_err(|e| BusError::backend("resolving a replay position", e))??;
+        let targets = tokio::task::spawn_blocking(move || resolve(&cfg, &name, parts, from, to))
+            .await
+            .map_err(|e| BusError::backend("resolving a replay position", e))??;
         let members = self.inner.members.lock().get(&(topic.clone(), group.to_string())).cloned().unwrap_or_default();
         let mut covered: Vec<(i32, i64)> = Vec::new();
         for m in members {

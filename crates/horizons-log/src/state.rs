@@ -72,12 +72,15 @@ impl GroupState {
 
     /// Marks `offset` settled and advances the low-water mark.
     pub fn settle(&mut self, offset: u64) {
-        if self.is_settled(offset) {
+        if offset < self.low_water {
             return;
         }
         if offset == self.low_water && self.done.is_empty() && self.skip.is_empty() {
             // In-order acks, the common case, never touch the set.
             self.low_water += 1;
+            return;
+        }
+        if self.skip.iter().any(|&(s, e)| s <= offset && offset < e) {
             return;
         }
         self.done.insert(offset);

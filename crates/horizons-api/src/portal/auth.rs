@@ -96,6 +96,15 @@ fn query_token(query: Option<&str>) -> Option<&str> {
 pub struct Caller(pub Actor);
 
 impl Caller {
+    /// Fails with 403 unless the caller is an admin; `what` says what needs it.
+    pub fn admin(&self, what: &str) -> Result<&Actor, ApiError> {
+        if self.0.role == Role::Admin {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::Forbidden(format!("role {} may not {what}; admin needed", self.0.role.as_str())))
+        }
+    }
+
     /// Fails with 403 unless the caller moderates.
     pub fn moderator(&self) -> Result<&Actor, ApiError> {
         if self.0.role.moderates() {

@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use horizons_comments::Actor;
 use horizons_jobs::model::Attempt;
 use horizons_jobs::{store, Job, JobSpec, JobState, JobsError};
 use serde::{Deserialize, Serialize};
@@ -27,14 +26,6 @@ impl From<JobsError> for ApiError {
             // The chain goes to the log in `into_response`, never to the client.
             other => ApiError::Internal(format!("{other:#}")),
         }
-    }
-}
-
-fn admin(caller: &Caller) -> Result<&Actor, ApiError> {
-    if caller.0.role == horizons_comments::Role::Admin {
-        Ok(&caller.0)
-    } else {
-        Err(ApiError::Forbidden(format!("role {} may not manage jobs; admin needed", caller.0.role.as_str())))
     }
 }
 
@@ -107,7 +98,7 @@ pub async fn submit(
     caller: Caller,
     JsonBody(spec): JsonBody<JobSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let who = admin(&caller)?;
+    let who = caller.admin("manage jobs")?;
     let p = portal(&st)?;
     let (job, created) = store::submit(p.service.store(), &p.jobs, &spec, &who.name).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -123,7 +114,7 @@ pub async fn list(
     caller: Caller,
     QueryParams(q): QueryParams<JobsQuery>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
-    admin(&caller)?;
+    caller.admin("manage jobs")?;
     let p = portal(&st)?;
     Ok(Json(store::list(p.service.store(), q.state, q.kind.as_deref(), limit(q.limit)?).await?))
 }
@@ -138,7 +129,7 @@ pub async fn get(
     caller: Caller,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
-    admin(&caller)?;
+    caller.admin("manage jobs")?;
     let s = portal(&st)?.service.store();
     let job = store::get(s, &id).await?;
     let attempts = store::attempts(s, &id).await?;
@@ -156,7 +147,7 @@ pub async fn cancel(
     caller: Caller,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Job>, ApiError> {
-    admin(&caller)?;
+    caller.admin("manage jobs")?;
     Ok(Json(store::cancel(portal(&st)?.service.store(), &id).await?))
 }
 
@@ -171,7 +162,7 @@ pub async fn retry(
     caller: Caller,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Job>, ApiError> {
-    admin(&caller)?;
+    caller.admin("manage jobs")?;
     Ok(Json(store::retry(portal(&st)?.service.store(), &id).await?))
 }
 
@@ -196,7 +187,7 @@ pub async fn dlq(
     caller: Caller,
     QueryParams(q): QueryParams<DlqQuery>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
-    admin(&caller)?;
+    caller.admin("manage jobs")?;
     let s = portal(&st)?.service.store();
     Ok(Json(store::list(s, Some(JobState::Dead), q.kind.as_deref(), limit(q.limit)?).await?))
 }
@@ -211,7 +202,7 @@ pub async fn redrive(
     caller: Caller,
     JsonBody(r): JsonBody<Redrive>,
 ) -> Result<Json<Redriven>, ApiError> {
-    admin(&caller)?;
+    caller.admin("manage jobs")?;
     let n = store::redrive(portal(&st)?.service.store(), r.kind.as_deref()).await?;
     Ok(Json(Redriven { redriven: n }))
 }

@@ -107,22 +107,16 @@ pub struct ScheduleConfig {
     /// Job arguments.
     #[serde(default = "empty_args")]
     pub args: serde_json::Value,
-    /// Priority 0–9.
-    #[serde(default = "default_priority")]
-    pub priority: i64,
-    /// Attempts in all.
-    #[serde(default = "default_attempts")]
-    pub max_attempts: i64,
+    /// Priority 0–9 (default: the job system's).
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Attempts in all (default: the job system's).
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
 }
 
 fn empty_args() -> serde_json::Value {
     serde_json::json!({})
-}
-fn default_priority() -> i64 {
-    4
-}
-fn default_attempts() -> i64 {
-    5
 }
 
 impl Default for PortalConfig {
@@ -198,11 +192,9 @@ impl PortalConfig {
                 if !seen.insert(s.name.as_str()) {
                     return Err(format!("portal.schedules[{i}].name: {:?} is used twice", s.name));
                 }
-                let spec = horizons_jobs::JobSpec {
-                    priority: s.priority,
-                    max_attempts: s.max_attempts,
-                    ..horizons_jobs::JobSpec::new(&s.kind, s.args.clone())
-                };
+                let mut spec = horizons_jobs::JobSpec::new(&s.kind, s.args.clone());
+                spec.priority = s.priority.unwrap_or(spec.priority);
+                spec.max_attempts = s.max_attempts.unwrap_or(spec.max_attempts);
                 horizons_jobs::schedule::Schedule::new(&s.name, &s.cron, spec, registry)
                     .map_err(|e| format!("portal.schedules[{i}].{e}"))
             })

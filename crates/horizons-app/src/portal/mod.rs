@@ -48,6 +48,8 @@ pub struct Parts {
     pub cfg: config::PortalConfig,
     /// The data dir.
     pub data_dir: PathBuf,
+    /// The job kinds of this deployment ([`crate::jobs::registry`]).
+    pub jobs: horizons_jobs::Registry,
 }
 
 /// The database URL: configured, or SQLite in the data dir.
@@ -75,6 +77,7 @@ impl Parts {
             prefix: cfg.portal.namespace.clone(),
             cfg: cfg.portal.clone(),
             data_dir: cfg.data_dir.clone(),
+            jobs: crate::jobs::registry(&cfg.data_dir, &cfg.portal),
         })
     }
 
@@ -118,7 +121,7 @@ impl Parts {
             keys: self.tokens.clone(),
             search,
             live,
-            jobs: Arc::new(crate::jobs::registry(&self.data_dir, &self.cfg)),
+            jobs: Arc::new(self.jobs.clone()),
         }
     }
 }
@@ -193,19 +196,15 @@ pub fn spawn(
             Ok(())
         });
         let (store, outbox, inbox) = (parts.store.clone(), parts.cfg.outbox_retention, parts.cfg.inbox_retention);
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            loop {
+        hourly(tasks, cancel, move || {
+            let store = store.clone();
+            async move {
                 match (relay::prune_outbox(&store, outbox).await, relay::prune_inbox(&store, inbox).await) {
                     (Ok(o), Ok(i)) if o + i > 0 => tracing::info!(outbox = o, inbox = i, "pruned old rows"),
                     (Ok(_), Ok(_)) => {}
                     (Err(e), _) | (_, Err(e)) => {
                         tracing::warn!(error = %e, "pruning the outbox/inbox failed; will retry")
                     }
-                }
-                tokio::select! {
-                    _ = c.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
                 }
             }
         });
@@ -216,18 +215,14 @@ pub fn spawn(
         let h = Arc::new(audit::Audit::new(parts.store.clone(), parts.ring.clone()));
         router = router.route(parts.topic(COMMENTS), "audit", policy.clone(), 1, h);
         router = router.route(parts.topic(AUDIT), "audit-head", policy.clone(), 1, Arc::new(commands::AuditHead));
-        let (store, retention) = (parts.store.clone(), parts.cfg.audit_retention);
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            let retention = Retention::from_duration(retention)
-                .map_err(|e| AppError::ConfigInvalid(format!("portal.audit_retention: {e}")))?;
-            loop {
+        let retention = Retention::from_duration(parts.cfg.audit_retention)
+            .map_err(|e| AppError::ConfigInvalid(format!("portal.audit_retention: {e}")))?;
+        let store = parts.store.clone();
+        hourly(tasks, cancel, move || {
+            let store = store.clone();
+            async move {
                 if let Err(e) = audit::enforce_retention(&store, retention).await {
                     tracing::warn!(error = %e, "audit retention failed; will retry");
-                }
-                tokio::select! {
-                    _ = c.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
                 }
             }
         });
@@ -254,8 +249,7 @@ pub fn spawn(
     if roles.jobs > 0 {
         let name = format!("{}-{}", hostname(), std::process::id());
         let beat = parts.cfg.jobs_heartbeat;
-        let mut w = JobWorker::new(parts.store.clone(), crate::jobs::registry(&parts.data_dir, &parts.cfg), name)
-            .heartbeats(beat, beat * 5);
+        let mut w = JobWorker::new(parts.store.clone(), parts.jobs.clone(), name).heartbeats(beat, beat * 5);
         let bad = |e: horizons_jobs::JobsError| AppError::Usage(e.to_string());
         if !roles.job_kinds.is_empty() {
             w = w.only(roles.job_kinds.iter().cloned()).map_err(bad)?;
@@ -265,14 +259,13 @@ pub fn spawn(
         }
         let topic = parts.topic(horizons_jobs::TOPIC);
         router = router.route(topic, horizons_jobs::GROUP, JobWorker::policy(), roles.jobs, Arc::new(w));
-        let registry = crate::jobs::registry(&parts.data_dir, &parts.cfg);
-        let schedules = parts.cfg.job_schedules(&registry).map_err(AppError::ConfigInvalid)?;
+        let schedules = parts.cfg.job_schedules(&parts.jobs).map_err(AppError::ConfigInvalid)?;
         let (store, c) = (parts.store.clone(), cancel.clone());
         tasks.spawn(async move {
             horizons_jobs::store::export_gauges(store, std::time::Duration::from_secs(5), c).await;
             Ok(())
         });
-        let scheduler = horizons_jobs::schedule::Scheduler::new(parts.store.clone(), registry, schedules);
+        let scheduler = horizons_jobs::schedule::Scheduler::new(parts.store.clone(), parts.jobs.clone(), schedules);
         let c = cancel.clone();
         tasks.spawn(async move {
             scheduler.run(c).await;
@@ -286,6 +279,24 @@ pub fn spawn(
     let c = cancel.clone();
     tasks.spawn(async move { router.run(c).await.map_err(AppError::bus("running the workers")) });
     Ok(())
+}
+
+/// Runs `work` now and then every hour until `cancel`.
+fn hourly<F, Fut>(tasks: &mut JoinSet<Result<(), AppError>>, cancel: &CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        loop {
+            work().await;
+            tokio::select! {
+                _ = c.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            }
+        }
+    });
 }
 
 fn hostname() -> String {
