@@ -223,8 +223,14 @@ async fn watch_all(
 /// The job kinds of this build: [`Registry::standard`] with the real `pipeline.run`, whose
 /// products go under `<data_dir>/products/jobs/<job id>` unless the job names `out`, and
 /// `notify.digest`, which mails through the portal's mail settings.
-pub fn registry(data_dir: &Path, portal: &crate::portal::config::PortalConfig) -> Registry {
+pub fn registry(
+    data_dir: &Path,
+    portal: &crate::portal::config::PortalConfig,
+    search_dir: PathBuf,
+    search_writer: crate::portal::SearchSlot,
+) -> Registry {
     let mut r = Registry::standard();
+    r.register(Arc::new(SearchReindex { dir: search_dir, writer: search_writer }));
     r.register(Arc::new(PipelineRun { products: data_dir.join("products").join("jobs") }));
     r.register(Arc::new(Digest {
         smtp_url: portal.smtp_url.clone(),
@@ -232,6 +238,57 @@ pub fn registry(data_dir: &Path, portal: &crate::portal::config::PortalConfig) -
         dir: data_dir.join("mail"),
     }));
     r
+}
+
+/// `search.reindex {}`: rebuilds the search index from the comments table, as `horizons search
+/// reindex`. Tantivy allows one writer per index: a worker whose process holds it (the search
+/// role, or `horizons up`) rebuilds through that writer; any other worker opens the index for the
+/// job's duration, and if another process holds it the attempt is retried later (run the kind on
+/// the search worker with `horizons worker --role search,jobs --kinds search.reindex`).
+struct SearchReindex {
+    dir: PathBuf,
+    writer: crate::portal::SearchSlot,
+}
+
+/// How long a reindex waits before trying again for an index another process holds.
+const INDEX_BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[async_trait]
+impl JobKind for SearchReindex {
+    fn name(&self) -> &'static str {
+        "search.reindex"
+    }
+
+    fn validate(&self, args: &serde_json::Value) -> Result<(), String> {
+        horizons_jobs::kinds::parse::<horizons_jobs::kinds::Empty>(args).map(|_| ())
+    }
+
+    async fn run(&self, cx: &JobContext, _args: &serde_json::Value) -> Result<(), JobError> {
+        let index = match self.writer.get() {
+            Some(index) => index,
+            None => {
+                let dir = self.dir.clone();
+                let opened = tokio::task::spawn_blocking(move || horizons_search::SearchIndex::open(&dir))
+                    .await
+                    .map_err(|e| JobError::Retryable(format!("opening the search index: {e}")))?;
+                match opened {
+                    Ok(index) => Arc::new(index),
+                    Err(e @ horizons_search::SearchError::Locked { .. }) => {
+                        return Err(JobError::RetryAfter(
+                            INDEX_BUSY_RETRY,
+                            format!("{e}; run search.reindex on the search worker"),
+                        ))
+                    }
+                    Err(e) => return Err(JobError::Permanent(e.to_string())),
+                }
+            }
+        };
+        let n = horizons_comments::consumers::search::reindex(&cx.store, index, |_| {})
+            .await
+            .map_err(|e| JobError::Retryable(e.to_string()))?;
+        tracing::info!(job = %cx.job_id, comments = n, "search index rebuilt");
+        Ok(())
+    }
 }
 
 /// `notify.digest {"days": N}` (1–31, default 7): one e-mail per user who takes e-mail with

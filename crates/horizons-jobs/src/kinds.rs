@@ -4,9 +4,11 @@
 //! backoff, retry after a delay it names, or stop for good. A panic is caught by the worker and
 //! counts as a failed attempt.
 //!
-//! Shipped kinds: `audit.verify` (checks the audit chain), `pipeline.run` (a **stub**: it fails
-//! permanently saying so until the ngVLA pipeline on the bus exists), and `demo.noop`,
-//! `demo.sleep`, `demo.flaky` for smoke tests, benchmarks and operators trying the system.
+//! Shipped kinds: `audit.verify` (checks the audit chain), `pipeline.run` (here a placeholder
+//! that fails permanently: this crate does not depend on the ngVLA pipeline; the `horizons`
+//! binary registers the real kind, and `search.reindex` and `notify.digest`, in
+//! `horizons_app::jobs::registry`), and `demo.noop`, `demo.sleep`, `demo.flaky` for smoke tests,
+//! benchmarks and operators trying the system.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,9 +102,10 @@ pub fn parse<T: for<'de> Deserialize<'de>>(args: &serde_json::Value) -> Result<T
     serde_json::from_value(args.clone()).map_err(|e| format!("args: {e}"))
 }
 
-#[derive(Deserialize)]
+/// The arguments of a kind that takes none: `{}`.
+#[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct Empty {}
+pub struct Empty {}
 
 /// `audit.verify`: the whole audit chain, as `horizons audit verify`.
 struct AuditVerify;

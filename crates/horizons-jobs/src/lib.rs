@@ -35,11 +35,11 @@ pub const GROUP: &str = "workers";
 #[non_exhaustive]
 pub enum JobsError {
     /// A field of a submission is invalid.
-    #[error("{field}: {message}")]
+    #[error("{message}")]
     Invalid {
         /// The field.
         field: &'static str,
-        /// What is wrong.
+        /// What is wrong, starting with the field (`args.days: …`).
         message: String,
     },
     /// No such job.
@@ -75,7 +75,10 @@ impl JobsError {
         move |source| JobsError::Db { context, source }
     }
 
+    /// `message` may already start with the field (a kind's `args.days: …`); it is not named twice.
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        JobsError::Invalid { field, message: message.into() }
+        let message = message.into();
+        let message = if message.starts_with(field) { message } else { format!("{field}: {message}") };
+        JobsError::Invalid { field, message }
     }
 }

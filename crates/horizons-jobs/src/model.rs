@@ -63,8 +63,8 @@ pub struct JobSpec {
     /// A registered kind, e.g. `audit.verify`.
     #[schema(min_length = 1, max_length = 100)]
     pub kind: String,
-    /// Arguments, validated by the kind.
-    #[serde(default)]
+    /// Arguments, validated by the kind; default `{}`.
+    #[serde(default = "no_args")]
     #[schema(value_type = Object)]
     pub args: serde_json::Value,
     /// 0 (lowest) – 9 (highest); default 4.
@@ -91,6 +91,10 @@ pub struct JobSpec {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 200)]
     pub idempotency_key: Option<String>,
+}
+
+fn no_args() -> serde_json::Value {
+    serde_json::json!({})
 }
 
 fn default_priority() -> i64 {

@@ -293,3 +293,59 @@ async fn the_jobs_http_api() {
     assert_eq!(r["state"], "cancelled", "{r}");
     server.stop();
 }
+
+/// `search.reindex` rebuilds a lost index: comments indexed, the index directory deleted while
+/// `horizons up` is stopped (the restarted indexer has nothing left to replay, so search finds
+/// nothing), then the job, submitted over HTTP, makes every visible comment searchable again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_search_reindex_job_rebuilds_a_lost_index() {
+    let d = Deployment::embedded();
+    let http = reqwest::Client::new();
+    let (admin, alice) = (d.token("ops", "admin"), d.token("alice", "user"));
+    let search = |server_url: String| {
+        let http = http.clone();
+        async move {
+            let v: Value = http.get(server_url).send().await.ok()?.json().await.ok()?;
+            v["total"].as_u64()
+        }
+    };
+
+    let server = d.start(&["up"], &[]);
+    let post =
+        post_json(&http, &server.url("/api/posts"), &alice, Some(serde_json::json!({"title": "t", "body": "b"}))).await;
+    let post_id = post["id"].as_str().unwrap_or_else(|| panic!("{post}")).to_string();
+    for i in 0..3 {
+        let body = serde_json::json!({"body": format!("blazar flare number {i}")});
+        post_json(&http, &server.url(&format!("/api/posts/{post_id}/comments")), &alice, Some(body)).await;
+    }
+    let q = server.url("/api/search?q=blazar");
+    eventually(30, "3 comments searchable", || {
+        let s = search(q.clone());
+        async move { (s.await == Some(3)).then_some(()) }
+    })
+    .await;
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+
+    std::fs::remove_dir_all(d.dir().join("search")).unwrap();
+    let server = d.start(&["up"], &[]);
+    let q = server.url("/api/search?q=blazar");
+    assert_eq!(
+        eventually(30, "search to answer", || search(q.clone())).await,
+        0,
+        "a deleted index holds nothing before the reindex"
+    );
+
+    let job =
+        post_json(&http, &server.url("/api/jobs"), &admin, Some(serde_json::json!({"kind": "search.reindex"}))).await;
+    let id = job["job"]["id"].as_str().unwrap_or_else(|| panic!("{job}")).to_string();
+    let u = server.url(&format!("/api/jobs/{id}"));
+    eventually(60, "the reindex job to succeed", || {
+        let (http, admin, u) = (http.clone(), admin.clone(), u.clone());
+        async move { (get_json(&http, &u, &admin).await["job"]["state"] == "succeeded").then_some(()) }
+    })
+    .await;
+    assert_eq!(search(q.clone()).await, Some(3));
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}

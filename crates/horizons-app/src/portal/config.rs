@@ -175,7 +175,12 @@ impl PortalConfig {
         if !self.namespace.is_empty() && horizons_bus::Topic::new(format!("{}comments", self.namespace)).is_err() {
             return Err(format!("portal.namespace {:?}: must make valid topic names", self.namespace));
         }
-        self.job_schedules(&crate::jobs::registry(std::path::Path::new(""), self))?;
+        self.job_schedules(&crate::jobs::registry(
+            std::path::Path::new(""),
+            self,
+            std::path::PathBuf::new(),
+            super::SearchSlot::default(),
+        ))?;
         Ok(())
     }
 

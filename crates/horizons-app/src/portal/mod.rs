@@ -50,6 +50,29 @@ pub struct Parts {
     pub data_dir: PathBuf,
     /// The job kinds of this deployment ([`crate::jobs::registry`]).
     pub jobs: horizons_jobs::Registry,
+    /// The search index's writer once this process opened it ([`Parts::open_search`]), shared
+    /// with the `search.reindex` job kind (one writer per index).
+    pub search_writer: SearchSlot,
+}
+
+/// Where the search index lives: `portal.search_dir`, or `search` in the data dir.
+fn search_dir(portal: &config::PortalConfig, data_dir: &std::path::Path) -> PathBuf {
+    portal.search_dir.clone().unwrap_or_else(|| data_dir.join("search"))
+}
+
+/// The search index writer of this process, if it holds one.
+#[derive(Clone, Debug, Default)]
+pub struct SearchSlot(Arc<std::sync::Mutex<Option<Arc<SearchIndex>>>>);
+
+impl SearchSlot {
+    /// The writer this process holds, if any.
+    pub fn get(&self) -> Option<Arc<SearchIndex>> {
+        self.0.lock().expect("search slot lock").clone()
+    }
+
+    fn set(&self, index: Arc<SearchIndex>) {
+        *self.0.lock().expect("search slot lock") = Some(index);
+    }
 }
 
 /// The database URL: configured, or SQLite in the data dir.
@@ -69,6 +92,7 @@ impl Parts {
         let tokens = TokenKeys::new(&secrets::jwt_secret(cfg)?)
             .map_err(|e| AppError::ConfigInvalid(format!("portal.jwt_secret: {e}")))?;
         let ring = Arc::new(secrets::audit_ring(cfg)?);
+        let search_writer = SearchSlot::default();
         Ok(Parts {
             service: Service::new(store.clone()),
             store,
@@ -77,7 +101,13 @@ impl Parts {
             prefix: cfg.portal.namespace.clone(),
             cfg: cfg.portal.clone(),
             data_dir: cfg.data_dir.clone(),
-            jobs: crate::jobs::registry(&cfg.data_dir, &cfg.portal),
+            jobs: crate::jobs::registry(
+                &cfg.data_dir,
+                &cfg.portal,
+                search_dir(&cfg.portal, &cfg.data_dir),
+                search_writer.clone(),
+            ),
+            search_writer,
         })
     }
 
@@ -103,15 +133,21 @@ impl Parts {
 
     /// Where the search index lives.
     pub fn search_dir(&self) -> PathBuf {
-        self.cfg.search_dir.clone().unwrap_or_else(|| self.data_dir.join("search"))
+        search_dir(&self.cfg, &self.data_dir)
     }
 
-    /// Opens the search index (one writer per index: a second process gets a clear error).
+    /// Opens the search index's writer (one per index: a second process gets a clear error)
+    /// and keeps it for the `search.reindex` kind of this process's job workers.
     pub fn open_search(&self) -> Result<Arc<SearchIndex>, AppError> {
+        if let Some(index) = self.search_writer.get() {
+            return Ok(index);
+        }
         let dir = self.search_dir();
-        SearchIndex::open(&dir)
+        let index = SearchIndex::open(&dir)
             .map(Arc::new)
-            .map_err(|e| AppError::Portal(horizons_comments::CommentsError::Other(format!("search index: {e}"))))
+            .map_err(|e| AppError::Portal(horizons_comments::CommentsError::Other(format!("search index: {e}"))))?;
+        self.search_writer.set(index.clone());
+        Ok(index)
     }
 
     /// The API's view of these parts.
