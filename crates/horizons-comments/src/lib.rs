@@ -24,7 +24,7 @@ pub mod store;
 pub use events::Event;
 pub use model::{Actor, Role};
 pub use service::Service;
-pub use store::{Engine, Store};
+pub use store::{Engine, Store, WriteTx};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -18,6 +18,7 @@
 pub mod cron;
 pub mod kinds;
 pub mod model;
+mod record;
 pub mod schedule;
 pub mod store;
 pub mod worker;
@@ -64,6 +65,9 @@ pub enum JobsError {
         #[source]
         source: sqlx::Error,
     },
+    /// A part of the worker stopped (the process is shutting down).
+    #[error("{0}")]
+    Closed(&'static str),
     /// The comment store's layer failed (outbox).
     #[error(transparent)]
     Store(#[from] horizons_comments::CommentsError),

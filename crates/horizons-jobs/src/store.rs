@@ -112,6 +112,14 @@ pub async fn get(store: &Store, id: &str) -> Result<Job, JobsError> {
     r.as_ref().map(job_from).ok_or_else(|| JobsError::NotFound(id.into()))
 }
 
+/// Job `id` and its attempt base (the attempts made before its last retry or redrive), for a
+/// worker about to run it.
+pub(crate) async fn get_for_run(store: &Store, id: &str) -> Result<(Job, i64), JobsError> {
+    let sql = format!("SELECT {COLUMNS}, attempt_base FROM jobs WHERE id = $1");
+    let r = sqlx::query(&sql).bind(id).fetch_optional(store.pool()).await.map_err(JobsError::db("reading a job"))?;
+    r.as_ref().map(|r| (job_from(r), r.get("attempt_base"))).ok_or_else(|| JobsError::NotFound(id.into()))
+}
+
 /// The attempts of job `id`, in order.
 pub async fn attempts(store: &Store, id: &str) -> Result<Vec<Attempt>, JobsError> {
     let rows = sqlx::query(

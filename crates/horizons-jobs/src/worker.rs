@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kinds::{JobContext, JobError, Registry};
 use crate::model::{JobSpec, JobState};
+use crate::record::{Ending, Recorder, Write, Written};
 use crate::store;
 use crate::{JobsError, GROUP};
 
@@ -66,6 +67,11 @@ pub struct JobWorker {
     kinds: Option<Arc<BTreeSet<String>>>,
     /// At most this many jobs of a kind at once in this worker.
     limits: Arc<HashMap<String, Arc<Semaphore>>>,
+    /// A queued job that ends within this time is recorded once, start and end together; one
+    /// that runs longer is claimed (`running`, heartbeats) at this point. Zero: claim first.
+    pub claim_after: Duration,
+    /// Writes the attempt records, many per transaction.
+    recorder: Recorder,
 }
 
 /// What the heartbeat saw.
@@ -78,17 +84,21 @@ enum Stop {
 impl JobWorker {
     /// The default lease: how long a job may run before the bus hands it to another worker.
     pub const LEASE: Duration = Duration::from_secs(300);
+    /// The default [`claim_after`](Self::claim_after).
+    pub const CLAIM_AFTER: Duration = Duration::from_millis(50);
 
     /// A worker over `store` running `registry`'s kinds.
     pub fn new(store: Store, registry: Registry, name: impl Into<String>) -> Self {
         Self {
-            store,
             registry,
             name: name.into(),
             heartbeat: Duration::from_secs(2),
             stale_after: Duration::from_secs(10),
             kinds: None,
             limits: Arc::new(HashMap::new()),
+            claim_after: Self::CLAIM_AFTER,
+            recorder: Recorder::new(store.clone()),
+            store,
         }
     }
 
@@ -135,49 +145,16 @@ impl JobWorker {
         RetryPolicy { max_attempts: 1_000_000, ..RetryPolicy::default() }
     }
 
-    /// Starts attempt n+1: `Some((attempt, base))`, or `None` if the job is final or running
-    /// with a fresh heartbeat elsewhere (the returned flag says which: `true` = running).
-    async fn start(&self, id: &str) -> Result<Result<(i64, i64), bool>, JobsError> {
-        let mut tx = self.store.begin().await.map_err(JobsError::db("starting an attempt"))?;
+    /// Claims attempt n+1: `Ok((attempt, base))`, or `Err(running)` if the job is final or
+    /// running with a fresh heartbeat elsewhere (`true` = running).
+    async fn claim(&self, id: &str) -> Result<Result<(i64, i64), bool>, JobsError> {
         let now = now_ms();
         let stale = now - self.stale_after.as_millis() as i64;
-        let row = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = COALESCE(started_at, $1), \
-             heartbeat_at = $1 WHERE id = $2 AND (state IN ('queued', 'retrying') OR (state = 'running' AND \
-             (heartbeat_at IS NULL OR heartbeat_at < $3))) RETURNING attempts, attempt_base",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(stale)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(JobsError::db("starting an attempt"))?;
-        let Some(row) = row else {
-            drop(tx);
-            let running = store::get(&self.store, id).await?.state == JobState::Running;
-            return Ok(Err(running));
-        };
-        let (attempt, base): (i64, i64) = (row.get(0), row.get(1));
-        // An attempt whose worker died never finished: say so in its record.
-        sqlx::query(
-            "UPDATE job_attempts SET finished_at = $1, outcome = 'abandoned', \
-             error = 'the worker stopped sending heartbeats' WHERE job_id = $2 AND finished_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(JobsError::db("closing an abandoned attempt"))?;
-        sqlx::query("INSERT INTO job_attempts (job_id, attempt, worker, started_at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(attempt)
-            .bind(&self.name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(JobsError::db("recording the attempt"))?;
-        tx.commit().await.map_err(JobsError::db("starting an attempt"))?;
-        Ok(Ok((attempt, base)))
+        let w = Write::Claim { id: id.to_string(), worker: self.name.clone(), now, stale };
+        match self.recorder.write(w).await? {
+            Written::Claimed(r) => Ok(r),
+            other => unreachable!("a claim answered {other:?}"),
+        }
     }
 
     /// Stamps the job every heartbeat while attempt `attempt` runs; returns why it must stop.
@@ -203,41 +180,9 @@ impl JobWorker {
         }
     }
 
-    async fn finish(
-        &self,
-        id: &str,
-        attempt: i64,
-        state: JobState,
-        outcome: &str,
-        error: Option<&str>,
-    ) -> Result<(), JobsError> {
-        let now = now_ms();
-        let mut tx = self.store.begin().await.map_err(JobsError::db("ending an attempt"))?;
-        sqlx::query(
-            "UPDATE job_attempts SET finished_at = $1, outcome = $2, error = $3 WHERE job_id = $4 AND attempt = $5",
-        )
-        .bind(now)
-        .bind(outcome)
-        .bind(error)
-        .bind(id)
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await
-        .map_err(JobsError::db("ending the attempt"))?;
-        sqlx::query(
-            "UPDATE jobs SET state = $1, last_error = COALESCE($2, last_error), \
-             finished_at = CASE WHEN $3 = 1 THEN $4 ELSE NULL END WHERE id = $5 AND attempts = $6",
-        )
-        .bind(state.as_str())
-        .bind(error)
-        .bind(i64::from(state.is_final()))
-        .bind(now)
-        .bind(id)
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await
-        .map_err(JobsError::db("ending the job"))?;
-        tx.commit().await.map_err(JobsError::db("ending the attempt"))?;
+    async fn finish(&self, id: &str, attempt: i64, ending: Ending) -> Result<(), JobsError> {
+        let state = ending.state;
+        self.recorder.write(Write::End { id: id.to_string(), attempt, ending, now: now_ms() }).await?;
         metrics::counter!("horizons_jobs_attempts_ended_total", "state" => state.as_str()).increment(1);
         Ok(())
     }
@@ -246,7 +191,7 @@ impl JobWorker {
         let m: Message = serde_json::from_slice(&msg.payload)
             .map_err(|e| HandlerError::permanent(format!("malformed job message: {e}")))?;
         let retry = |e: JobsError| HandlerError::retryable(e.to_string());
-        let job = match store::get(&self.store, &m.job_id).await {
+        let (job, read_base) = match store::get_for_run(&self.store, &m.job_id).await {
             Ok(j) => j,
             Err(JobsError::NotFound(id)) => return Err(HandlerError::permanent(format!("job {id} not found"))),
             Err(e) => return Err(retry(e)),
@@ -265,20 +210,32 @@ impl JobWorker {
             Some(s) => Some(s.clone().acquire_owned().await.map_err(|_| HandlerError::retryable("worker closing"))?),
             None => None,
         };
-        let (attempt, base) = match self.start(&job.id).await.map_err(retry)? {
-            Ok(a) => a,
-            Err(true) => {
-                // Running elsewhere with a fresh heartbeat: look again once it could be stale.
-                return Err(HandlerError::RetryAfter(self.stale_after, "running on another worker".into()));
+        let kind = self.registry.get(&job.kind).cloned();
+        // A queued or retrying job runs before it is claimed, and is claimed only if it is still
+        // running after `claim_after`; anything else (a takeover, an unknown kind) is claimed first.
+        let lazy =
+            !self.claim_after.is_zero() && kind.is_some() && matches!(job.state, JobState::Queued | JobState::Retrying);
+        let (mut attempt, mut base) = (job.attempts + 1, read_base);
+        let mut claimed = false;
+        if !lazy {
+            match self.claim(&job.id).await.map_err(retry)? {
+                Ok(a) => (attempt, base, claimed) = (a.0, a.1, true),
+                Err(true) => {
+                    // Running elsewhere with a fresh heartbeat: look again once it could be stale.
+                    return Err(HandlerError::RetryAfter(self.stale_after, "running on another worker".into()));
+                }
+                Err(false) => return Ok(()),
             }
-            Err(false) => return Ok(()),
-        };
-        let waited = now_ms() - job.not_before.unwrap_or(job.created_at);
+        }
+        let started_at = now_ms();
+        let waited = started_at - job.not_before.unwrap_or(job.created_at);
         metrics::histogram!("horizons_jobs_queue_latency_seconds", "kind" => job.kind.clone())
             .record(waited.max(0) as f64 / 1000.0);
-        let Some(kind) = self.registry.get(&job.kind).cloned() else {
+        let Some(kind) = kind else {
             let e = format!("unknown kind {:?} on this worker", job.kind);
-            self.finish(&job.id, attempt, JobState::Dead, "failed", Some(&e)).await.map_err(retry)?;
+            self.finish(&job.id, attempt, Ending { state: JobState::Dead, outcome: "failed", error: Some(e) })
+                .await
+                .map_err(retry)?;
             return Ok(());
         };
         let cancel = CancellationToken::new();
@@ -290,6 +247,7 @@ impl JobWorker {
         };
         let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
         let started = std::time::Instant::now();
+        // Polled only once the attempt is claimed (its first beat is one period after that).
         let beat = Self::heartbeat_loop(self.store.clone(), job.id.clone(), attempt, self.heartbeat);
         let mut beat = std::pin::pin!(beat);
         let run = AssertUnwindSafe(kind.run(&cx, &job.args)).catch_unwind();
@@ -298,7 +256,18 @@ impl JobWorker {
         let result = loop {
             tokio::select! {
                 r = &mut run => break Some(r),
-                s = &mut beat, if stop.is_none() => {
+                _ = tokio::time::sleep(self.claim_after), if !claimed && stop.is_none() => {
+                    match self.claim(&job.id).await {
+                        Ok(Ok((a, b))) if a == attempt => (base, claimed) = (b, true),
+                        Ok(_) => {
+                            stop = Some(Stop::TakenOver);
+                            cancel.cancel();
+                        }
+                        // Not claimed: end as if taken over (the bus redelivers the message).
+                        Err(e) => return Err(retry(e)),
+                    }
+                }
+                s = &mut beat, if claimed && stop.is_none() => {
                     stop = Some(s);
                     cancel.cancel();
                 }
@@ -311,9 +280,12 @@ impl JobWorker {
                 return Ok(());
             }
             Some(Stop::Cancelled) if !matches!(result, Some(Ok(Ok(Ok(()))))) => {
-                self.finish(&job.id, attempt, JobState::Cancelled, "cancelled", Some("cancelled while running"))
-                    .await
-                    .map_err(retry)?;
+                let ending = Ending {
+                    state: JobState::Cancelled,
+                    outcome: "cancelled",
+                    error: Some("cancelled while running".into()),
+                };
+                self.finish(&job.id, attempt, ending).await.map_err(retry)?;
                 return Ok(());
             }
             _ => {}
@@ -332,25 +304,45 @@ impl JobWorker {
         };
         metrics::histogram!("horizons_jobs_run_seconds", "kind" => job.kind.clone())
             .record(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(()) => {
-                self.finish(&job.id, attempt, JobState::Succeeded, "succeeded", None).await.map_err(retry)?;
-                Ok(())
-            }
+        let (ending, then) = match outcome {
+            Ok(()) => (Ending { state: JobState::Succeeded, outcome: "succeeded", error: None }, Ok(())),
             Err(e) => {
                 let text = e.to_string();
-                let spent = attempt - base >= job.max_attempts;
-                if matches!(e, JobError::Permanent(_)) || spent {
-                    self.finish(&job.id, attempt, JobState::Dead, "failed", Some(&text)).await.map_err(retry)?;
+                if matches!(e, JobError::Permanent(_)) || attempt - base >= job.max_attempts {
                     tracing::warn!(job = %job.id, kind = %job.kind, attempt, error = %text, "job dead");
-                    return Ok(());
+                    (Ending { state: JobState::Dead, outcome: "failed", error: Some(text) }, Ok(()))
+                } else {
+                    let delay = match e {
+                        JobError::RetryAfter(d, _) => d,
+                        _ => JobSpec::backoff(job.backoff_ms, attempt - base + 1),
+                    };
+                    let ending = Ending { state: JobState::Retrying, outcome: "failed", error: Some(text.clone()) };
+                    (ending, Err(HandlerError::RetryAfter(delay, text)))
                 }
-                self.finish(&job.id, attempt, JobState::Retrying, "failed", Some(&text)).await.map_err(retry)?;
-                let delay = match e {
-                    JobError::RetryAfter(d, _) => d,
-                    _ => JobSpec::backoff(job.backoff_ms, attempt - base + 1),
-                };
-                Err(HandlerError::RetryAfter(delay, text))
+            }
+        };
+        if claimed {
+            self.finish(&job.id, attempt, ending).await.map_err(retry)?;
+            return then;
+        }
+        let state = ending.state;
+        let w = Write::Whole {
+            id: job.id.clone(),
+            worker: self.name.clone(),
+            attempts: job.attempts,
+            started: started_at,
+            ending,
+            now: now_ms(),
+        };
+        match self.recorder.write(w).await.map_err(retry)? {
+            Written::Recorded(true) => {
+                metrics::counter!("horizons_jobs_attempts_ended_total", "state" => state.as_str()).increment(1);
+                then
+            }
+            _ => {
+                // Cancelled, redriven or started elsewhere while this unclaimed attempt ran.
+                tracing::warn!(job = %job.id, attempt, "the job changed while its attempt ran; its result is dropped");
+                Ok(())
             }
         }
     }
