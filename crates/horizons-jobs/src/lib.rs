@@ -18,7 +18,7 @@
 pub mod cron;
 pub mod kinds;
 pub mod model;
-mod record;
+pub mod record;
 pub mod schedule;
 pub mod store;
 pub mod worker;

@@ -1,13 +1,21 @@
 //! The worker: a bus handler for the `jobs` topic.
 //!
 //! For each execution message: load the job; if it is already final (a duplicate delivery, or
-//! cancelled) acknowledge and stop. Otherwise record the attempt (`running`, attempt n), run
-//! the kind's handler under the job's timeout with panics caught, and record the outcome:
-//! `succeeded`; `retrying` with the bus asked to redeliver after the backoff; or `dead` when the
-//! error is permanent or the attempts are spent (the message is then acknowledged: the dead set
-//! lives in the database, where `jobs dlq` lists and `jobs redrive` reruns it).
+//! cancelled) acknowledge and stop. Otherwise run the kind's handler under the job's timeout
+//! with panics caught, and record the outcome: `succeeded`; `retrying` with the bus asked to
+//! redeliver after the backoff; or `dead` when the error is permanent or the attempts are spent
+//! (the message is then acknowledged: the dead set lives in the database, where `jobs dlq`
+//! lists and `jobs redrive` reruns it).
 //!
-//! While an attempt runs, the worker stamps the job's `heartbeat_at` every
+//! A job is **claimed** (`running`, attempt n recorded) only once it has run for
+//! [`JobWorker::claim_after`] (50 ms): most jobs end sooner, and their attempt is recorded once,
+//! start and end together, in one write that also checks nobody touched the job meanwhile (a
+//! job cancelled or redriven while such an attempt ran keeps its new state, and the attempt's
+//! result is dropped). A job already `running` (a takeover) is claimed before it runs. The
+//! writes of a worker's concurrent jobs go to the database many per transaction
+//! ([`crate::record`]); a message is acknowledged only after its record is committed.
+//!
+//! While a claimed attempt runs, the worker stamps the job's `heartbeat_at` every
 //! [`JobWorker::heartbeat`] and reads `cancel_requested`. A worker killed mid-attempt leaves
 //! the message unacknowledged: the bus redelivers it after the group's visibility timeout (the
 //! lease). The worker that gets it starts a new attempt only if the heartbeat is stale

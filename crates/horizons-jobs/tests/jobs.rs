@@ -375,6 +375,33 @@ async fn a_running_job_is_cancelled_at_its_next_heartbeat() {
     r.close().await;
 }
 
+/// A job that ends before `claim_after` is recorded once, start and end together; one cancelled
+/// while such an unclaimed attempt runs stays cancelled, and the attempt's result is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unclaimed_attempt_is_recorded_whole_and_a_cancel_during_it_wins() {
+    let r = rig().await;
+    let mut w = r.worker("lazy");
+    w.claim_after = Duration::from_secs(30);
+    r.start(w, 2);
+    let quick = r.submit(sleep_job(100)).await;
+    let j = r.until(&quick, JobState::Succeeded, 10).await;
+    let a = store::attempts(&r.store, &quick).await.unwrap();
+    assert_eq!((j.attempts, a.len()), (1, 1), "{a:?}");
+    assert_eq!((a[0].worker.as_str(), a[0].outcome.as_deref()), ("lazy", Some("succeeded")));
+    let ran = a[0].finished_at.unwrap() - a[0].started_at;
+    assert!((100..5000).contains(&ran), "the record spans the run: {ran} ms");
+
+    let slow = r.submit(sleep_job(1500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Still `queued` in the database while it runs unclaimed: a cancel takes effect at once.
+    assert_eq!(store::cancel(&r.store, &slow).await.unwrap().state, JobState::Cancelled);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let j = store::get(&r.store, &slow).await.unwrap();
+    assert_eq!((j.state, j.attempts), (JobState::Cancelled, 0), "{j:?}");
+    assert!(store::attempts(&r.store, &slow).await.unwrap().is_empty());
+    r.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_run_only_their_kinds_and_per_kind_limits_hold() {
     let r = rig().await;
