@@ -121,12 +121,105 @@ async fn apply(store: &Store, batch: &mut Vec<Request>) {
 
 async fn together(store: &Store, batch: &[Request]) -> Result<Vec<Written>, sqlx::Error> {
     let mut tx = store.begin().await?;
-    let mut out = Vec::with_capacity(batch.len());
-    for (w, _) in batch {
-        out.push(one(&mut tx, w).await?);
+    let mut out: Vec<Option<Written>> = Vec::with_capacity(batch.len());
+    let (mut wholes, mut ids, mut twice) = (Vec::new(), std::collections::HashSet::new(), Vec::new());
+    for (i, (w, _)) in batch.iter().enumerate() {
+        out.push(None);
+        match w {
+            // A second record of the same job (a duplicate delivery) goes after the others.
+            Write::Whole { id, .. } if !ids.insert(id.as_str()) => twice.push(i),
+            Write::Whole { .. } => wholes.push(i),
+            w => out[i] = Some(one(&mut tx, w).await?),
+        }
+    }
+    // The common case, short jobs recorded whole, in two statements for the whole batch.
+    for chunk in wholes.chunks(WHOLES_PER_STATEMENT) {
+        let ws: Vec<&Write> = chunk.iter().map(|&i| &batch[i].0).collect();
+        let recorded = wholes_together(&mut tx, &ws).await?;
+        for (&i, r) in chunk.iter().zip(recorded) {
+            out[i] = Some(Written::Recorded(r));
+        }
+    }
+    for i in twice {
+        out[i] = Some(one(&mut tx, &batch[i].0).await?);
     }
     tx.commit().await?;
-    Ok(out)
+    Ok(out.into_iter().map(|w| w.expect("every write answered")).collect())
+}
+
+/// Whole records per statement (7 parameters each, well under SQLite's 32 766).
+const WHOLES_PER_STATEMENT: usize = 128;
+
+/// Records `ws` (all `Write::Whole`) in one UPDATE of `jobs` and one INSERT of their attempts;
+/// says which were recorded.
+async fn wholes_together(tx: &mut WriteTx, ws: &[&Write]) -> Result<Vec<bool>, sqlx::Error> {
+    let rows: Vec<String> = (0..ws.len())
+        .map(|i| {
+            let p = 6 * i;
+            format!(
+                "(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS TEXT), \
+                 CAST(${} AS TEXT), CAST(${} AS BIGINT))",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6
+            )
+        })
+        .collect();
+    // VALUES columns are column1… on both engines.
+    let sql = format!(
+        "UPDATE jobs SET attempts = jobs.attempts + 1, started_at = COALESCE(jobs.started_at, v.column3), \
+         state = v.column4, last_error = COALESCE(v.column5, jobs.last_error), finished_at = v.column6 \
+         FROM (VALUES {}) AS v WHERE jobs.id = v.column1 AND jobs.attempts = v.column2 \
+         AND jobs.state IN ('queued', 'retrying') RETURNING jobs.id, jobs.attempts",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for w in ws {
+        let Write::Whole { id, attempts, started, ending, now, .. } = w else { unreachable!("only whole records") };
+        q = q
+            .bind(id.as_str())
+            .bind(*attempts)
+            .bind(*started)
+            .bind(ending.state.as_str())
+            .bind(ending.error.as_deref())
+            .bind(ending.state.is_final().then_some(*now));
+    }
+    let done: std::collections::HashMap<String, i64> =
+        q.fetch_all(&mut **tx).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let recorded: Vec<bool> =
+        ws.iter().map(|w| matches!(w, Write::Whole { id, .. } if done.contains_key(id.as_str()))).collect();
+    if done.is_empty() {
+        return Ok(recorded);
+    }
+    let values: Vec<String> = (0..done.len())
+        .map(|i| {
+            let p = 7 * i;
+            format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error) VALUES {}",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for w in ws {
+        let Write::Whole { id, worker, started, ending, now, .. } = w else { unreachable!("only whole records") };
+        if let Some(attempt) = done.get(id.as_str()) {
+            q = q
+                .bind(id.as_str())
+                .bind(*attempt)
+                .bind(worker.as_str())
+                .bind(*started)
+                .bind(*now)
+                .bind(ending.outcome)
+                .bind(ending.error.as_deref());
+        }
+    }
+    q.execute(&mut **tx).await?;
+    Ok(recorded)
 }
 
 impl Write {
@@ -238,4 +331,86 @@ async fn end_job(tx: &mut WriteTx, id: &str, attempt: i64, ending: &Ending, now:
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::Registry;
+    use crate::model::JobSpec;
+    use crate::store;
+
+    fn whole(id: &str, attempts: i64, state: JobState, error: Option<&str>) -> Write {
+        let outcome = if state == JobState::Succeeded { "succeeded" } else { "failed" };
+        let ending = Ending { state, outcome, error: error.map(str::to_string) };
+        Write::Whole { id: id.into(), worker: "w".into(), attempts, started: 1_000, ending, now: 2_000 }
+    }
+
+    /// One batch mixing whole records (recorded, stale, duplicate) with a claim, on `store`.
+    async fn a_batch_records_each_write_once(store: Store) {
+        let registry = Registry::standard();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let (j, _) =
+                store::submit(&store, &registry, &JobSpec::new("demo.noop", serde_json::json!({})), "t").await.unwrap();
+            ids.push(j.id);
+        }
+        let writes = vec![
+            whole(&ids[0], 0, JobState::Succeeded, None),
+            whole(&ids[1], 0, JobState::Retrying, Some("boom")),
+            whole(&ids[2], 5, JobState::Succeeded, None),
+            Write::Claim { id: ids[3].clone(), worker: "w".into(), now: 1_500, stale: 0 },
+            whole(&ids[0], 0, JobState::Succeeded, None),
+        ];
+        let batch: Vec<Request> = writes.into_iter().map(|w| (w, oneshot::channel().0)).collect();
+        let out = together(&store, &batch).await.unwrap();
+        let got: Vec<String> = out.iter().map(|w| format!("{w:?}")).collect();
+        assert_eq!(
+            got,
+            ["Recorded(true)", "Recorded(true)", "Recorded(false)", "Claimed(Ok((1, 0)))", "Recorded(false)"],
+        );
+        let j = |i: usize| store::get(&store, &ids[i]);
+        let (j0, j1, j2, j3) = (j(0).await.unwrap(), j(1).await.unwrap(), j(2).await.unwrap(), j(3).await.unwrap());
+        assert_eq!(
+            (j0.state, j0.attempts, j0.started_at, j0.finished_at),
+            (JobState::Succeeded, 1, Some(1_000), Some(2_000))
+        );
+        assert_eq!(
+            (j1.state, j1.attempts, j1.last_error.as_deref(), j1.finished_at),
+            (JobState::Retrying, 1, Some("boom"), None)
+        );
+        assert_eq!((j2.state, j2.attempts), (JobState::Queued, 0));
+        assert_eq!((j3.state, j3.attempts), (JobState::Running, 1));
+        let a0 = store::attempts(&store, &ids[0]).await.unwrap();
+        assert_eq!(a0.len(), 1, "{a0:?}");
+        assert_eq!(
+            (a0[0].started_at, a0[0].finished_at, a0[0].outcome.as_deref()),
+            (1_000, Some(2_000), Some("succeeded"))
+        );
+        let a1 = store::attempts(&store, &ids[1]).await.unwrap();
+        assert_eq!((a1.len(), a1[0].error.as_deref()), (1, Some("boom")));
+        assert!(store::attempts(&store, &ids[2]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        a_batch_records_each_write_once(store).await;
+    }
+
+    /// On the PostgreSQL of `scripts/services` (`HORIZONS_DATABASE_URL`), in a database of its own.
+    #[tokio::test]
+    async fn a_batch_on_postgres() {
+        let base = std::env::var("HORIZONS_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://horizons:horizons@127.0.0.1:5432/horizons".into());
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} (start it with scripts/services up postgres): {e}"));
+        let db = format!("hz_record_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {db}").as_str()).await.unwrap();
+        let url = format!("{}/{db}", &base[..base.rfind('/').expect("a database URL with a path")]);
+        a_batch_records_each_write_once(Store::connect(&url).await.unwrap()).await;
+    }
 }

@@ -34,6 +34,10 @@ pub struct BenchJobsArgs {
     /// Backend; defaults to `bus.backend` from the configuration (embedded).
     #[arg(long, value_enum)]
     pub backend: Option<crate::backend::BackendKind>,
+    /// Jobs that end sooner are recorded once, start and end together; longer ones are claimed
+    /// at this point (`0s`: claim every job before it runs, as a long job is).
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub claim_after: Duration,
     /// Print exactly one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -81,7 +85,8 @@ pub async fn run(cfg: Config, args: BenchJobsArgs) -> Result<(), AppError> {
     let relay = Relay::new(parts.store.clone(), backend.clone(), parts.service.outbox_signal(), &parts.prefix);
     let c = cancel.clone();
     let relay = tokio::spawn(async move { relay.run(c).await });
-    let worker = JobWorker::new(parts.store.clone(), registry, "bench");
+    let mut worker = JobWorker::new(parts.store.clone(), registry, "bench");
+    worker.claim_after = args.claim_after;
     let router = Router::new(backend.clone()).route(
         topic,
         horizons_jobs::GROUP,
