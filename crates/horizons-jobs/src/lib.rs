@@ -65,6 +65,9 @@ pub enum JobsError {
         #[source]
         source: sqlx::Error,
     },
+    /// Reading jobs failed (the database's error, shared by the reads batched with this one).
+    #[error("reading jobs: {0}")]
+    Read(String),
     /// A part of the worker stopped (the process is shutting down).
     #[error("{0}")]
     Closed(&'static str),

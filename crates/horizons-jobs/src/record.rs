@@ -16,7 +16,7 @@ use horizons_comments::{Store, WriteTx};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::JobState;
+use crate::model::{Job, JobState};
 use crate::JobsError;
 
 /// Most writes per transaction.
@@ -331,6 +331,61 @@ async fn end_job(tx: &mut WriteTx, id: &str, attempt: i64, ending: &Ending, now:
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Most jobs per read.
+const MAX_READ: usize = 256;
+
+type ReadRequest = (String, oneshot::Sender<Result<Option<(Job, i64)>, JobsError>>);
+
+/// Reads the jobs the worker's concurrent deliveries ask for, many per query (a task like the
+/// recorder's, started on first use).
+#[derive(Debug, Clone)]
+pub(crate) struct Loader {
+    store: Store,
+    tx: std::sync::Arc<std::sync::OnceLock<mpsc::UnboundedSender<ReadRequest>>>,
+}
+
+impl Loader {
+    pub(crate) fn new(store: Store) -> Self {
+        Self { store, tx: Default::default() }
+    }
+
+    /// Job `id` and its attempt base; `None` if there is no such job.
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<(Job, i64)>, JobsError> {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<ReadRequest>();
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(MAX_READ);
+                while rx.recv_many(&mut batch, MAX_READ).await > 0 {
+                    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+                    match crate::store::get_for_run(&store, &ids).await {
+                        Ok(jobs) => {
+                            let mut by_id: std::collections::HashMap<String, (Job, i64)> =
+                                jobs.into_iter().map(|j| (j.0.id.clone(), j)).collect();
+                            for (id, reply) in batch.drain(..) {
+                                // A duplicate id in the batch gets the row too.
+                                let found = by_id.get(&id).cloned();
+                                let _ = reply.send(Ok(found));
+                            }
+                            by_id.clear();
+                        }
+                        Err(e) => {
+                            let text = e.to_string();
+                            for (_, reply) in batch.drain(..) {
+                                let _ = reply.send(Err(JobsError::Read(text.clone())));
+                            }
+                        }
+                    }
+                }
+            });
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        tx.send((id.to_string(), reply)).map_err(|_| JobsError::Closed("the job loader stopped"))?;
+        answer.await.map_err(|_| JobsError::Closed("the job loader stopped"))?
+    }
 }
 
 #[cfg(test)]

@@ -112,12 +112,17 @@ pub async fn get(store: &Store, id: &str) -> Result<Job, JobsError> {
     r.as_ref().map(job_from).ok_or_else(|| JobsError::NotFound(id.into()))
 }
 
-/// Job `id` and its attempt base (the attempts made before its last retry or redrive), for a
-/// worker about to run it.
-pub(crate) async fn get_for_run(store: &Store, id: &str) -> Result<(Job, i64), JobsError> {
-    let sql = format!("SELECT {COLUMNS}, attempt_base FROM jobs WHERE id = $1");
-    let r = sqlx::query(&sql).bind(id).fetch_optional(store.pool()).await.map_err(JobsError::db("reading a job"))?;
-    r.as_ref().map(|r| (job_from(r), r.get("attempt_base"))).ok_or_else(|| JobsError::NotFound(id.into()))
+/// Jobs `ids` with their attempt bases (the attempts made before their last retry or redrive),
+/// for a worker about to run them; ids not found are missing from the answer.
+pub(crate) async fn get_for_run(store: &Store, ids: &[String]) -> Result<Vec<(Job, i64)>, JobsError> {
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!("SELECT {COLUMNS}, attempt_base FROM jobs WHERE id IN ({})", marks.join(", "));
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id.as_str());
+    }
+    let rows = q.fetch_all(store.pool()).await.map_err(JobsError::db("reading jobs"))?;
+    Ok(rows.iter().map(|r| (job_from(r), r.get("attempt_base"))).collect())
 }
 
 /// The attempts of job `id`, in order.

@@ -47,8 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kinds::{JobContext, JobError, Registry};
 use crate::model::{JobSpec, JobState};
-use crate::record::{Ending, Recorder, Write, Written};
-use crate::store;
+use crate::record::{Ending, Loader, Recorder, Write, Written};
 use crate::{JobsError, GROUP};
 
 #[derive(Deserialize)]
@@ -80,6 +79,8 @@ pub struct JobWorker {
     pub claim_after: Duration,
     /// Writes the attempt records, many per transaction.
     recorder: Recorder,
+    /// Reads the jobs to run, many per query.
+    loader: Loader,
 }
 
 /// What the heartbeat saw.
@@ -106,6 +107,7 @@ impl JobWorker {
             limits: Arc::new(HashMap::new()),
             claim_after: Self::CLAIM_AFTER,
             recorder: Recorder::new(store.clone()),
+            loader: Loader::new(store.clone()),
             store,
         }
     }
@@ -199,9 +201,9 @@ impl JobWorker {
         let m: Message = serde_json::from_slice(&msg.payload)
             .map_err(|e| HandlerError::permanent(format!("malformed job message: {e}")))?;
         let retry = |e: JobsError| HandlerError::retryable(e.to_string());
-        let (job, read_base) = match store::get_for_run(&self.store, &m.job_id).await {
-            Ok(j) => j,
-            Err(JobsError::NotFound(id)) => return Err(HandlerError::permanent(format!("job {id} not found"))),
+        let (job, read_base) = match self.loader.get(&m.job_id).await {
+            Ok(Some(j)) => j,
+            Ok(None) => return Err(HandlerError::permanent(format!("job {} not found", m.job_id))),
             Err(e) => return Err(retry(e)),
         };
         if job.state.is_final() {
