@@ -362,8 +362,24 @@ async fn products_are_served(server: &support::Server, run: &str, dir: &std::pat
         assert_eq!(bytes.len() as u64, files[name]["bytes"].as_u64().unwrap(), "{name}");
         assert_eq!(&bytes[..], &std::fs::read(dir.join(name)).unwrap()[..], "{name}");
     }
+    let (_, doc) = as_json(get("/openapi.json".into()).await).await;
+    for path in ["/api/products", "/api/products/{run}", "/api/products/{run}/files/{name}"] {
+        assert!(doc["paths"][path]["get"]["responses"]["404"].is_object() || path == "/api/products", "{path}");
+    }
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values().filter_map(|op| op["operationId"].as_str()))
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "operation ids are unique");
+
     for path in [
         "/api/products/no-such-run".to_string(),
+        "/api/products/a%00b".to_string(),
         "/api/products/no-such-run/files/report.json".to_string(),
         format!("/api/products/{run}/files/nothing.fits"),
         // Only listed names are served: no way out of the products directory.

@@ -89,6 +89,16 @@ async fn files_of(row: &ProductRow) -> Result<Vec<ProductFile>, ApiError> {
     .map_err(|e| ApiError::Internal(format!("listing products: {e}")))?
 }
 
+/// The catalog row of `run`. Run ids are UUIDs: anything else (NUL bytes included, which
+/// PostgreSQL refuses in text) is not looked up, just not found.
+async fn row(st: &ApiState, run: &str) -> Result<ProductRow, ApiError> {
+    let plausible = !run.is_empty() && run.len() <= 100 && run.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !plausible {
+        return Err(ApiError::Missing(format!("product {run:?} not found")));
+    }
+    Ok(catalog::get(portal(st)?.service.store(), run).await?)
+}
+
 fn limit(l: Option<i64>) -> Result<i64, ApiError> {
     match l {
         None => Ok(100),
@@ -98,7 +108,7 @@ fn limit(l: Option<i64>) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/products`
-#[utoipa::path(get, path = "/api/products", params(ProductsQuery),
+#[utoipa::path(get, path = "/api/products", operation_id = "list_products", params(ProductsQuery),
     responses((status = 200, body = [ProductRow], description = "Catalog rows, newest first"),
         (status = 400, body = ErrorBody)))]
 pub async fn list(
@@ -116,20 +126,20 @@ pub async fn list(
 }
 
 /// `GET /api/products/{run}`
-#[utoipa::path(get, path = "/api/products/{run}", params(("run" = String, Path, description = "Run id")),
+#[utoipa::path(get, path = "/api/products/{run}", operation_id = "get_product", params(("run" = String, Path, description = "Run id")),
     responses((status = 200, body = ProductDetail), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(st): State<ApiState>,
     PathParam(run): PathParam<String>,
 ) -> Result<Json<ProductDetail>, ApiError> {
-    let product = catalog::get(portal(&st)?.service.store(), &run).await?;
+    let product = row(&st, &run).await?;
     let files = files_of(&product).await?;
     Ok(Json(ProductDetail { product, files }))
 }
 
 /// `GET /api/products/{run}/files/{name}`
-#[utoipa::path(get, path = "/api/products/{run}/files/{name}",
+#[utoipa::path(get, path = "/api/products/{run}/files/{name}", operation_id = "get_product_file",
     params(("run" = String, Path, description = "Run id"),
         ("name" = String, Path, description = "File name, as listed by `GET /api/products/{run}`")),
     responses((status = 200, description = "The file",
@@ -139,7 +149,7 @@ pub async fn file(
     State(st): State<ApiState>,
     PathParam((run, name)): PathParam<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let product = catalog::get(portal(&st)?.service.store(), &run).await?;
+    let product = row(&st, &run).await?;
     let files = files_of(&product).await?;
     let Some(f) = files.into_iter().find(|f| f.name == name) else {
         return Err(ApiError::Missing(format!("run {run} has no product file {name:?}")));
