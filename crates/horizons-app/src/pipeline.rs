@@ -4,6 +4,7 @@
 //!
 //! `horizons pipeline ingest FILE`: the same file onto the bus as one run for the stage workers
 //! (`horizons worker --role pipeline:<stage>`, see `horizons_pipeline`), with the same options;
+//! `horizons pipeline simulate`: the correlator simulator onto the bus the same way ([`simulate`]);
 //! `horizons pipeline audit`: the stages' audit records.
 //!
 //! The science is `horizons_ngvla`, the bus wiring `horizons_pipeline`; this module only maps
@@ -14,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use horizons_bus::{Backend, ReplayFrom, Router, SubscribeOptions, TopicSpec, Topology};
-use horizons_pipeline::{Service, ServiceConfig, Stage as StreamStage, Topics};
+use horizons_comments::catalog::ProductRow;
+use horizons_pipeline::catalog::CatalogError;
+use horizons_pipeline::{Archived, Catalog, Service, ServiceConfig, Stage as StreamStage, Topics};
 use tokio_util::sync::CancellationToken;
 
 use horizons_ngvla::image::Weighting;
@@ -24,6 +27,8 @@ use crate::backend::BackendKind;
 use crate::config::{Config, Overrides};
 use crate::error::AppError;
 
+pub mod simulate;
+
 /// `horizons pipeline …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum PipelineCommand {
@@ -32,6 +37,10 @@ pub enum PipelineCommand {
     /// Publish a uvfits file onto the bus (`<namespace>ngvla.raw`) as one run for the stage
     /// workers; prints a JSON summary (run id, blocks, sizes).
     Ingest(IngestArgs),
+    /// Publish a simulated ngVLA-like observation onto the bus as one run for the stage workers,
+    /// at a chosen rate, with its truth (sky, gains, RFI) written for scoring; prints a JSON
+    /// summary.
+    Simulate(simulate::SimulateArgs),
     /// Print the stages' audit records (JSON lines), oldest first, until the topic is idle.
     Audit(AuditArgs),
 }
@@ -138,6 +147,38 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
             println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
             Ok(())
         }
+        PipelineCommand::Simulate(a) => {
+            flags.backend = a.backend;
+            let mut opts = a.science.options()?;
+            let sim_cfg = a.config()?;
+            // The simulated field is a calibrator with a known model: calibrate against it.
+            opts.calibration.model = sim_cfg.sky.clone();
+            let cfg = Config::load(&flags)?;
+            let sim = tokio::task::spawn_blocking(move || horizons_ngvla::sim::Simulator::new(sim_cfg))
+                .await
+                .map_err(|e| AppError::Task(format!("laying out the array: {e}")))?;
+            let sim = Arc::new(sim);
+            let backend = crate::backend::open(&cfg)?;
+            let result = async {
+                let service = service(&cfg, backend.clone())?;
+                service.declare().await.map_err(AppError::Stages)?;
+                let c = sim.config();
+                let source = format!(
+                    "simulated: {} antennas, {} channels, {} integrations, seed {}",
+                    c.n_ant, c.n_chan, c.n_int, c.seed
+                );
+                let publisher =
+                    horizons_pipeline::ingest::RunPublisher::new(&service, source, sim.observation().clone(), opts)
+                        .with_parameter("simulation", simulation_parameters(c));
+                simulate::simulate(&a, sim.clone(), publisher).await
+            }
+            .await;
+            let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
+            let summary = result?;
+            closed?;
+            println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
+            Ok(())
+        }
         PipelineCommand::Audit(a) => {
             flags.backend = a.backend;
             let cfg = Config::load(&flags)?;
@@ -147,6 +188,16 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
             result.and(closed)
         }
     }
+}
+
+/// The simulator's settings for the ingest audit record.
+fn simulation_parameters(c: &horizons_ngvla::sim::SimConfig) -> serde_json::Value {
+    serde_json::json!({
+        "antennas": c.n_ant, "channels": c.n_chan, "integrations": c.n_int, "interval_s": c.interval_s,
+        "first_freq_hz": c.first_freq_hz, "chan_width_hz": c.chan_width_hz, "max_radius_m": c.max_radius_m,
+        "noise_jy": c.noise_jy, "gain_amp_sigma": c.gain_amp_sigma, "phase_drift_deg": c.phase_drift_deg,
+        "sky": c.sky, "rfi": c.rfi, "seed": c.seed,
+    })
 }
 
 /// The topics of this deployment.
@@ -185,14 +236,55 @@ pub fn split_roles(list: &str) -> Result<(Vec<StreamStage>, Vec<String>), AppErr
     Ok((stages, others))
 }
 
-/// Declares the topics and runs `stages` until `cancel` fires.
+/// The portal's store as the archive's catalog: one `products` row per archived run.
+#[derive(Debug, Clone)]
+pub struct StoreCatalog(pub horizons_comments::Store);
+
+#[async_trait::async_trait]
+impl Catalog for StoreCatalog {
+    async fn record(&self, a: Archived<'_>) -> Result<(), CatalogError> {
+        let r = a.report;
+        let row = ProductRow {
+            run: a.run.to_string(),
+            observation: a.observation.id.clone(),
+            object: r.object.clone(),
+            telescope: r.telescope.clone(),
+            time_start_mjd_s: r.time_range_mjd_s.0,
+            time_end_mjd_s: r.time_range_mjd_s.1,
+            freq_min_hz: r.freq_range_hz.0,
+            freq_max_hz: r.freq_range_hz.1,
+            ra_deg: r.phase_centre.ra_deg,
+            dec_deg: r.phase_centre.dec_deg,
+            bmaj_arcsec: r.beam.bmaj_arcsec,
+            bmin_arcsec: r.beam.bmin_arcsec,
+            bpa_deg: r.beam.bpa_deg,
+            rms: r.rms,
+            peak: r.peak.value,
+            peak_ra_deg: r.peak.ra_deg,
+            peak_dec_deg: r.peak.dec_deg,
+            flag_fraction: r.flag_fraction,
+            products_dir: a.products_dir.display().to_string(),
+            created_at: horizons_comments::now_ms(),
+        };
+        let inserted = horizons_comments::catalog::insert(&self.0, &row).await?;
+        tracing::info!(run = a.run, inserted, "catalog row");
+        Ok(())
+    }
+}
+
+/// Declares the topics and runs `stages` until `cancel` fires; the archive records its runs in
+/// `catalog` when there is one.
 pub async fn run_stages(
     cfg: &Config,
     backend: Arc<dyn Backend>,
     stages: &[StreamStage],
+    catalog: Option<Arc<dyn Catalog>>,
     cancel: CancellationToken,
 ) -> Result<(), AppError> {
-    let service = service(cfg, backend.clone())?;
+    let mut service = service(cfg, backend.clone())?;
+    if let Some(c) = catalog {
+        service = service.with_catalog(c);
+    }
     service.declare().await.map_err(AppError::Stages)?;
     let router = service.routes(Router::new(backend), stages).map_err(AppError::Stages)?;
     let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();

@@ -11,6 +11,7 @@
 //! and finishes queued appends) and the process exits 0.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use horizons_api::ApiState;
 use tokio::sync::broadcast;
@@ -75,7 +76,8 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     if all_workers && cfg.pipeline.in_up {
         let (cfg, backend, c) = (cfg.clone(), backend.clone(), workers_cancel.clone());
         let stages = horizons_pipeline::Stage::ALL;
-        workers.spawn(async move { crate::pipeline::run_stages(&cfg, backend, &stages, c).await });
+        let catalog: Arc<dyn horizons_pipeline::Catalog> = Arc::new(crate::pipeline::StoreCatalog(parts.store.clone()));
+        workers.spawn(async move { crate::pipeline::run_stages(&cfg, backend, &stages, Some(catalog), c).await });
     }
     tracing::info!(%addr, backend = backend.name(), data_dir = %cfg.data_dir.display(), "horizons is up");
 

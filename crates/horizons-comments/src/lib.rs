@@ -7,12 +7,15 @@
 //!   rolled-back write, no lost event for a committed one.
 //! - [`events`]: the versioned event payloads, validated on consume.
 //! - [`relay`]: publishes the outbox to the bus and stamps what was sent.
+//! - [`catalog`]: the ngVLA archive's catalog of products (one row per archived run), kept in
+//!   the same database because the portal serves it.
 //! - [`consumers`]: audit, notify, search and moderation workers. Each records the message
 //!   id in the `inbox` table in the transaction of its effect, so redeliveries change nothing.
 //!
 //! *Architecture invariant:* nothing here knows HTTP; `horizons-api` maps these operations
 //! and [`CommentsError`] onto routes and status codes.
 
+pub mod catalog;
 pub mod consumers;
 pub mod events;
 pub mod mail;

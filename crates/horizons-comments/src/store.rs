@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
     (3, "job heartbeats", include_str!("../migrations/0003_job_heartbeats.sql")),
     (4, "inbox pruning", include_str!("../migrations/0004_inbox_pruning.sql")),
+    (5, "products", include_str!("../migrations/0005_products.sql")),
 ];
 
 /// Which engine a [`Store`] runs on.

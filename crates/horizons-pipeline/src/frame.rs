@@ -41,7 +41,8 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
-    fn as_str(self) -> &'static str {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
         match self {
             FrameKind::Block => "block",
             FrameKind::Part => "part",
@@ -135,10 +136,12 @@ pub struct EndMarker {
 }
 
 /// Builds the frames of a run on one topic: blocks (cut to `max_bytes`), artifacts, end markers.
+/// The frames can be taken as they are made ([`RunWriter::take`]), so a source can publish a run
+/// block by block; the end markers carry the context as it is at [`RunWriter::finish`].
 #[derive(Debug)]
-pub struct RunWriter<'a> {
-    topic: &'a Topic,
-    context: &'a RunContext,
+pub struct RunWriter {
+    topic: Topic,
+    context: RunContext,
     max_bytes: usize,
     out: Vec<Envelope>,
     blocks: BTreeMap<String, u64>,
@@ -146,9 +149,9 @@ pub struct RunWriter<'a> {
     seq: u64,
 }
 
-impl<'a> RunWriter<'a> {
+impl RunWriter {
     /// Frames for `topic`, blocks cut to at most `max_bytes` each.
-    pub fn new(topic: &'a Topic, context: &'a RunContext, max_bytes: usize) -> Self {
+    pub fn new(topic: Topic, context: RunContext, max_bytes: usize) -> Self {
         Self { topic, context, max_bytes, out: vec![], blocks: BTreeMap::new(), artifacts: BTreeMap::new(), seq: 0 }
     }
 
@@ -204,7 +207,24 @@ impl<'a> RunWriter<'a> {
         self.artifacts.entry(key.to_string()).or_default().insert(name.to_string(), n);
     }
 
-    /// Appends the end markers (one per key, keys sorted) and returns every frame in order.
+    /// The frames made since the last call, in order (the writer keeps its counts).
+    pub fn take(&mut self) -> Vec<Envelope> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The context the end markers will carry.
+    pub fn context(&self) -> &RunContext {
+        &self.context
+    }
+
+    /// The context, to amend before [`RunWriter::finish`] (e.g. with sizes known only at the
+    /// end). The run id and observation id must stay as they are: frames already made carry them.
+    pub fn context_mut(&mut self) -> &mut RunContext {
+        &mut self.context
+    }
+
+    /// Appends the end markers (one per key, keys sorted) and returns every frame not yet taken,
+    /// in order.
     pub fn finish(mut self) -> Result<Vec<Envelope>> {
         let mut keys: Vec<String> = self.blocks.keys().chain(self.artifacts.keys()).cloned().collect();
         keys.sort();
@@ -300,7 +320,7 @@ pub(crate) mod tests {
     fn check_round_trip(blocks: &[VisBlock], max_bytes: usize, expected_frames: usize) {
         let topic = Topic::new("t").unwrap();
         let ctx = context();
-        let mut w = RunWriter::new(&topic, &ctx, max_bytes);
+        let mut w = RunWriter::new(topic, ctx.clone(), max_bytes);
         for b in blocks {
             w.block(b);
         }
@@ -332,6 +352,39 @@ pub(crate) mod tests {
         let blocks = vec![block(0, 0, 100), block(1, 0, 100), block(0, 1, 100)];
         check_round_trip(&blocks, 1 << 20, 3 + 2);
         check_round_trip(&blocks, 100_000, 3 * 4 + 2);
+    }
+
+    #[test]
+    fn frames_taken_block_by_block_are_the_frames_of_one_finish() {
+        let blocks = vec![block(0, 0, 100), block(1, 0, 100), block(0, 1, 100)];
+        let topic = Topic::new("t").unwrap();
+        let strip = |frames: Vec<Envelope>| -> Vec<_> {
+            frames.into_iter().map(|f| (f.key.clone(), f.headers.clone(), f.payload.to_vec())).collect()
+        };
+        let mut whole = RunWriter::new(topic.clone(), context(), 100_000);
+        let mut streamed = RunWriter::new(topic, context(), 100_000);
+        let mut taken = Vec::new();
+        for b in &blocks {
+            whole.blocks_as_cut(b);
+            streamed.blocks_as_cut(b);
+            let t = streamed.take();
+            assert_eq!(t.len(), 4, "each block's pieces are ready as soon as it is added");
+            taken.extend(t);
+        }
+        streamed.context_mut().source = "changed before the end".into();
+        let ends = streamed.finish().unwrap();
+        assert_eq!(ends.len(), 2, "only the end markers are left");
+        let end: EndMarker = serde_json::from_slice(&ends[0].payload).unwrap();
+        assert_eq!(end.context.source, "changed before the end");
+        assert_eq!(end.blocks, 8, "the counts survive taking");
+        taken.extend(ends);
+        let mut whole = whole.finish().unwrap();
+        for f in whole.iter_mut().filter(|f| f.headers.get(H_FRAME).map(String::as_str) == Some("end")) {
+            let mut end: EndMarker = serde_json::from_slice(&f.payload).unwrap();
+            end.context.source = "changed before the end".into();
+            f.payload = serde_json::to_vec(&end).unwrap().into();
+        }
+        assert_eq!(strip(taken), strip(whole));
     }
 
     #[test]
@@ -367,7 +420,7 @@ pub(crate) mod tests {
     fn artifacts_are_cut_into_parts() {
         let topic = Topic::new("t").unwrap();
         let ctx = context();
-        let mut w = RunWriter::new(&topic, &ctx, 1 << 20);
+        let mut w = RunWriter::new(topic, ctx, 1 << 20);
         let img: Vec<f64> = (0..300_000).map(|i| i as f64 * 0.5).collect();
         w.artifact("products", "dirty", &image_bytes(&img));
         let frames = w.finish().unwrap();

@@ -2,13 +2,14 @@
 //! own topic, connected by Protobuf visibility blocks and end-of-observation markers.
 //!
 //! ```text
-//!  pipeline ingest ─► ngvla.raw ─[validate]─► ngvla.valid ─[flag]─► ngvla.flagged ─[calibrate]─►
+//!  pipeline ingest|simulate ─► ngvla.raw ─[validate]─► ngvla.valid ─[flag]─► ngvla.flagged ─[calibrate]─►
 //!  ngvla.calibrated ─[image]─► ngvla.images ─[archive]─► <products_dir>/<observation>/run-<id>/
 //!                       (every stage) ─► ngvla.audit      [flag] ─► ngvla.alerts
 //! ```
 //!
 //! ## Framing ([`frame`])
-//! One ingest of one file is a **run** (a UUIDv7 id). On every stage topic a run is a set of
+//! One ingest of one file, or one simulated observation, is a **run** (a UUIDv7 id), published
+//! block by block by an [`ingest::RunPublisher`]. On every stage topic a run is a set of
 //! messages, each with headers `ngvla-frame` (`block`, `part` or `end`), `ngvla-run`,
 //! `ngvla-observation`, `ngvla-seq` and the bus key:
 //! - `block`: one Protobuf [`horizons_ngvla::proto`] visibility block (128 KiB – 1 MiB, cut by
@@ -35,7 +36,10 @@
 //! spool survives, unacked frames come again, and duplicates overwrite the same spool file (the
 //! name is the frame's sequence number). A finished run leaves a `done/<run>` marker, so late
 //! duplicates of its frames are acked and dropped. The archive writes a run's products into a
-//! `.partial` directory and renames it, so a products directory that exists is complete.
+//! `.partial` directory and renames it, so a products directory that exists is complete, then
+//! records the run in the [`Catalog`] the service was given (`horizons-app` gives it the
+//! portal's database), keyed by run id so a redelivered run is recorded once; a catalog error
+//! retries the delivery.
 //!
 //! ## Failures
 //! A frame without the pipeline's headers, a block that does not decode, or one that fails
@@ -51,8 +55,11 @@
 //!   member on another host would see only part of a run). On the embedded backend that is
 //!   automatic: one process owns the data directory, so all stages run in one `horizons worker`
 //!   process (any subset of roles), or in separate processes one after another.
-//! - Replay of a time range, the SRDP stage and the archive catalog row are not built.
+//! - Replay of a time range is not built. SRDP delivery is not a stage: the portal serves the
+//!   catalog rows and the archive's directories (`/api/products` in `horizons-api`), so the API
+//!   must see the archive's file system.
 
+pub mod catalog;
 pub mod context;
 pub mod frame;
 pub mod ingest;
@@ -61,6 +68,7 @@ pub mod spool;
 pub mod stages;
 pub mod topology;
 
+pub use catalog::{Archived, Catalog};
 pub use context::RunContext;
 pub use service::{Service, ServiceConfig};
 pub use topology::{Stage, Topics};
@@ -104,6 +112,15 @@ pub enum PipelineError {
         #[source]
         source: horizons_bus::BusError,
     },
+    /// The catalog did not record an archived run.
+    #[error("recording run {run} in the catalog")]
+    Catalog {
+        /// The run.
+        run: String,
+        /// The catalog's error.
+        #[source]
+        source: catalog::CatalogError,
+    },
     /// The run is inconsistent (e.g. a stage received a run missing an earlier stage's report).
     #[error("inconsistent run: {0}")]
     Inconsistent(String),
@@ -120,10 +137,10 @@ impl PipelineError {
         move |source| PipelineError::Bus { context, source }
     }
 
-    /// Whether trying again may help (bus and I/O trouble); frame, science and consistency
-    /// errors are permanent.
+    /// Whether trying again may help (bus, I/O and catalog trouble); frame, science and
+    /// consistency errors are permanent.
     pub fn is_transient(&self) -> bool {
-        matches!(self, PipelineError::Bus { .. } | PipelineError::Io { .. })
+        matches!(self, PipelineError::Bus { .. } | PipelineError::Io { .. } | PipelineError::Catalog { .. })
     }
 }
 

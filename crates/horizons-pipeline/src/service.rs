@@ -13,6 +13,7 @@ use horizons_bus::{now_millis, Backend, Context, Envelope, Handler, HandlerError
 use horizons_ngvla::{proto, validate};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{Archived, Catalog};
 use crate::frame::{FrameHead, FrameKind, RunWriter, H_OBSERVATION, H_RUN};
 use crate::spool::{Complete, InputRecord, Spool};
 use crate::stages::{self, PRODUCTS_KEY};
@@ -94,18 +95,30 @@ pub struct Service {
     backend: Arc<dyn Backend>,
     topics: Topics,
     cfg: ServiceConfig,
+    catalog: Option<Arc<dyn Catalog>>,
 }
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("backend", &self.backend.name()).field("topics", &self.topics).finish()
+        f.debug_struct("Service")
+            .field("backend", &self.backend.name())
+            .field("topics", &self.topics)
+            .field("catalog", &self.catalog.is_some())
+            .finish()
     }
 }
 
 impl Service {
     /// The pipeline on `backend`, with its topics.
     pub fn new(backend: Arc<dyn Backend>, topics: Topics, cfg: ServiceConfig) -> Self {
-        Self { backend, topics, cfg }
+        Self { backend, topics, cfg, catalog: None }
+    }
+
+    /// The archive stage records every archived run in `catalog` (without one it writes the
+    /// products directory only).
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// Declares the pipeline's topics and groups (idempotent).
@@ -283,6 +296,17 @@ impl StageHandler {
         };
         rec.parameters = out.parameters.clone();
         rec.products_dir = out.products_dir.as_ref().map(|d| d.display().to_string());
+        if let (Some(catalog), Some(dir)) = (&self.service.catalog, &out.products_dir) {
+            let ctx = &out.context;
+            let archived = Archived {
+                run: &ctx.run,
+                observation: &ctx.observation,
+                report: ctx.need("the report", &ctx.report)?,
+                products_dir: dir,
+            };
+            catalog.record(archived).await.map_err(|source| PipelineError::Catalog { run: ctx.run.clone(), source })?;
+            rec.parameters["catalog"] = serde_json::Value::Bool(true);
+        }
         if let Some(topic) = stage.output(&self.service.topics) {
             let frames = self.frames(topic, &out)?;
             rec.output_topic = Some(topic.to_string());
@@ -312,7 +336,7 @@ impl StageHandler {
     }
 
     fn frames(&self, topic: &Topic, out: &stages::StageOutput) -> Result<Vec<Envelope>> {
-        let mut w = RunWriter::new(topic, &out.context, self.service.cfg.max_block_bytes);
+        let mut w = RunWriter::new(topic.clone(), out.context.clone(), self.service.cfg.max_block_bytes);
         for b in &out.blocks {
             w.block(b);
         }

@@ -282,7 +282,7 @@ mod tests {
     fn a_run_completes_only_with_every_announced_frame() {
         let topic = Topic::new("t").unwrap();
         let ctx = context();
-        let mut w = RunWriter::new(&topic, &ctx, 100_000);
+        let mut w = RunWriter::new(topic.clone(), ctx.clone(), 100_000);
         // spw 0: two blocks of 4 pieces; spw 1: one block of 4 pieces. Frames 0..12, ends 12, 13.
         for b in [block(0, 0, 100), block(1, 0, 100), block(0, 1, 100)] {
             w.block(&b);
@@ -312,7 +312,7 @@ mod tests {
     fn rejections_count_towards_completion_and_finished_runs_drop_frames() {
         let topic = Topic::new("t").unwrap();
         let ctx = context();
-        let mut w = RunWriter::new(&topic, &ctx, 1 << 20);
+        let mut w = RunWriter::new(topic.clone(), ctx.clone(), 1 << 20);
         w.block(&block(0, 0, 10));
         w.block(&block(0, 1, 10));
         let frames = w.finish().unwrap();

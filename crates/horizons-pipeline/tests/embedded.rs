@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use horizons_bus::{Backend, Envelope, Router};
 use horizons_embedded::{EmbeddedBus, EmbeddedConfig};
 use horizons_ngvla::pipeline::{self, Options};
+use horizons_pipeline::catalog::CatalogError;
 use horizons_pipeline::frame::{H_FRAME, H_OBSERVATION, H_RUN, H_SEQ};
-use horizons_pipeline::{ingest, Service, ServiceConfig, Stage, Topics};
+use horizons_pipeline::ingest::RunPublisher;
+use horizons_pipeline::{ingest, Archived, Catalog, Service, ServiceConfig, Stage, Topics};
 use tokio_util::sync::CancellationToken;
 
 fn vla_file() -> PathBuf {
@@ -34,6 +36,10 @@ struct Running {
 }
 
 async fn start(stages: &[Stage]) -> Running {
+    start_with(stages, None).await
+}
+
+async fn start_with(stages: &[Stage], catalog: Option<Arc<dyn Catalog>>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let bus: Arc<dyn Backend> = Arc::new(EmbeddedBus::open(EmbeddedConfig::in_dir(dir.path().join("bus"))).unwrap());
     let cfg = ServiceConfig {
@@ -41,7 +47,10 @@ async fn start(stages: &[Stage]) -> Running {
         products_dir: dir.path().join("products"),
         max_block_bytes: Options::default().max_block_bytes,
     };
-    let service = Service::new(bus.clone(), Topics::new("").unwrap(), cfg);
+    let mut service = Service::new(bus.clone(), Topics::new("").unwrap(), cfg);
+    if let Some(c) = catalog {
+        service = service.with_catalog(c);
+    }
     service.declare().await.unwrap();
     let router = service.routes(Router::new(bus.clone()), stages).unwrap();
     let cancel = CancellationToken::new();
@@ -150,7 +159,7 @@ async fn a_run_with_a_nan_block_and_a_misshapen_block_dead_letters_them_and_stil
         Default::default(),
     );
     let raw = r.service.topics().raw.clone();
-    let mut w = RunWriter::new(&raw, &ctx, 1 << 20);
+    let mut w = RunWriter::new(raw.clone(), ctx.clone(), 1 << 20);
     for b in &blocks {
         w.blocks_as_cut(b);
     }
@@ -189,7 +198,7 @@ async fn a_run_half_spooled_before_a_restart_completes_after_it() {
     );
     let r = start(&[Stage::Validate]).await;
     let raw = r.service.topics().raw.clone();
-    let mut w = RunWriter::new(&raw, &ctx, 1 << 20);
+    let mut w = RunWriter::new(raw.clone(), ctx.clone(), 1 << 20);
     for b in &uv.to_blocks() {
         w.blocks_as_cut(b);
     }
@@ -227,4 +236,57 @@ async fn a_run_half_spooled_before_a_restart_completes_after_it() {
     cancel.cancel();
     task.await.unwrap().unwrap();
     bus.close().await.unwrap();
+}
+
+/// A catalog in memory whose first call fails, as a database that is briefly unavailable.
+#[derive(Default)]
+struct FlakyCatalog {
+    calls: std::sync::atomic::AtomicUsize,
+    rows: std::sync::Mutex<Vec<(String, String, f64, PathBuf)>>,
+}
+
+#[async_trait::async_trait]
+impl Catalog for FlakyCatalog {
+    async fn record(&self, a: Archived<'_>) -> Result<(), CatalogError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err("the database is unavailable".into());
+        }
+        assert!(a.products_dir.join("report.json").is_file(), "the products exist before the catalog row");
+        let row = (a.run.to_string(), a.observation.id.clone(), a.report.peak.value, a.products_dir.to_path_buf());
+        self.rows.lock().unwrap().push(row);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_run_is_archived_and_recorded_in_the_catalog_after_a_failed_try() {
+    let catalog = Arc::new(FlakyCatalog::default());
+    let r = start_with(&Stage::ALL, Some(catalog.clone())).await;
+    let sim = horizons_ngvla::sim::Simulator::new(horizons_ngvla::sim::SimConfig {
+        n_ant: 10,
+        n_chan: 8,
+        n_int: 4,
+        max_radius_m: 3000.0,
+        noise_jy: 0.01,
+        ..Default::default()
+    });
+    // A 3 km array resolves ~0.4": pixels of 0.1" so the PSF's main lobe can be fitted.
+    let mut opts = Options::default();
+    (opts.imaging.npix, opts.imaging.cell_arcsec) = (128, 0.1);
+    // Blocks published one by one, as they are made (`pipeline simulate`).
+    let mut run = RunPublisher::new(&r.service, "simulated".into(), sim.observation().clone(), opts);
+    for k in 0..4 {
+        run.publish(&sim.block(k).0).await.unwrap();
+    }
+    let summary = run.finish().await.unwrap();
+    assert_eq!((summary.wire.blocks, summary.messages, summary.keys.clone()), (4, 5, vec!["spw-0".to_string()]));
+    wait_for(&r.dir.path().join("spool/archive/done").join(&summary.run), 300).await;
+    assert_eq!(catalog.calls.load(std::sync::atomic::Ordering::SeqCst), 2, "the failed try is retried once");
+    let rows = catalog.rows.lock().unwrap().clone();
+    assert_eq!(rows.len(), 1);
+    let (run_id, observation, peak, dir) = &rows[0];
+    assert_eq!((run_id, observation), (&summary.run, &summary.observation));
+    assert!((peak - 1.0).abs() < 0.1, "a 1 Jy source at the phase centre: peak {peak}");
+    assert!(dir.ends_with(format!("run-{}", summary.run)) && dir.join("image.png").is_file());
+    r.stop().await;
 }

@@ -330,3 +330,22 @@ fn bench_pipeline_bad_flags_fail_clearly() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn pipeline_simulate_bad_flags_fail_naming_the_flag() {
+    for (args, expected) in [
+        (vec!["--antennas", "3"], "--antennas must be 5..=1000"),
+        (vec!["--integrations", "0"], "--integrations must be 1..=1000000"),
+        (vec!["--rate=-1"], "--rate must be a number >= 0"),
+        (vec!["--noise-jy", "loud"], "--noise-jy"),
+        (vec!["--source", "1,2"], "--source \"1,2\": three numbers needed"),
+        (vec!["--source", "-1,2,-0.5"], "the flux must be positive"),
+        (vec!["--max-radius-m", "10"], "--max-radius-m must be over"),
+        (vec!["--weighting", "heavy"], "heavy"),
+    ] {
+        let mut all = vec!["pipeline", "simulate"];
+        all.extend(&args);
+        let err = fails(&all);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

@@ -1,13 +1,14 @@
 //! The portal's HTTP API: posts, threaded comments, reports, moderation, notifications (list,
-//! mark read, live over Server-Sent Events), preferences, search and jobs ([`jobs`], admin only), described by an OpenAPI 3
-//! document at `/openapi.json`.
+//! mark read, live over Server-Sent Events), preferences, search, jobs ([`jobs`], admin only) and the ngVLA archive's products
+//! ([`products`]), described by an OpenAPI 3 document at `/openapi.json`.
 //!
-//! Reads of posts, comments and search are public; everything else needs a bearer token
+//! Reads of posts, comments, search and products are public; everything else needs a bearer token
 //! ([`auth`]). Handlers only translate: the rules live in `horizons_comments::Service`.
 
 pub mod auth;
 pub mod extract;
 pub mod jobs;
+pub mod products;
 pub mod routes;
 pub mod sse;
 
@@ -69,6 +70,9 @@ pub fn router() -> Router<ApiState> {
         .route("/api/jobs/:id", get(jobs::get))
         .route("/api/jobs/:id/cancel", post(jobs::cancel))
         .route("/api/jobs/:id/retry", post(jobs::retry))
+        .route("/api/products", get(products::list))
+        .route("/api/products/:run", get(products::get))
+        .route("/api/products/:run/files/:name", get(products::file))
         .route("/openapi.json", get(routes::openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

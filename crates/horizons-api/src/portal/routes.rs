@@ -416,15 +416,16 @@ pub async fn event_schemas() -> Json<serde_json::Value> {
 /// The OpenAPI 3 document of these routes.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Cosmic Horizons portal API", description = "Posts, comments, moderation, notifications, search and jobs."),
+    info(title = "Cosmic Horizons portal API", description = "Posts, comments, moderation, notifications, search, jobs and the ngVLA archive's products."),
     paths(create_post, get_post, create_comment, list_comments, edit_comment, delete_comment, report_comment,
         moderation_queue, decide, notifications, mark_read, super::sse::stream, get_preferences, set_preferences, search, event_schemas,
         super::jobs::submit, super::jobs::list, super::jobs::get, super::jobs::cancel, super::jobs::retry, super::jobs::dlq,
-        super::jobs::redrive),
+        super::jobs::redrive, super::products::list, super::products::get, super::products::file),
     components(schemas(ErrorBody, NewPost, NewComment, EditComment, NewReport, Action, NewDecision, MarkRead, Created,
         Changed, SearchResults, SearchHit, Post, Comment, QueueEntry, Notification, Preferences,
         horizons_jobs::JobSpec, horizons_jobs::Job, horizons_jobs::JobState, horizons_jobs::model::Attempt,
-        super::jobs::Submitted, super::jobs::JobDetail, super::jobs::Redrive, super::jobs::Redriven)),
+        super::jobs::Submitted, super::jobs::JobDetail, super::jobs::Redrive, super::jobs::Redriven,
+        horizons_comments::catalog::ProductRow, super::products::ProductFile, super::products::ProductDetail)),
     modifiers(&BearerAuth)
 )]
 #[derive(Debug)]

@@ -1,9 +1,11 @@
 //! `horizons token`, `horizons audit verify`, `horizons search reindex`, `horizons worker`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use horizons_bus::{Context, Envelope, Handler, HandlerError};
 use horizons_comments::events::Event;
-use horizons_comments::Role;
+use horizons_comments::{Role, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
@@ -47,8 +49,9 @@ pub enum SearchCommand {
 pub struct WorkerArgs {
     /// Roles to run, comma-separated: audit, notify, search, moderation, jobs, or all; and the
     /// ngVLA pipeline's stages pipeline:validate, pipeline:flag, pipeline:calibrate,
-    /// pipeline:image, pipeline:archive, or pipeline:all (these need no database, and run in a
-    /// worker of their own: do not mix them with the portal's roles).
+    /// pipeline:image, pipeline:archive, or pipeline:all (of these only the archive uses the
+    /// database, for its catalog rows; they run in a worker of their own: do not mix them with
+    /// the portal's roles).
     #[arg(long, default_value = "all")]
     pub role: String,
     /// Jobs run at a time by the jobs role.
@@ -164,10 +167,21 @@ pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
 async fn pipeline_worker(cfg: Config, stages: &[horizons_pipeline::Stage]) -> Result<(), AppError> {
     let cancel = CancellationToken::new();
     let _prom = crate::telemetry::install_metrics(cancel.child_token())?;
+    // Only the archive writes to the database (its catalog rows); the other stages need none.
+    let store = if stages.contains(&horizons_pipeline::Stage::Archive) {
+        Some(Store::connect(&super::database_url(&cfg)?).await.map_err(AppError::Portal)?)
+    } else {
+        None
+    };
+    let catalog =
+        store.clone().map(|s| Arc::new(crate::pipeline::StoreCatalog(s)) as Arc<dyn horizons_pipeline::Catalog>);
     let backend = crate::backend::open(&cfg)?;
     tokio::spawn(crate::shutdown::cancel_on_signal(cancel.clone()));
-    let result = crate::pipeline::run_stages(&cfg, backend.clone(), stages, cancel).await;
+    let result = crate::pipeline::run_stages(&cfg, backend.clone(), stages, catalog, cancel).await;
     let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
+    if let Some(s) = store {
+        s.close().await;
+    }
     result.and(closed)
 }
 

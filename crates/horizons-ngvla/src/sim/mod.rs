@@ -167,6 +167,11 @@ impl Simulator {
         &self.baselines
     }
 
+    /// The injected RFI events (baselines as indices into [`Simulator::baselines`]).
+    pub fn rfi_events(&self) -> &[RfiEvent] {
+        &self.events
+    }
+
     /// True gain of antenna index `a` (0-based) and feed `f` (0 = R, 1 = L) at integration `k`.
     pub fn true_gain(&self, k: usize, f: usize, a: usize) -> Complex64 {
         self.gains0[f][a] * Complex64::from_polar(1.0, self.drift[f][a] * k as f64)

@@ -42,7 +42,7 @@ impl Default for RfiInjection {
 }
 
 /// One event: a rectangle in (integration, channel) on some baselines.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RfiEvent {
     /// Integrations `[start, end)`.
     pub ints: (usize, usize),
