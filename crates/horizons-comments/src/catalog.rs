@@ -202,6 +202,15 @@ mod tests {
     #[tokio::test]
     async fn a_row_is_recorded_once_and_reads_back_exactly() {
         let (_dir, store) = store().await;
+        recorded_once_and_read_back_exactly(store).await;
+    }
+
+    #[tokio::test]
+    async fn a_row_is_recorded_once_and_reads_back_exactly_on_postgres() {
+        recorded_once_and_read_back_exactly(crate::store::fresh_postgres_for_tests("hz_catalog").await).await;
+    }
+
+    async fn recorded_once_and_read_back_exactly(store: Store) {
         let r = row("0190a", "obs-1");
         assert!(insert(&store, &r).await.unwrap(), "the first insert records the run");
         let again = ProductRow { rms: 9.0, ..r.clone() };

@@ -77,6 +77,25 @@ impl WriteTx {
     }
 }
 
+/// For tests: a store on a fresh database of its own (`<prefix>_<random>`) on the PostgreSQL
+/// server of `HORIZONS_DATABASE_URL` (default: the one `scripts/services` starts). Panics naming
+/// the URL if the server is not there: a missing service fails a test, it never skips it.
+#[doc(hidden)]
+pub async fn fresh_postgres_for_tests(prefix: &str) -> Store {
+    let base = std::env::var("HORIZONS_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://horizons:horizons@127.0.0.1:5432/horizons".into());
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL at {} (start it with scripts/services up postgres): {e}", redact_url(&base))
+    });
+    let db = format!("{prefix}_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {db}").as_str())
+        .await
+        .expect("creating a test database");
+    let url = format!("{}/{db}", &base[..base.rfind('/').expect("a database URL with a path")]);
+    Store::connect(&url).await.expect("connecting to the test database")
+}
+
 /// Hides a URL's password for messages and logs.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

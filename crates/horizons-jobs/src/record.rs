@@ -457,15 +457,6 @@ mod tests {
     /// On the PostgreSQL of `scripts/services` (`HORIZONS_DATABASE_URL`), in a database of its own.
     #[tokio::test]
     async fn a_batch_on_postgres() {
-        let base = std::env::var("HORIZONS_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://horizons:horizons@127.0.0.1:5432/horizons".into());
-        sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {base} (start it with scripts/services up postgres): {e}"));
-        let db = format!("hz_record_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {db}").as_str()).await.unwrap();
-        let url = format!("{}/{db}", &base[..base.rfind('/').expect("a database URL with a path")]);
-        a_batch_records_each_write_once(Store::connect(&url).await.unwrap()).await;
+        a_batch_records_each_write_once(horizons_comments::store::fresh_postgres_for_tests("hz_record").await).await;
     }
 }
