@@ -41,8 +41,29 @@ pub enum PipelineCommand {
     /// at a chosen rate, with its truth (sky, gains, RFI) written for scoring; prints a JSON
     /// summary.
     Simulate(simulate::SimulateArgs),
+    /// Publish again, as new runs, the runs whose raw blocks were stored in a time range (the
+    /// stage workers then rebuild their products under the new run ids); prints a JSON summary
+    /// (the new runs, with the original each replays, and the runs only partly in the range).
+    Replay(ReplayArgs),
     /// Print the stages' audit records (JSON lines), oldest first, until the topic is idle.
     Audit(AuditArgs),
+}
+
+/// Arguments of `pipeline replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Start of the range: RFC 3339 in UTC (`2025-01-31T12:00:00Z`) or milliseconds since the epoch.
+    #[arg(long, value_parser = crate::bus::admin::parse_time)]
+    pub from_time: horizons_bus::Millis,
+    /// End of the range (not included; same formats); default: now.
+    #[arg(long, value_parser = crate::bus::admin::parse_time)]
+    pub to_time: Option<horizons_bus::Millis>,
+    /// Backend; defaults to `bus.backend` from the configuration.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Stop reading the raw topic once no frame came for this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub until_idle: Duration,
 }
 
 /// Arguments of `pipeline run`.
@@ -171,6 +192,27 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
                     horizons_pipeline::ingest::RunPublisher::new(&service, source, sim.observation().clone(), opts)
                         .with_parameter("simulation", simulation_parameters(c));
                 simulate::simulate(&a, sim.clone(), publisher).await
+            }
+            .await;
+            let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
+            let summary = result?;
+            closed?;
+            println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
+            Ok(())
+        }
+        PipelineCommand::Replay(a) => {
+            if a.to_time.is_some_and(|t| t <= a.from_time) {
+                return Err(AppError::Usage("--to-time must be after --from-time".into()));
+            }
+            flags.backend = a.backend;
+            let cfg = Config::load(&flags)?;
+            let backend = crate::backend::open(&cfg)?;
+            let result = async {
+                let service = service(&cfg, backend.clone())?;
+                service.declare().await.map_err(AppError::Stages)?;
+                horizons_pipeline::replay::replay_range(&service, a.from_time, a.to_time, a.until_idle)
+                    .await
+                    .map_err(AppError::Stages)
             }
             .await;
             let closed = backend.close().await.map_err(AppError::bus("closing the bus"));

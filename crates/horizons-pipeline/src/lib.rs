@@ -63,6 +63,7 @@ pub mod catalog;
 pub mod context;
 pub mod frame;
 pub mod ingest;
+pub mod replay;
 pub mod service;
 pub mod spool;
 pub mod stages;

@@ -121,6 +121,11 @@ impl Service {
         self
     }
 
+    /// The bus.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
     /// Declares the pipeline's topics and groups (idempotent).
     pub async fn declare(&self) -> Result<()> {
         self.backend
