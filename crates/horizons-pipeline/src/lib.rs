@@ -55,7 +55,9 @@
 //!   member on another host would see only part of a run). On the embedded backend that is
 //!   automatic: one process owns the data directory, so all stages run in one `horizons worker`
 //!   process (any subset of roles), or in separate processes one after another.
-//! - Replay of a time range is not built. SRDP delivery is not a stage: the portal serves the
+//! - Replay of a time range ([`replay`]) publishes the runs found whole in the range again as
+//!   new runs; `bus replay` into a stage's group does not rebuild products (the stage drops
+//!   frames of finished runs as late duplicates). SRDP delivery is not a stage: the portal serves the
 //!   catalog rows and the archive's directories (`/api/products` in `horizons-api`), so the API
 //!   must see the archive's file system.
 
