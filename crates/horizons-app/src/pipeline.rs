@@ -334,20 +334,21 @@ pub async fn run_stages(
     router.run(cancel).await.map_err(AppError::bus("running the pipeline stages"))
 }
 
-/// The group `pipeline audit` reads with (rewound to the start each time).
-const AUDIT_GROUP: &str = "cli-audit";
+/// The group `pipeline audit` reads with (rewound to the start each time where the backend can).
+const AUDIT_GROUP: &str = horizons_pipeline::topology::AUDIT_READER;
 
 async fn print_audit(cfg: &Config, backend: &dyn Backend, idle: Duration) -> Result<(), AppError> {
     let topic = topics(cfg)?.audit;
     let spec = TopicSpec::new(topic.clone()).group(horizons_bus::GroupSpec::new(AUDIT_GROUP));
     backend.declare(&Topology::new().topic(spec)).await.map_err(AppError::bus(format!("declaring {topic}")))?;
-    let replay = backend.replay().ok_or_else(|| {
-        AppError::Usage(format!("the {} backend cannot replay, so past audit records cannot be read", backend.name()))
-    })?;
-    replay
-        .replay(&topic, AUDIT_GROUP, ReplayFrom::Offset(0))
-        .await
-        .map_err(AppError::bus(format!("rewinding {topic}")))?;
+    match backend.replay() {
+        Some(replay) => replay
+            .replay(&topic, AUDIT_GROUP, ReplayFrom::Offset(0))
+            .await
+            .map_err(AppError::bus(format!("rewinding {topic}")))?,
+        // RabbitMQ: the reader group's queue holds the records no earlier `pipeline audit` read.
+        None => eprintln!("the {} backend cannot replay: printing the audit records not read before", backend.name()),
+    }
     let sub = backend
         .subscribe(&topic, AUDIT_GROUP, SubscribeOptions::default())
         .await

@@ -113,9 +113,17 @@ impl Topics {
         for s in Stage::ALL {
             top = top.topic(TopicSpec::new(s.input(self).clone()).group(Self::group(s)));
         }
-        top.topic(TopicSpec::new(self.alerts.clone())).topic(TopicSpec::new(self.audit.clone()))
+        // A reader group on each side topic, so that brokers that drop what no queue takes
+        // (RabbitMQ) keep the records for `pipeline audit` and for alert consumers.
+        top.topic(TopicSpec::new(self.alerts.clone()).group(GroupSpec::new(ALERTS_READER)))
+            .topic(TopicSpec::new(self.audit.clone()).group(GroupSpec::new(AUDIT_READER)))
     }
 }
+
+/// The audit topic's reader group (`horizons pipeline audit`).
+pub const AUDIT_READER: &str = "cli-audit";
+/// The alerts topic's reader group.
+pub const ALERTS_READER: &str = "alerts";
 
 #[cfg(test)]
 mod tests {

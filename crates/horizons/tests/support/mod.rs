@@ -55,6 +55,21 @@ impl Deployment {
         }
     }
 
+    /// The Kafka of `scripts/services` (`HORIZONS_KAFKA_BROKERS`), in a namespace of its own,
+    /// with SQLite in the data dir.
+    pub fn kafka() -> Self {
+        let brokers = std::env::var("HORIZONS_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let tag = format!("t{}", &uuid_like()[..12]);
+        Self {
+            data: tempfile::tempdir().unwrap(),
+            env: vec![
+                ("HORIZONS_BUS_BACKEND".into(), "kafka".into()),
+                ("HORIZONS_KAFKA_BROKERS".into(), brokers),
+                ("HORIZONS_NAMESPACE".into(), format!("{tag}.")),
+            ],
+        }
+    }
+
     /// Adds TOML to this deployment's configuration file (broker deployments have one).
     pub fn append_config(&self, toml: &str) {
         let (_, path) = self.env.iter().find(|(k, _)| k == "HORIZONS_CONFIG").expect("a deployment with a config file");
