@@ -12,7 +12,7 @@ use std::sync::Arc;
 use num_complex::{Complex32, Complex64};
 use rustfft::{Fft, FftPlanner};
 
-use super::kernel::EsKernel;
+use super::kernel::{EsKernel, KernelTable};
 use super::Image;
 
 /// Pixel grid of an image.
@@ -55,6 +55,7 @@ pub trait Gridder: Send + Sync + std::fmt::Debug {
 pub struct EsGridder {
     geometry: Geometry,
     kernel: EsKernel,
+    table: KernelTable,
     correction: Vec<f64>,
 }
 
@@ -63,7 +64,7 @@ impl EsGridder {
     pub fn new(geometry: Geometry, support: usize) -> EsGridder {
         let kernel = EsKernel::new(support);
         let correction = kernel.correction(geometry.npix, geometry.padded());
-        EsGridder { geometry, kernel, correction }
+        EsGridder { geometry, table: KernelTable::new(&kernel), kernel, correction }
     }
 
     fn fft2(&self, grid: &mut [Complex64], inverse: bool) {
@@ -92,13 +93,15 @@ impl EsGridder {
 
     /// The convolutional gridding step of [`Gridder::grid`] alone: the samples spread onto the
     /// padded uv grid with the kernel (public so that `horizons bench pipeline` can time it
-    /// apart from the FFT).
+    /// apart from the FFT). The grid is **centred** (uv origin at cell `(n/2, n/2)`): a kernel
+    /// footprint never wraps (samples within `W` cells of the edge are skipped), so each of its
+    /// rows is one contiguous run of cells; [`to_image`](Self::to_image) undoes the shift.
     pub fn grid_uv(&self, u: &[f64], v: &[f64], vis: &[Complex32], weights: &[f32]) -> UvGrid {
         let n = self.geometry.padded();
         let w = self.kernel.support;
+        let centre = (n / 2) as i64;
         let mut grid = vec![Complex64::new(0.0, 0.0); n * n];
         let (mut ku, mut kv) = (vec![0.0; w], vec![0.0; w]);
-        let mut cols = vec![0usize; w];
         let mut wsum = 0.0f64;
         for k in 0..u.len() {
             let wt = weights[k] as f64;
@@ -108,17 +111,13 @@ impl EsGridder {
             let Some((gu, gv)) = self.grid_pos(u[k], v[k]) else { continue };
             wsum += wt;
             let val = Complex64::new(vis[k].re as f64, vis[k].im as f64) * wt;
-            let u0 = self.kernel.weights(gu, &mut ku);
-            let v0 = self.kernel.weights(gv, &mut kv);
-            // The wrapped column of each kernel tap, once per sample rather than once per cell.
-            for (a, c) in cols.iter_mut().enumerate() {
-                *c = Self::wrap(u0 + a as i64, n);
-            }
+            let u0 = (self.table.weights(gu, &mut ku) + centre) as usize;
+            let v0 = (self.table.weights(gv, &mut kv) + centre) as usize;
             for (b, wv) in kv.iter().enumerate() {
-                let row = &mut grid[Self::wrap(v0 + b as i64, n) * n..][..n];
+                let row = &mut grid[(v0 + b) * n + u0..][..w];
                 let vv = val * *wv;
-                for (&c, wu) in cols.iter().zip(&ku) {
-                    row[c] += vv * *wu;
+                for (cell, wu) in row.iter_mut().zip(&ku) {
+                    *cell += vv * *wu;
                 }
             }
         }
@@ -137,11 +136,14 @@ impl EsGridder {
             return img;
         }
         let half = (npix / 2) as i64;
+        // The grid was centred: shifting it by n/2 cells multiplies the image by (−1)^(x+y).
+        let sign = |k: usize| if k % 2 == 0 { 1.0 } else { -1.0 };
         for j in 0..npix {
             let y = Self::wrap(j as i64 - half, n);
             for i in 0..npix {
                 let x = Self::wrap(i as i64 - half, n);
-                img.data[j * npix + i] = grid[y * n + x].re / (self.correction[i] * self.correction[j] * wsum);
+                img.data[j * npix + i] =
+                    sign(x + y) * grid[y * n + x].re / (self.correction[i] * self.correction[j] * wsum);
             }
         }
         img
@@ -151,16 +153,23 @@ impl EsGridder {
 /// A gridded, not yet transformed padded uv grid ([`EsGridder::grid_uv`]).
 #[derive(Debug, Clone)]
 pub struct UvGrid {
-    /// `padded × padded` cells, row-major (v rows, u columns).
+    /// `padded × padded` cells, row-major (v rows, u columns), uv origin at `(n/2, n/2)`.
     pub cells: Vec<Complex64>,
     /// Sum of the weights of the samples that landed on the grid.
     pub weight_sum: f64,
 }
 
+/// In-place transpose of an `n × n` matrix, in tiles so both sides stay in cache.
 fn transpose(a: &mut [Complex64], n: usize) {
-    for r in 0..n {
-        for c in r + 1..n {
-            a.swap(r * n + c, c * n + r);
+    const TILE: usize = 32;
+    for rb in (0..n).step_by(TILE) {
+        for cb in (rb..n).step_by(TILE) {
+            for r in rb..(rb + TILE).min(n) {
+                let c0 = if cb == rb { r + 1 } else { cb };
+                for c in c0..(cb + TILE).min(n) {
+                    a.swap(r * n + c, c * n + r);
+                }
+            }
         }
     }
 }
@@ -197,8 +206,8 @@ impl Gridder for EsGridder {
             .zip(v)
             .map(|(&uu, &vv)| {
                 let Some((gu, gv)) = self.grid_pos(uu, vv) else { return Complex32::new(0.0, 0.0) };
-                let u0 = self.kernel.weights(gu, &mut ku);
-                let v0 = self.kernel.weights(gv, &mut kv);
+                let u0 = self.table.weights(gu, &mut ku);
+                let v0 = self.table.weights(gv, &mut kv);
                 let mut acc = Complex64::new(0.0, 0.0);
                 for (b, wv) in kv.iter().enumerate() {
                     let row = Self::wrap(v0 + b as i64, n) * n;

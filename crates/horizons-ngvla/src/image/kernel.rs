@@ -66,9 +66,68 @@ impl EsKernel {
     }
 }
 
+/// [`EsKernel`] tabulated at [`KernelTable::OVERSAMPLING`] points per cell and interpolated
+/// linearly: the gridder evaluates `2·W` kernel values per sample, and a table lookup costs a
+/// fraction of an `exp` and a `sqrt`. The interpolation error is below 1e-7 of the peak (the
+/// kernel's second derivative is ~β·(2/W)² ≈ 1.2 near the centre and the step 1/2048 cell), well
+/// under the kernel's own 1e-6 aliasing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelTable {
+    support: usize,
+    /// φ at `t = −W/2 + i/OVERSAMPLING`, `i = 0 ..= W·OVERSAMPLING` (and one zero past the end).
+    tab: Vec<f64>,
+}
+
+impl KernelTable {
+    /// Table points per grid cell.
+    pub const OVERSAMPLING: usize = 2048;
+
+    /// The table of `kernel`.
+    pub fn new(kernel: &EsKernel) -> KernelTable {
+        let os = Self::OVERSAMPLING;
+        let half = kernel.support as f64 / 2.0;
+        let tab = (0..=kernel.support * os + 1).map(|i| kernel.eval(i as f64 / os as f64 - half)).collect();
+        KernelTable { support: kernel.support, tab }
+    }
+
+    /// As [`EsKernel::weights`], from the table.
+    #[inline]
+    pub fn weights(&self, g: f64, out: &mut [f64]) -> i64 {
+        let os = Self::OVERSAMPLING;
+        let half = self.support as f64 / 2.0;
+        let k0 = (g - half).floor() as i64 + 1;
+        // Tap j sits at t = (k0 − g) + j; its table position is (t + W/2)·OS = base + j·OS.
+        let base = (k0 as f64 - g + half) * os as f64;
+        let i0 = base.floor();
+        let fr = base - i0;
+        let i0 = i0 as usize;
+        for (j, o) in out.iter_mut().enumerate().take(self.support) {
+            let i = i0 + j * os;
+            *o = self.tab[i] + (self.tab[i + 1] - self.tab[i]) * fr;
+        }
+        k0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_matches_the_kernel() {
+        let k = EsKernel::new(8);
+        let t = KernelTable::new(&k);
+        let (mut a, mut b) = ([0.0; 8], [0.0; 8]);
+        let mut worst = 0.0f64;
+        for i in 0..10_000 {
+            let g = -300.0 + i as f64 * 0.061_3;
+            assert_eq!(k.weights(g, &mut a), t.weights(g, &mut b));
+            for (x, y) in a.iter().zip(&b) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        assert!(worst < 1e-7, "largest difference {worst:e}");
+    }
 
     #[test]
     fn kernel_is_peaked_and_compact() {
