@@ -137,7 +137,7 @@ impl EsGridder {
         }
         let half = (npix / 2) as i64;
         // The grid was centred: shifting it by n/2 cells multiplies the image by (−1)^(x+y).
-        let sign = |k: usize| if k % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = |k: usize| if k.is_multiple_of(2) { 1.0 } else { -1.0 };
         for j in 0..npix {
             let y = Self::wrap(j as i64 - half, n);
             for i in 0..npix {
