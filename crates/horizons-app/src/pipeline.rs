@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use horizons_bus::{Backend, ReplayFrom, Router, SubscribeOptions, TopicSpec, Topology};
+use horizons_bus::{Backend, ReplayFrom, Router, SubscribeOptions, Topology};
 use horizons_comments::catalog::ProductRow;
 use horizons_pipeline::catalog::CatalogError;
 use horizons_pipeline::{Archived, Catalog, Service, ServiceConfig, Stage as StreamStage, Topics};
@@ -339,7 +339,9 @@ const AUDIT_GROUP: &str = horizons_pipeline::topology::AUDIT_READER;
 
 async fn print_audit(cfg: &Config, backend: &dyn Backend, idle: Duration) -> Result<(), AppError> {
     let topic = topics(cfg)?.audit;
-    let spec = TopicSpec::new(topic.clone()).group(horizons_bus::GroupSpec::new(AUDIT_GROUP));
+    // The pipeline's own declaration of the audit topic and its reader group.
+    let spec =
+        topics(cfg)?.topology().topics.into_iter().find(|t| t.name == topic).expect("the audit topic is declared");
     backend.declare(&Topology::new().topic(spec)).await.map_err(AppError::bus(format!("declaring {topic}")))?;
     match backend.replay() {
         Some(replay) => replay

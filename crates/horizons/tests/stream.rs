@@ -152,17 +152,23 @@ fn streamed_stages_in_separate_processes_give_pipeline_runs_products() {
 /// stages as separate `horizons worker` processes give `pipeline run`'s products.
 #[test]
 fn streamed_stages_on_kafka_give_pipeline_runs_products() {
-    stages_on_a_broker(Deployment::kafka());
+    stages_on_a_broker(&Deployment::kafka());
 }
 
 /// The same on RabbitMQ (with PostgreSQL for the catalog).
 #[tokio::test(flavor = "multi_thread")]
 async fn streamed_stages_on_rabbitmq_give_pipeline_runs_products() {
     let d = Deployment::amqp_postgres().await;
-    tokio::task::spawn_blocking(move || stages_on_a_broker(d)).await.unwrap();
+    let d = tokio::task::spawn_blocking(move || {
+        stages_on_a_broker(&d);
+        d
+    })
+    .await
+    .unwrap();
+    d.delete_amqp_queues();
 }
 
-fn stages_on_a_broker(d: Deployment) {
+fn stages_on_a_broker(d: &Deployment) {
     let file = vla_file();
     let reference = d.data.path().join("reference");
     let out = d.run(&["pipeline", "run", file.to_str().unwrap(), "--out", reference.to_str().unwrap()]);
@@ -173,9 +179,9 @@ fn stages_on_a_broker(d: Deployment) {
     assert_eq!(summary["wire"]["blocks"], 15);
     let run = summary["run"].as_str().unwrap().to_string();
     for stage in ["validate", "flag", "calibrate", "image", "archive"] {
-        run_stage(&d, stage, &run);
+        run_stage(d, stage, &run);
     }
-    let streamed = products_of(&d, &run);
+    let streamed = products_of(d, &run);
     for f in ["report.json", "gains.json", "flags-summary.json"] {
         let a = json(&std::fs::read(reference.join(f)).unwrap());
         let b = json(&std::fs::read(streamed.join(f)).unwrap());

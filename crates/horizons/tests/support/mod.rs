@@ -70,6 +70,19 @@ impl Deployment {
         }
     }
 
+    /// Deletes this deployment's RabbitMQ queues (a test that declared many quorum queues
+    /// leaves the broker as it found it instead of waiting for them to expire).
+    pub fn delete_amqp_queues(&self) {
+        let (_, ns) = self.env.iter().find(|(k, _)| k == "HORIZONS_NAMESPACE").expect("a namespaced deployment");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/services");
+        let status = Command::new("bash")
+            .arg(script)
+            .args(["rabbitmq-delete-queues", &format!("hz:{ns}")])
+            .status()
+            .unwrap_or_else(|e| panic!("running {script}: {e}"));
+        assert!(status.success(), "deleting the queues of namespace {ns}: {status}");
+    }
+
     /// Adds TOML to this deployment's configuration file (broker deployments have one).
     pub fn append_config(&self, toml: &str) {
         let (_, path) = self.env.iter().find(|(k, _)| k == "HORIZONS_CONFIG").expect("a deployment with a config file");
