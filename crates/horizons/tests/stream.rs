@@ -203,6 +203,12 @@ fn stages_on_a_broker(d: &Deployment) {
     records.sort_by_key(|r| r["finished_ms"].as_i64());
     let stages: Vec<&str> = records.iter().map(|r| r["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["ingest", "validate", "flag", "calibrate", "image", "archive"]);
+    // Per spectral window, every stage received its blocks in order from the broker.
+    for r in &records {
+        for (key, ok) in r["in_order"].as_object().unwrap() {
+            assert_eq!(ok, true, "{} received {key} out of order", r["stage"]);
+        }
+    }
 }
 
 fn now_ms() -> u64 {
