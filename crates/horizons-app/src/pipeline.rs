@@ -155,18 +155,10 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
             flags.backend = a.backend;
             let opts = a.science.options()?;
             let cfg = Config::load(&flags)?;
-            let backend = crate::backend::open(&cfg)?;
-            let result = async {
-                let service = service(&cfg, backend.clone())?;
-                service.declare().await.map_err(AppError::Stages)?;
+            on_the_bus(&cfg, |service| async move {
                 horizons_pipeline::ingest::ingest(&service, &a.file, opts).await.map_err(AppError::Stages)
-            }
-            .await;
-            let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
-            let summary = result?;
-            closed?;
-            println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
-            Ok(())
+            })
+            .await
         }
         PipelineCommand::Simulate(a) => {
             flags.backend = a.backend;
@@ -179,10 +171,7 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
                 .await
                 .map_err(|e| AppError::Task(format!("laying out the array: {e}")))?;
             let sim = Arc::new(sim);
-            let backend = crate::backend::open(&cfg)?;
-            let result = async {
-                let service = service(&cfg, backend.clone())?;
-                service.declare().await.map_err(AppError::Stages)?;
+            on_the_bus(&cfg, |service| async move {
                 let c = sim.config();
                 let source = format!(
                     "simulated: {} antennas, {} channels, {} integrations, seed {}",
@@ -192,13 +181,8 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
                     horizons_pipeline::ingest::RunPublisher::new(&service, source, sim.observation().clone(), opts)
                         .with_parameter("simulation", simulation_parameters(c));
                 simulate::simulate(&a, sim.clone(), publisher).await
-            }
-            .await;
-            let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
-            let summary = result?;
-            closed?;
-            println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
-            Ok(())
+            })
+            .await
         }
         PipelineCommand::Replay(a) => {
             if a.to_time.is_some_and(|t| t <= a.from_time) {
@@ -206,20 +190,12 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
             }
             flags.backend = a.backend;
             let cfg = Config::load(&flags)?;
-            let backend = crate::backend::open(&cfg)?;
-            let result = async {
-                let service = service(&cfg, backend.clone())?;
-                service.declare().await.map_err(AppError::Stages)?;
+            on_the_bus(&cfg, |service| async move {
                 horizons_pipeline::replay::replay_range(&service, a.from_time, a.to_time, a.until_idle)
                     .await
                     .map_err(AppError::Stages)
-            }
-            .await;
-            let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
-            let summary = result?;
-            closed?;
-            println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
-            Ok(())
+            })
+            .await
         }
         PipelineCommand::Audit(a) => {
             flags.backend = a.backend;
@@ -230,6 +206,28 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
             result.and(closed)
         }
     }
+}
+
+/// Opens the bus of `cfg`, declares the pipeline's topics, runs `work` on the pipeline service,
+/// closes the bus (after a failure too) and prints what `work` returned as one JSON line.
+async fn on_the_bus<T, F, Fut>(cfg: &Config, work: F) -> Result<(), AppError>
+where
+    T: serde::Serialize,
+    F: FnOnce(Service) -> Fut,
+    Fut: std::future::Future<Output = Result<T, AppError>>,
+{
+    let backend = crate::backend::open(cfg)?;
+    let result = async {
+        let service = service(cfg, backend.clone())?;
+        service.declare().await.map_err(AppError::Stages)?;
+        work(service).await
+    }
+    .await;
+    let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
+    let summary = result?;
+    closed?;
+    println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
+    Ok(())
 }
 
 /// The simulator's settings for the ingest audit record.
@@ -338,10 +336,10 @@ pub async fn run_stages(
 const AUDIT_GROUP: &str = horizons_pipeline::topology::AUDIT_READER;
 
 async fn print_audit(cfg: &Config, backend: &dyn Backend, idle: Duration) -> Result<(), AppError> {
-    let topic = topics(cfg)?.audit;
+    let topics = topics(cfg)?;
+    let topic = topics.audit.clone();
     // The pipeline's own declaration of the audit topic and its reader group.
-    let spec =
-        topics(cfg)?.topology().topics.into_iter().find(|t| t.name == topic).expect("the audit topic is declared");
+    let spec = topics.topology().topics.into_iter().find(|t| t.name == topic).expect("the audit topic is declared");
     backend.declare(&Topology::new().topic(spec)).await.map_err(AppError::bus(format!("declaring {topic}")))?;
     match backend.replay() {
         Some(replay) => replay
