@@ -61,43 +61,82 @@ pub(crate) enum Written {
 
 type Request = (Write, oneshot::Sender<Result<Written, JobsError>>);
 
-/// A handle on the writer task (cheap to clone). The task starts on first use and ends when the
-/// last handle is dropped.
+/// A task started on first use that takes its callers' requests in batches of up to `max` and
+/// answers each through its own reply channel; it ends when the last handle is dropped.
+struct Batched<Q, A> {
+    tx: std::sync::Arc<std::sync::OnceLock<mpsc::UnboundedSender<(Q, oneshot::Sender<A>)>>>,
+    /// What the task is, for the error when it has stopped.
+    what: &'static str,
+}
+
+impl<Q, A> Clone for Batched<Q, A> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone(), what: self.what }
+    }
+}
+
+impl<Q, A> std::fmt::Debug for Batched<Q, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batched").field("what", &self.what).field("started", &self.tx.get().is_some()).finish()
+    }
+}
+
+impl<Q: Send + 'static, A: Send + 'static> Batched<Q, A> {
+    fn new(what: &'static str) -> Self {
+        Self { tx: Default::default(), what }
+    }
+
+    /// Sends `q` (starting the task with `handle` and `max` if it is not running) and waits for
+    /// the answer.
+    async fn ask<H, Fut>(&self, q: Q, max: usize, handle: impl FnOnce() -> H) -> Result<A, JobsError>
+    where
+        H: FnMut(Vec<(Q, oneshot::Sender<A>)>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let mut handle = handle();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(max);
+                while rx.recv_many(&mut batch, max).await > 0 {
+                    handle(std::mem::replace(&mut batch, Vec::with_capacity(max))).await;
+                }
+            });
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        tx.send((q, reply)).map_err(|_| JobsError::Closed(self.what))?;
+        answer.await.map_err(|_| JobsError::Closed(self.what))
+    }
+}
+
+/// A handle on the writer task (cheap to clone).
 #[derive(Debug, Clone)]
 pub(crate) struct Recorder {
     store: Store,
-    tx: std::sync::Arc<std::sync::OnceLock<mpsc::UnboundedSender<Request>>>,
+    task: Batched<Write, Result<Written, JobsError>>,
 }
 
 impl Recorder {
     pub(crate) fn new(store: Store) -> Self {
-        Self { store, tx: Default::default() }
+        Self { store, task: Batched::new("the attempt recorder stopped") }
     }
 
     /// Applies `w` (in a transaction with others queued at the same time).
     pub(crate) async fn write(&self, w: Write) -> Result<Written, JobsError> {
-        let tx = self.tx.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(self.store.clone(), rx));
-            tx
-        });
-        let (reply, answer) = oneshot::channel();
-        tx.send((w, reply)).map_err(|_| JobsError::Closed("the attempt recorder stopped"))?;
-        answer.await.map_err(|_| JobsError::Closed("the attempt recorder stopped"))?
+        let handle = || {
+            let store = self.store.clone();
+            move |batch| apply(store.clone(), batch)
+        };
+        self.task.ask(w, MAX_BATCH, handle).await?
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        apply(&store, &mut batch).await;
-    }
-}
-
-/// Applies and answers every request in `batch` (leaving it empty).
-async fn apply(store: &Store, batch: &mut Vec<Request>) {
+/// Applies and answers every request in `batch`.
+async fn apply(store: Store, mut batch: Vec<Request>) {
+    let store = &store;
     if batch.len() > 1 {
-        match together(store, batch).await {
+        match together(store, &batch).await {
             Ok(results) => {
                 for ((_, reply), r) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(r));
@@ -336,55 +375,48 @@ async fn end_job(tx: &mut WriteTx, id: &str, attempt: i64, ending: &Ending, now:
 /// Most jobs per read.
 const MAX_READ: usize = 256;
 
-type ReadRequest = (String, oneshot::Sender<Result<Option<(Job, i64)>, JobsError>>);
-
-/// Reads the jobs the worker's concurrent deliveries ask for, many per query (a task like the
-/// recorder's, started on first use).
+/// Reads the jobs the worker's concurrent deliveries ask for, many per query.
 #[derive(Debug, Clone)]
 pub(crate) struct Loader {
     store: Store,
-    tx: std::sync::Arc<std::sync::OnceLock<mpsc::UnboundedSender<ReadRequest>>>,
+    task: Batched<String, Result<Option<(Job, i64)>, JobsError>>,
 }
+
+type ReadRequest = (String, oneshot::Sender<Result<Option<(Job, i64)>, JobsError>>);
 
 impl Loader {
     pub(crate) fn new(store: Store) -> Self {
-        Self { store, tx: Default::default() }
+        Self { store, task: Batched::new("the job loader stopped") }
     }
 
     /// Job `id` and its attempt base; `None` if there is no such job.
     pub(crate) async fn get(&self, id: &str) -> Result<Option<(Job, i64)>, JobsError> {
-        let tx = self.tx.get_or_init(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<ReadRequest>();
+        let handle = || {
             let store = self.store.clone();
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(MAX_READ);
-                while rx.recv_many(&mut batch, MAX_READ).await > 0 {
-                    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
-                    match crate::store::get_for_run(&store, &ids).await {
-                        Ok(jobs) => {
-                            let mut by_id: std::collections::HashMap<String, (Job, i64)> =
-                                jobs.into_iter().map(|j| (j.0.id.clone(), j)).collect();
-                            for (id, reply) in batch.drain(..) {
-                                // A duplicate id in the batch gets the row too.
-                                let found = by_id.get(&id).cloned();
-                                let _ = reply.send(Ok(found));
-                            }
-                            by_id.clear();
-                        }
-                        Err(e) => {
-                            let text = e.to_string();
-                            for (_, reply) in batch.drain(..) {
-                                let _ = reply.send(Err(JobsError::Read(text.clone())));
-                            }
-                        }
-                    }
-                }
-            });
-            tx
-        });
-        let (reply, answer) = oneshot::channel();
-        tx.send((id.to_string(), reply)).map_err(|_| JobsError::Closed("the job loader stopped"))?;
-        answer.await.map_err(|_| JobsError::Closed("the job loader stopped"))?
+            move |batch| load(store.clone(), batch)
+        };
+        self.task.ask(id.to_string(), MAX_READ, handle).await?
+    }
+}
+
+/// Reads the jobs of `batch` in one query and answers each request.
+async fn load(store: Store, batch: Vec<ReadRequest>) {
+    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    match crate::store::get_for_run(&store, &ids).await {
+        Ok(jobs) => {
+            let by_id: std::collections::HashMap<String, (Job, i64)> =
+                jobs.into_iter().map(|j| (j.0.id.clone(), j)).collect();
+            for (id, reply) in batch {
+                // A duplicate id in the batch gets the row too.
+                let _ = reply.send(Ok(by_id.get(&id).cloned()));
+            }
+        }
+        Err(e) => {
+            let text = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(JobsError::Read(text.clone())));
+            }
+        }
     }
 }
 
