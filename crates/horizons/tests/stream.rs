@@ -9,7 +9,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,19 @@ fn run_stage(d: &Deployment, stage: &str, run: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "worker {stage} did not stop cleanly: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(&done).unwrap(), "ok", "stage {stage}'s outcome");
+}
+
+/// The JSON products of `a` and `b` hold the same numbers exactly, and the `identical` files are
+/// the same bytes.
+fn assert_same_products(a: &Path, b: &Path, identical: &[&str]) {
+    for f in ["report.json", "gains.json", "flags-summary.json"] {
+        let x = json(&std::fs::read(a.join(f)).unwrap());
+        let y = json(&std::fs::read(b.join(f)).unwrap());
+        assert_eq!(close(&x, &y, f), 0.0, "{f}");
+    }
+    for f in identical {
+        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
 }
 
 fn products_of(d: &Deployment, run: &str) -> PathBuf {
@@ -182,14 +195,7 @@ fn stages_on_a_broker(d: &Deployment) {
         run_stage(d, stage, &run);
     }
     let streamed = products_of(d, &run);
-    for f in ["report.json", "gains.json", "flags-summary.json"] {
-        let a = json(&std::fs::read(reference.join(f)).unwrap());
-        let b = json(&std::fs::read(streamed.join(f)).unwrap());
-        assert_eq!(close(&a, &b, f), 0.0, "{f}");
-    }
-    for f in ["image.fits", "dirty.fits", "psf.fits"] {
-        assert!(std::fs::read(reference.join(f)).unwrap() == std::fs::read(streamed.join(f)).unwrap(), "{f} differs");
-    }
+    assert_same_products(&reference, &streamed, &["image.fits", "dirty.fits", "psf.fits"]);
     assert!(!d.dir().join("bus").exists(), "nothing went through the embedded bus");
     let out = d.run(&["pipeline", "audit", "--until-idle", "2s"]);
     assert!(out.status.success(), "pipeline audit: {}", String::from_utf8_lossy(&out.stderr));
@@ -261,14 +267,7 @@ fn replaying_a_time_range_reproduces_its_products() {
         run_stage(&d, stage, &new_run);
     }
     let (original, rebuilt) = (products_of(&d, &run), products_of(&d, &new_run));
-    for f in ["report.json", "gains.json", "flags-summary.json"] {
-        let a = json(&std::fs::read(original.join(f)).unwrap());
-        let b = json(&std::fs::read(rebuilt.join(f)).unwrap());
-        assert_eq!(close(&a, &b, f), 0.0, "{f}");
-    }
-    for f in ["image.fits", "dirty.fits", "psf.fits", "image.png"] {
-        assert!(std::fs::read(original.join(f)).unwrap() == std::fs::read(rebuilt.join(f)).unwrap(), "{f} differs");
-    }
+    assert_same_products(&original, &rebuilt, &["image.fits", "dirty.fits", "psf.fits", "image.png"]);
 
     let out = d.run(&["pipeline", "replay", "--from-time", &t1.to_string(), "--to-time", &t0.to_string()]);
     assert!(!out.status.success());
