@@ -77,11 +77,11 @@ impl WriteTx {
     }
 }
 
-/// For tests: a store on a fresh database of its own (`<prefix>_<random>`) on the PostgreSQL
+/// For tests: the URL of a fresh database of its own (`<prefix>_<random>`) on the PostgreSQL
 /// server of `HORIZONS_DATABASE_URL` (default: the one `scripts/services` starts). Panics naming
 /// the URL if the server is not there: a missing service fails a test, it never skips it.
 #[doc(hidden)]
-pub async fn fresh_postgres_for_tests(prefix: &str) -> Store {
+pub async fn fresh_postgres_url_for_tests(prefix: &str) -> String {
     let base = std::env::var("HORIZONS_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://horizons:horizons@127.0.0.1:5432/horizons".into());
     sqlx::any::install_default_drivers();
@@ -92,8 +92,13 @@ pub async fn fresh_postgres_for_tests(prefix: &str) -> Store {
     sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {db}").as_str())
         .await
         .expect("creating a test database");
-    let url = format!("{}/{db}", &base[..base.rfind('/').expect("a database URL with a path")]);
-    Store::connect(&url).await.expect("connecting to the test database")
+    format!("{}/{db}", &base[..base.rfind('/').expect("a database URL with a path")])
+}
+
+/// For tests: a store on [`fresh_postgres_url_for_tests`].
+#[doc(hidden)]
+pub async fn fresh_postgres_for_tests(prefix: &str) -> Store {
+    Store::connect(&fresh_postgres_url_for_tests(prefix).await).await.expect("connecting to the test database")
 }
 
 /// Hides a URL's password for messages and logs.

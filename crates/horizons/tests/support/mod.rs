@@ -23,21 +23,10 @@ impl Deployment {
 
     /// RabbitMQ and a fresh PostgreSQL database, in a namespace of their own.
     pub async fn amqp_postgres() -> Self {
-        let base = std::env::var("HORIZONS_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://horizons:horizons@127.0.0.1:5432/horizons".into());
         let amqp =
             std::env::var("HORIZONS_AMQP_URL").unwrap_or_else(|_| "amqp://horizons:horizons@127.0.0.1:5672/%2f".into());
         let tag = format!("t{}", &uuid_like()[..12]);
-        let db = format!("hz_{tag}");
-        sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {base} (start it with scripts/services up postgres): {e}"));
-        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {db}").as_str()).await.unwrap();
-        let url = match base.rfind('/') {
-            Some(i) => format!("{}/{db}", &base[..i]),
-            None => panic!("database URL without a path: {base}"),
-        };
+        let url = horizons_comments::store::fresh_postgres_url_for_tests("hz").await;
         // Every run declares its own queues (a namespace per run); let the broker drop them a
         // while after the run ends, so test runs do not pile up quorum queues.
         let data = tempfile::tempdir().unwrap();
