@@ -70,7 +70,7 @@ struct Gathered {
 }
 
 /// Publishes again, as new runs, the runs whose raw frames were all stored in `[from, to)`
-/// (`to` = now when `None`); reads the raw topic until no frame came for `idle`.
+/// (no end when `to` is `None`); reads the raw topic until no frame came for `idle`.
 pub async fn replay_range(
     service: &Service,
     from: Millis,

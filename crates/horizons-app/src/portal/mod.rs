@@ -60,18 +60,14 @@ fn search_dir(portal: &config::PortalConfig, data_dir: &std::path::Path) -> Path
     portal.search_dir.clone().unwrap_or_else(|| data_dir.join("search"))
 }
 
-/// The search index writer of this process, if it holds one.
+/// The search index writer of this process, once it opened one (it keeps it).
 #[derive(Clone, Debug, Default)]
-pub struct SearchSlot(Arc<std::sync::Mutex<Option<Arc<SearchIndex>>>>);
+pub struct SearchSlot(Arc<std::sync::OnceLock<Arc<SearchIndex>>>);
 
 impl SearchSlot {
     /// The writer this process holds, if any.
     pub fn get(&self) -> Option<Arc<SearchIndex>> {
-        self.0.lock().expect("search slot lock").clone()
-    }
-
-    fn set(&self, index: Arc<SearchIndex>) {
-        *self.0.lock().expect("search slot lock") = Some(index);
+        self.0.get().cloned()
     }
 }
 
@@ -146,8 +142,7 @@ impl Parts {
         let index = SearchIndex::open(&dir)
             .map(Arc::new)
             .map_err(|e| AppError::Portal(horizons_comments::CommentsError::Other(format!("search index: {e}"))))?;
-        self.search_writer.set(index.clone());
-        Ok(index)
+        Ok(self.search_writer.0.get_or_init(|| index).clone())
     }
 
     /// The API's view of these parts.
