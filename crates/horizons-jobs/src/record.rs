@@ -61,10 +61,13 @@ pub(crate) enum Written {
 
 type Request = (Write, oneshot::Sender<Result<Written, JobsError>>);
 
+/// A request and where its answer goes.
+type Asked<Q, A> = (Q, oneshot::Sender<A>);
+
 /// A task started on first use that takes its callers' requests in batches of up to `max` and
 /// answers each through its own reply channel; it ends when the last handle is dropped.
 struct Batched<Q, A> {
-    tx: std::sync::Arc<std::sync::OnceLock<mpsc::UnboundedSender<(Q, oneshot::Sender<A>)>>>,
+    tx: std::sync::Arc<std::sync::OnceLock<mpsc::UnboundedSender<Asked<Q, A>>>>,
     /// What the task is, for the error when it has stopped.
     what: &'static str,
 }
@@ -90,7 +93,7 @@ impl<Q: Send + 'static, A: Send + 'static> Batched<Q, A> {
     /// the answer.
     async fn ask<H, Fut>(&self, q: Q, max: usize, handle: impl FnOnce() -> H) -> Result<A, JobsError>
     where
-        H: FnMut(Vec<(Q, oneshot::Sender<A>)>) -> Fut + Send + 'static,
+        H: FnMut(Vec<Asked<Q, A>>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let tx = self.tx.get_or_init(|| {
