@@ -22,6 +22,7 @@ pub mod mail;
 pub mod model;
 pub mod relay;
 pub mod service;
+pub mod sql;
 pub mod store;
 
 pub use events::Event;

@@ -13,10 +13,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use horizons_bus::{Envelope, MessageId, Publisher, Topic};
-use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::sql::Stmt;
 use crate::store::Store;
 use crate::{now_ms, CommentsError};
 
@@ -83,37 +83,40 @@ impl Relay {
 
     /// Publishes one batch of unsent events; returns how many.
     pub async fn pump(&self) -> Result<usize, CommentsError> {
-        let rows = sqlx::query(
-            "SELECT id, topic, event_type, msg_key, payload, priority, not_before FROM outbox \
-             WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-        )
-        .bind(self.batch)
-        .fetch_all(self.store.pool())
-        .await
-        .map_err(|e| CommentsError::db("reading the outbox", e))?;
+        let rows = self
+            .store
+            .read(
+                Stmt::new(
+                    "SELECT id, topic, event_type, msg_key, payload, priority, not_before FROM outbox \
+                     WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+                )
+                .bind(self.batch),
+            )
+            .await
+            .map_err(|e| CommentsError::db("reading the outbox", e))?;
         if rows.is_empty() {
             return Ok(0);
         }
         let mut envs = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
-        for r in &rows {
+        for r in rows.iter() {
             let id: String = r.get(0);
-            let topic = Topic::new(format!("{}{}", self.prefix, r.get::<String, _>(1)))
+            let topic = Topic::new(format!("{}{}", self.prefix, r.get::<String>(1)))
                 .map_err(|e| CommentsError::Bus { context: format!("outbox row {id}"), source: e })?;
             let payload: String = r.get(4);
             let mut env = Envelope::new(topic, payload.into_bytes())
-                .with_header("type", r.get::<String, _>(2))
+                .with_header("type", r.get::<String>(2))
                 .with_header("version", crate::events::VERSION.to_string());
-            if let Some(k) = r.get::<Option<String>, _>(3) {
+            if let Some(k) = r.get::<Option<String>>(3) {
                 env = env.with_key(k);
             }
-            let priority = u8::try_from(r.get::<i64, _>(5)).unwrap_or(4);
+            let priority = u8::try_from(r.get::<i64>(5)).unwrap_or(4);
             env = env.with_priority(
                 horizons_bus::Priority::new(priority)
                     .map_err(|e| CommentsError::Bus { context: format!("outbox row {id}"), source: e })?,
             );
             // Publishing the absolute time keeps a relay delay from adding to the job's delay.
-            env.not_before = r.get::<Option<i64>, _>(6);
+            env.not_before = r.get::<Option<i64>>(6);
             env.id = MessageId(
                 uuid::Uuid::parse_str(&id).map_err(|e| CommentsError::Other(format!("outbox row {id}: {e}")))?,
             );
@@ -127,16 +130,11 @@ impl Relay {
         })?;
         failpoint("relay-after-publish");
         let now = now_ms();
-        let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
         // One statement per batch: `id IN ($2, $3, …)`.
         let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!("UPDATE outbox SET sent_at = $1 WHERE id IN ({})", marks.join(", "));
-        let mut q = sqlx::query(&sql).bind(now);
-        for id in &ids {
-            q = q.bind(id);
-        }
-        q.execute(&mut *tx).await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
-        tx.commit().await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
+        let stamp = ids.iter().fold(Stmt::new(sql).bind(now), |q, id| q.bind(id.as_str()));
+        self.store.write(vec![stamp]).await.map_err(|e| CommentsError::db("stamping the outbox", e))?;
         metrics::counter!("horizons_outbox_published_total").increment(ids.len() as u64);
         Ok(ids.len())
     }

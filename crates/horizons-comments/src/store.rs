@@ -42,6 +42,10 @@ pub struct Store {
     /// SQLite has one writer; queueing writers here, in order, instead of letting them spin
     /// in SQLite's busy handler (which sleeps up to 100 ms per try) keeps write latency flat.
     gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// On a SQLite file: its path, and our own connections to it, opened on first use
+    /// ([`crate::sql`]).
+    file: Option<std::path::PathBuf>,
+    direct: Arc<std::sync::OnceLock<crate::sql::Direct>>,
 }
 
 /// A write transaction: the driver's transaction plus, on SQLite, this process's turn to
@@ -142,6 +146,9 @@ impl Store {
             // SQLite has one writer; a small pool keeps lock waits short. Postgres gets more.
             .max_connections(if engine == Engine::Sqlite { 4 } else { 16 })
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite connection is a local file handle: pinging it before each use costs a
+            // round trip to its worker thread and finds nothing.
+            .test_before_acquire(engine != Engine::Sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {
@@ -163,7 +170,8 @@ impl Store {
                 .map_err(|e| CommentsError::db("enabling WAL", e))?;
         }
         let gate = (engine == Engine::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let store = Self { pool, engine, gate };
+        let file = if engine == Engine::Sqlite { crate::sql::sqlite_file(&url) } else { None };
+        let store = Self { pool, engine, gate, file, direct: Default::default() };
         // Processes starting together on a fresh database race to migrate it; the loser's
         // transaction fails (a duplicate type or table, or a busy SQLite writer). Reading what
         // is applied again settles it.
@@ -190,12 +198,29 @@ impl Store {
 
     /// Starts a write transaction (on SQLite, after this process's earlier writers).
     pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
-        let turn = match &self.gate {
-            Some(g) => Some(g.clone().lock_owned().await),
-            None => None,
-        };
+        let turn = self.writer_turn().await;
         let tx = self.pool.begin().await?;
         Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// On SQLite, this process's turn to write (held until dropped).
+    pub(crate) async fn writer_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.gate {
+            Some(g) => Some(g.clone().lock_owned().await),
+            None => None,
+        }
+    }
+
+    /// Our own connections to the SQLite file, if this store is on one.
+    pub(crate) fn direct(&self) -> Result<Option<&crate::sql::Direct>, sqlx::Error> {
+        let Some(path) = &self.file else { return Ok(None) };
+        if let Some(d) = self.direct.get() {
+            return Ok(Some(d));
+        }
+        let d = crate::sql::Direct::open(path.clone())?;
+        // Two first callers at once: one pair of connections is kept, the other closes.
+        let _ = self.direct.set(d);
+        Ok(self.direct.get())
     }
 
     /// Which engine this is.

@@ -12,6 +12,7 @@
 //! If a batch fails, every write in it is tried again in a transaction of its own, so one bad
 //! write fails alone.
 
+use horizons_comments::sql::Stmt;
 use horizons_comments::{Store, WriteTx};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
@@ -162,106 +163,101 @@ async fn apply(store: Store, mut batch: Vec<Request>) {
 }
 
 async fn together(store: &Store, batch: &[Request]) -> Result<Vec<Written>, sqlx::Error> {
-    let mut tx = store.begin().await?;
-    let mut out: Vec<Option<Written>> = Vec::with_capacity(batch.len());
-    let (mut wholes, mut ids, mut twice) = (Vec::new(), std::collections::HashSet::new(), Vec::new());
+    let mut out: Vec<Option<Written>> = (0..batch.len()).map(|_| None).collect();
+    let (mut wholes, mut ids, mut others) = (Vec::new(), std::collections::HashSet::new(), Vec::new());
     for (i, (w, _)) in batch.iter().enumerate() {
-        out.push(None);
         match w {
             // A second record of the same job (a duplicate delivery) goes after the others.
-            Write::Whole { id, .. } if !ids.insert(id.as_str()) => twice.push(i),
-            Write::Whole { .. } => wholes.push(i),
-            w => out[i] = Some(one(&mut tx, w).await?),
+            Write::Whole { id, .. } if ids.insert(id.as_str()) => wholes.push(i),
+            _ => others.push(i),
         }
     }
-    // The common case, short jobs recorded whole, in two statements for the whole batch.
-    for chunk in wholes.chunks(WHOLES_PER_STATEMENT) {
-        let ws: Vec<&Write> = chunk.iter().map(|&i| &batch[i].0).collect();
-        let recorded = wholes_together(&mut tx, &ws).await?;
-        for (&i, r) in chunk.iter().zip(recorded) {
-            out[i] = Some(Written::Recorded(r));
+    // The common case, short jobs recorded whole: two statements per chunk, all in one
+    // transaction handed to the store at once.
+    let chunks: Vec<&[usize]> = wholes.chunks(WHOLES_PER_STATEMENT).collect();
+    let stmts = chunks
+        .iter()
+        .flat_map(|chunk| wholes_statements(&chunk.iter().map(|&i| &batch[i].0).collect::<Vec<_>>()))
+        .collect();
+    if !wholes.is_empty() {
+        let results = store.write(stmts).await?;
+        // Each chunk's UPDATE (the second of its two statements) returns the jobs recorded.
+        let done: std::collections::HashSet<String> =
+            results.iter().skip(1).step_by(2).flat_map(|rows| rows.iter().map(|r| r.get::<String>(0))).collect();
+        for &i in &wholes {
+            let Write::Whole { id, .. } = &batch[i].0 else { unreachable!("only whole records") };
+            out[i] = Some(Written::Recorded(done.contains(id)));
         }
     }
-    for i in twice {
-        out[i] = Some(one(&mut tx, &batch[i].0).await?);
+    if !others.is_empty() {
+        let mut tx = store.begin().await?;
+        for &i in &others {
+            out[i] = Some(one(&mut tx, &batch[i].0).await?);
+        }
+        tx.commit().await?;
     }
-    tx.commit().await?;
     Ok(out.into_iter().map(|w| w.expect("every write answered")).collect())
 }
 
-/// Whole records per statement (7 parameters each, well under SQLite's 32 766).
+/// Whole records per statement (9 parameters each, well under SQLite's 32 766).
 const WHOLES_PER_STATEMENT: usize = 128;
 
-/// Records `ws` (all `Write::Whole`) in one UPDATE of `jobs` and one INSERT of their attempts;
-/// says which were recorded.
-async fn wholes_together(tx: &mut WriteTx, ws: &[&Write]) -> Result<Vec<bool>, sqlx::Error> {
-    let rows: Vec<String> = (0..ws.len())
+/// The statements that record `ws` (all `Write::Whole`): one INSERT of the attempts of the
+/// jobs that are still as their workers read them, then one UPDATE of those jobs that returns
+/// their ids. Both see the same rows (the INSERT changes no job), so they agree on which.
+fn wholes_statements(ws: &[&Write]) -> [Stmt; 2] {
+    let values: Vec<String> = (0..ws.len())
         .map(|i| {
-            let p = 6 * i;
+            let p = 9 * i;
             format!(
                 "(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS TEXT), \
-                 CAST(${} AS TEXT), CAST(${} AS BIGINT))",
+                 CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT))",
                 p + 1,
                 p + 2,
                 p + 3,
                 p + 4,
                 p + 5,
-                p + 6
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 9
             )
         })
         .collect();
-    // VALUES columns are column1… on both engines.
-    let sql = format!(
+    // VALUES columns are column1… on both engines: id, attempts read, started, new state,
+    // error, finished (if final), worker, now, outcome. `state || ''` keeps SQLite from
+    // reading every queued job through `jobs_by_state` (its plan without statistics) instead
+    // of looking each id up.
+    let values = values.join(", ");
+    let insert = format!(
+        "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error) \
+         SELECT jobs.id, jobs.attempts + 1, v.column7, v.column3, v.column8, v.column9, v.column5 \
+         FROM (VALUES {values}) AS v JOIN jobs ON jobs.id = v.column1 AND jobs.attempts = v.column2 \
+         AND jobs.state || '' IN ('queued', 'retrying')"
+    );
+    let update = format!(
         "UPDATE jobs SET attempts = jobs.attempts + 1, started_at = COALESCE(jobs.started_at, v.column3), \
          state = v.column4, last_error = COALESCE(v.column5, jobs.last_error), finished_at = v.column6 \
-         FROM (VALUES {}) AS v WHERE jobs.id = v.column1 AND jobs.attempts = v.column2 \
-         AND jobs.state IN ('queued', 'retrying') RETURNING jobs.id, jobs.attempts",
-        rows.join(", ")
+         FROM (VALUES {values}) AS v WHERE jobs.id = v.column1 AND jobs.attempts = v.column2 \
+         AND jobs.state || '' IN ('queued', 'retrying') RETURNING jobs.id"
     );
-    let mut q = sqlx::query(&sql);
-    for w in ws {
-        let Write::Whole { id, attempts, started, ending, now, .. } = w else { unreachable!("only whole records") };
-        q = q
-            .bind(id.as_str())
-            .bind(*attempts)
-            .bind(*started)
-            .bind(ending.state.as_str())
-            .bind(ending.error.as_deref())
-            .bind(ending.state.is_final().then_some(*now));
-    }
-    let done: std::collections::HashMap<String, i64> =
-        q.fetch_all(&mut **tx).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let recorded: Vec<bool> =
-        ws.iter().map(|w| matches!(w, Write::Whole { id, .. } if done.contains_key(id.as_str()))).collect();
-    if done.is_empty() {
-        return Ok(recorded);
-    }
-    let values: Vec<String> = (0..done.len())
-        .map(|i| {
-            let p = 7 * i;
-            format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7)
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error) VALUES {}",
-        values.join(", ")
-    );
-    let mut q = sqlx::query(&sql);
-    for w in ws {
-        let Write::Whole { id, worker, started, ending, now, .. } = w else { unreachable!("only whole records") };
-        if let Some(attempt) = done.get(id.as_str()) {
-            q = q
-                .bind(id.as_str())
-                .bind(*attempt)
-                .bind(worker.as_str())
+    let bind = |sql: String| {
+        ws.iter().fold(Stmt::new(sql), |q, w| {
+            let Write::Whole { id, worker, attempts, started, ending, now } = w else {
+                unreachable!("only whole records")
+            };
+            q.bind(id.as_str())
+                .bind(*attempts)
                 .bind(*started)
+                .bind(ending.state.as_str())
+                .bind(ending.error.as_deref())
+                .bind(ending.state.is_final().then_some(*now))
+                .bind(worker.as_str())
                 .bind(*now)
                 .bind(ending.outcome)
-                .bind(ending.error.as_deref());
-        }
-    }
-    q.execute(&mut **tx).await?;
-    Ok(recorded)
+        })
+    };
+    [bind(insert), bind(update)]
 }
 
 impl Write {

@@ -2,8 +2,8 @@
 //! read, list, cancel, retry and redrive.
 
 use horizons_comments::service::{push_message, Outgoing};
+use horizons_comments::sql::{Row as SqlRow, Stmt};
 use horizons_comments::{new_id, now_ms, Store};
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::kinds::Registry;
@@ -14,11 +14,11 @@ const COLUMNS: &str = "id, kind, args, priority, not_before, max_attempts, backo
     idempotency_key, owner, state, attempts, last_error, cancel_requested, heartbeat_at, created_at, started_at, \
     finished_at";
 
-fn job_from(r: &AnyRow) -> Job {
+fn job_from(r: &SqlRow<'_>) -> Job {
     Job {
         id: r.get("id"),
         kind: r.get("kind"),
-        args: serde_json::from_str(&r.get::<String, _>("args")).unwrap_or(serde_json::Value::Null),
+        args: serde_json::from_str(&r.get::<String>("args")).unwrap_or(serde_json::Value::Null),
         priority: r.get("priority"),
         not_before: r.get("not_before"),
         max_attempts: r.get("max_attempts"),
@@ -26,10 +26,10 @@ fn job_from(r: &AnyRow) -> Job {
         timeout_ms: r.get("timeout_ms"),
         idempotency_key: r.get("idempotency_key"),
         owner: r.get("owner"),
-        state: JobState::parse(&r.get::<String, _>("state")).unwrap_or(JobState::Dead),
+        state: JobState::parse(&r.get::<String>("state")).unwrap_or(JobState::Dead),
         attempts: r.get("attempts"),
         last_error: r.get("last_error"),
-        cancel_requested: r.get::<i64, _>("cancel_requested") != 0,
+        cancel_requested: r.get::<i64>("cancel_requested") != 0,
         heartbeat_at: r.get("heartbeat_at"),
         created_at: r.get("created_at"),
         started_at: r.get("started_at"),
@@ -101,15 +101,17 @@ pub async fn submit(store: &Store, registry: &Registry, spec: &JobSpec, owner: &
 
 async fn by_key(store: &Store, key: &str) -> Result<Option<Job>, JobsError> {
     let sql = format!("SELECT {COLUMNS} FROM jobs WHERE idempotency_key = $1");
-    let r = sqlx::query(&sql).bind(key).fetch_optional(store.pool()).await.map_err(JobsError::db("reading a job"))?;
-    Ok(r.as_ref().map(job_from))
+    let rows = store.read(Stmt::new(sql).bind(key)).await.map_err(JobsError::db("reading a job"))?;
+    let job = rows.first().map(|r| job_from(&r));
+    Ok(job)
 }
 
 /// The job `id`.
 pub async fn get(store: &Store, id: &str) -> Result<Job, JobsError> {
     let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
-    let r = sqlx::query(&sql).bind(id).fetch_optional(store.pool()).await.map_err(JobsError::db("reading a job"))?;
-    r.as_ref().map(job_from).ok_or_else(|| JobsError::NotFound(id.into()))
+    let rows = store.read(Stmt::new(sql).bind(id)).await.map_err(JobsError::db("reading a job"))?;
+    let job = rows.first().map(|r| job_from(&r));
+    job.ok_or_else(|| JobsError::NotFound(id.into()))
 }
 
 /// Jobs `ids` with their attempt bases (the attempts made before their last retry or redrive),
@@ -117,12 +119,9 @@ pub async fn get(store: &Store, id: &str) -> Result<Job, JobsError> {
 pub(crate) async fn get_for_run(store: &Store, ids: &[String]) -> Result<Vec<(Job, i64)>, JobsError> {
     let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!("SELECT {COLUMNS}, attempt_base FROM jobs WHERE id IN ({})", marks.join(", "));
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(id.as_str());
-    }
-    let rows = q.fetch_all(store.pool()).await.map_err(JobsError::db("reading jobs"))?;
-    Ok(rows.iter().map(|r| (job_from(r), r.get("attempt_base"))).collect())
+    let q = ids.iter().fold(Stmt::new(sql), |q, id| q.bind(id.as_str()));
+    let rows = store.read(q).await.map_err(JobsError::db("reading jobs"))?;
+    Ok(rows.iter().map(|r| (job_from(&r), r.get("attempt_base"))).collect())
 }
 
 /// The attempts of job `id`, in order.
@@ -157,14 +156,10 @@ pub async fn list(
     let sql = format!(
         "SELECT {COLUMNS} FROM jobs WHERE ($1 = '' OR state = $1) AND ($2 = '' OR kind = $2) ORDER BY id DESC LIMIT $3"
     );
-    let rows = sqlx::query(&sql)
-        .bind(state.map_or("", JobState::as_str))
-        .bind(kind.unwrap_or(""))
-        .bind(limit.clamp(1, 10_000))
-        .fetch_all(store.pool())
-        .await
-        .map_err(JobsError::db("listing jobs"))?;
-    Ok(rows.iter().map(job_from).collect())
+    let q =
+        Stmt::new(sql).bind(state.map_or("", JobState::as_str)).bind(kind.unwrap_or("")).bind(limit.clamp(1, 10_000));
+    let rows = store.read(q).await.map_err(JobsError::db("listing jobs"))?;
+    Ok(rows.iter().map(|r| job_from(&r)).collect())
 }
 
 /// Cancels a job: one that has not started (queued, or retrying between attempts) is

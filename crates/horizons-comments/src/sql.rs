@@ -1,0 +1,498 @@
+//! Batches of statements in one call: [`Store::write`] runs them in one transaction,
+//! [`Store::read`] reads; on SQLite through connections of our own, one hand-off per batch.
+//!
+//! sqlx's SQLite driver runs each connection on a thread of its own and passes every command
+//! (begin, each statement, commit) and every returned row across threads, a wake-up each. On
+//! the hot paths — the outbox relay, the jobs loader and recorder, hundreds of batches a second
+//! — those hand-offs cost more CPU than SQLite's own work. Here a batch crosses once: on a
+//! SQLite file it goes to a thread that owns a `rusqlite` connection to the same file (one
+//! thread for writes, which also takes the store's writer turn, one for reads); on PostgreSQL,
+//! or an in-memory SQLite database that a second connection cannot see, it runs through the
+//! pool like any other query. The statements are the same text on both (`$N` placeholders,
+//! which SQLite numbers in order of first use) and values are BIGINT or TEXT, as everywhere in
+//! the store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::{Row as _, ValueRef as _};
+use tokio::sync::oneshot;
+
+use crate::store::Store;
+
+/// A parameter or a column value: the store's two column types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// BIGINT (and booleans, as 0 or 1); `None` is NULL.
+    Int(Option<i64>),
+    /// TEXT; `None` is NULL.
+    Text(Option<String>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(Some(v.to_string()))
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(Some(v))
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        Value::Text(v.map(str::to_string))
+    }
+}
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Value::Text(v)
+    }
+}
+
+/// A statement and its parameters (`$1`, `$2`, … in order).
+#[derive(Clone, Debug)]
+pub struct Stmt {
+    sql: String,
+    params: Vec<Value>,
+}
+
+impl Stmt {
+    /// A statement without parameters yet.
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self { sql: sql.into(), params: Vec::new() }
+    }
+
+    /// Binds the next parameter.
+    pub fn bind(mut self, v: impl Into<Value>) -> Self {
+        self.params.push(v.into());
+        self
+    }
+}
+
+/// The rows one statement returned.
+#[derive(Clone, Debug, Default)]
+pub struct Rows {
+    columns: Arc<[String]>,
+    rows: Vec<Vec<Value>>,
+}
+
+impl Rows {
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The first row.
+    pub fn first(&self) -> Option<Row<'_>> {
+        self.iter().next()
+    }
+
+    /// The rows, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
+        self.rows.iter().map(|values| Row { columns: &self.columns, values })
+    }
+}
+
+/// One row of [`Rows`].
+#[derive(Clone, Copy, Debug)]
+pub struct Row<'a> {
+    columns: &'a [String],
+    values: &'a [Value],
+}
+
+/// A column by position or name.
+pub trait Column {
+    /// Its position among `columns`.
+    fn position(&self, columns: &[String]) -> usize;
+}
+
+impl Column for usize {
+    fn position(&self, columns: &[String]) -> usize {
+        assert!(*self < columns.len(), "column {self} of {}", columns.len());
+        *self
+    }
+}
+
+impl Column for &str {
+    fn position(&self, columns: &[String]) -> usize {
+        columns.iter().position(|c| c == self).unwrap_or_else(|| panic!("no column {self:?} in {columns:?}"))
+    }
+}
+
+/// A Rust type a [`Value`] converts to.
+pub trait FromValue: Sized {
+    /// The conversion; `None` if the value is of another type (or NULL where none is allowed).
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Int(Some(i)) => Some(*i),
+            _ => None,
+        }
+    }
+}
+impl FromValue for Option<i64> {
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Int(i) => Some(*i),
+            Value::Text(None) => Some(None),
+            Value::Text(Some(_)) => None,
+        }
+    }
+}
+impl FromValue for String {
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Text(Some(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+impl FromValue for Option<String> {
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Text(s) => Some(s.clone()),
+            // SQLite reports NULL without a type.
+            Value::Int(None) => Some(None),
+            Value::Int(Some(_)) => None,
+        }
+    }
+}
+
+impl Row<'_> {
+    /// The value of `column` as `T`; panics if the column is missing or of another type (a
+    /// query and its reader disagreeing is a bug, as with sqlx's `Row::get`).
+    pub fn get<T: FromValue>(&self, column: impl Column) -> T {
+        let i = column.position(self.columns);
+        T::from_value(&self.values[i]).unwrap_or_else(|| {
+            panic!("column {:?} holds {:?}, not a {}", self.columns[i], self.values[i], std::any::type_name::<T>())
+        })
+    }
+}
+
+/// A SQLite error from our own connections, carried as a sqlx database error so that callers
+/// handle every store error alike.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct SqliteError {
+    message: String,
+    kind: sqlx::error::ErrorKind,
+}
+
+impl SqliteError {
+    fn from_rusqlite(e: rusqlite::Error) -> sqlx::Error {
+        let kind = match e.sqlite_error() {
+            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
+                sqlx::error::ErrorKind::UniqueViolation
+            }
+            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                sqlx::error::ErrorKind::UniqueViolation
+            }
+            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                sqlx::error::ErrorKind::ForeignKeyViolation
+            }
+            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL => {
+                sqlx::error::ErrorKind::NotNullViolation
+            }
+            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => {
+                sqlx::error::ErrorKind::CheckViolation
+            }
+            _ => sqlx::error::ErrorKind::Other,
+        };
+        sqlx::Error::Database(Box::new(SqliteError { message: e.to_string(), kind }))
+    }
+}
+
+impl sqlx::error::DatabaseError for SqliteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        match self.kind {
+            sqlx::error::ErrorKind::UniqueViolation => sqlx::error::ErrorKind::UniqueViolation,
+            sqlx::error::ErrorKind::ForeignKeyViolation => sqlx::error::ErrorKind::ForeignKeyViolation,
+            sqlx::error::ErrorKind::NotNullViolation => sqlx::error::ErrorKind::NotNullViolation,
+            sqlx::error::ErrorKind::CheckViolation => sqlx::error::ErrorKind::CheckViolation,
+            _ => sqlx::error::ErrorKind::Other,
+        }
+    }
+}
+
+type Work = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
+/// A thread that owns one SQLite connection and runs the work sent to it in order.
+#[derive(Debug)]
+struct Connection {
+    work: std::sync::mpsc::Sender<Work>,
+}
+
+impl Connection {
+    /// Opens `path` on a new thread (named `name`); the thread ends when this is dropped.
+    fn open(path: PathBuf, name: &str) -> Result<Self, sqlx::Error> {
+        let (work, queue) = std::sync::mpsc::channel::<Work>();
+        let (opened, open) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let conn = rusqlite::Connection::open(&path).and_then(|c| {
+                    // As the pool's connections (see `Store::connect`); WAL is the file's own mode.
+                    c.execute_batch(
+                        "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL",
+                    )?;
+                    c.set_prepared_statement_cache_capacity(256);
+                    Ok(c)
+                });
+                let mut conn = match conn {
+                    Ok(c) => {
+                        let _ = opened.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = opened.send(Err(SqliteError::from_rusqlite(e)));
+                        return;
+                    }
+                };
+                while let Ok(w) = queue.recv() {
+                    w(&mut conn);
+                }
+            })
+            .map_err(sqlx::Error::Io)?;
+        open.recv().map_err(|_| sqlx::Error::WorkerCrashed)??;
+        Ok(Self { work })
+    }
+
+    /// Runs `stmts` on the thread, in one transaction if `write`.
+    async fn run(&self, stmts: Vec<Stmt>, write: bool) -> Result<Vec<Rows>, sqlx::Error> {
+        let (reply, answer) = oneshot::channel();
+        let work: Work = Box::new(move |conn| {
+            let _ = reply.send(run_sqlite(conn, &stmts, write).map_err(SqliteError::from_rusqlite));
+        });
+        self.work.send(work).map_err(|_| sqlx::Error::WorkerCrashed)?;
+        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+    }
+}
+
+fn run_sqlite(conn: &mut rusqlite::Connection, stmts: &[Stmt], write: bool) -> rusqlite::Result<Vec<Rows>> {
+    // A write takes the file's write lock at once (no deferred upgrade to fail halfway).
+    let behavior =
+        if write { rusqlite::TransactionBehavior::Immediate } else { rusqlite::TransactionBehavior::Deferred };
+    let tx = conn.transaction_with_behavior(behavior)?;
+    let mut out = Vec::with_capacity(stmts.len());
+    for s in stmts {
+        let mut st = tx.prepare_cached(&s.sql)?;
+        for (i, p) in s.params.iter().enumerate() {
+            match p {
+                Value::Int(v) => st.raw_bind_parameter(i + 1, v)?,
+                Value::Text(v) => st.raw_bind_parameter(i + 1, v)?,
+            }
+        }
+        let columns: Arc<[String]> = st.column_names().into_iter().map(str::to_string).collect();
+        let n = columns.len();
+        let mut rows = Vec::new();
+        let mut it = st.raw_query();
+        while let Some(r) = it.next()? {
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                values.push(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => Value::Int(None),
+                    rusqlite::types::ValueRef::Integer(v) => Value::Int(Some(v)),
+                    rusqlite::types::ValueRef::Text(t) => Value::Text(Some(String::from_utf8_lossy(t).into_owned())),
+                    other => return Err(rusqlite::Error::InvalidColumnType(i, columns[i].clone(), other.data_type())),
+                });
+            }
+            rows.push(values);
+        }
+        out.push(Rows { columns, rows });
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// The store's own SQLite connections, opened on first use.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    writer: Connection,
+    reader: Connection,
+}
+
+impl Direct {
+    /// Connections to `path` (a SQLite file).
+    pub(crate) fn open(path: PathBuf) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            writer: Connection::open(path.clone(), "hz-sqlite-write")?,
+            reader: Connection::open(path, "hz-sqlite-read")?,
+        })
+    }
+}
+
+/// The file behind a SQLite URL, if it is one a second connection can open.
+pub(crate) fn sqlite_file(url: &str) -> Option<PathBuf> {
+    use std::str::FromStr;
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = opts.get_filename();
+    let s = path.to_string_lossy();
+    (!s.is_empty() && !s.contains(":memory:") && !url.contains("mode=memory")).then(|| path.to_path_buf())
+}
+
+fn from_any(rows: Vec<sqlx::any::AnyRow>) -> Result<Rows, sqlx::Error> {
+    use sqlx::any::AnyTypeInfoKind as K;
+    let Some(first) = rows.first() else { return Ok(Rows::default()) };
+    let columns: Arc<[String]> = sqlx::Row::columns(first).iter().map(|c| sqlx::Column::name(c).to_string()).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut values = Vec::with_capacity(columns.len());
+        for i in 0..columns.len() {
+            let raw = r.try_get_raw(i)?;
+            if raw.is_null() {
+                values.push(Value::Int(None));
+                continue;
+            }
+            let kind = raw.type_info().kind();
+            values.push(match kind {
+                K::Bool => Value::Int(Some(r.try_get::<bool, _>(i)? as i64)),
+                K::SmallInt | K::Integer | K::BigInt => Value::Int(Some(r.try_get::<i64, _>(i)?)),
+                K::Text => Value::Text(Some(r.try_get::<String, _>(i)?)),
+                other => {
+                    return Err(sqlx::Error::ColumnDecode {
+                        index: columns[i].clone(),
+                        source: format!("a {other:?} column; the store uses BIGINT and TEXT").into(),
+                    })
+                }
+            });
+        }
+        out.push(values);
+    }
+    Ok(Rows { columns, rows: out })
+}
+
+fn any_query(s: &Stmt) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    let mut q = sqlx::query(&s.sql);
+    for p in &s.params {
+        q = match p {
+            Value::Int(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.as_deref()),
+        };
+    }
+    q
+}
+
+impl Store {
+    /// Runs `stmts` in order in one write transaction (after this process's earlier writers);
+    /// returns each statement's rows (`RETURNING`).
+    pub async fn write(&self, stmts: Vec<Stmt>) -> Result<Vec<Rows>, sqlx::Error> {
+        if let Some(d) = self.direct()? {
+            let _turn = self.writer_turn().await;
+            return d.writer.run(stmts, true).await;
+        }
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(stmts.len());
+        for s in &stmts {
+            out.push(from_any(any_query(s).fetch_all(&mut *tx).await?)?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Runs one reading statement.
+    pub async fn read(&self, stmt: Stmt) -> Result<Rows, sqlx::Error> {
+        if let Some(d) = self.direct()? {
+            let mut rows = d.reader.run(vec![stmt], false).await?;
+            return Ok(rows.pop().unwrap_or_default());
+        }
+        from_any(any_query(&stmt).fetch_all(self.pool()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(id: &str, key: Option<&str>) -> Stmt {
+        Stmt::new(
+            "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind("t")
+        .bind("E")
+        .bind(key)
+        .bind("{}")
+        .bind(7)
+    }
+
+    async fn roundtrip(store: Store) {
+        let out = store
+            .write(vec![
+                insert("a", None),
+                Stmt::new("UPDATE outbox SET created_at = created_at + $1 WHERE id = $2 RETURNING id, created_at, msg_key, sent_at")
+                    .bind(1)
+                    .bind("a"),
+            ])
+            .await
+            .unwrap();
+        assert!(out[0].is_empty());
+        let r = out[1].iter().next().unwrap();
+        assert_eq!(
+            (
+                r.get::<String>("id"),
+                r.get::<i64>(1),
+                r.get::<Option<String>>("msg_key"),
+                r.get::<Option<i64>>("sent_at")
+            ),
+            ("a".into(), 8, None, None)
+        );
+        let rows = store.read(Stmt::new("SELECT topic, created_at FROM outbox WHERE id = $1").bind("a")).await.unwrap();
+        assert_eq!(rows.iter().map(|r| (r.get::<String>(0), r.get::<i64>(1))).collect::<Vec<_>>(), [("t".into(), 8)]);
+        // A failing statement rolls the whole batch back, and the error says why.
+        let e = store
+            .write(vec![
+                Stmt::new("UPDATE outbox SET created_at = 100 WHERE id = $1").bind("a"),
+                insert("a", Some("k")),
+            ])
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()), "{e}");
+        let rows = store.read(Stmt::new("SELECT created_at FROM outbox WHERE id = $1").bind("a")).await.unwrap();
+        assert_eq!(rows.iter().next().unwrap().get::<i64>(0), 8);
+    }
+
+    #[tokio::test]
+    async fn a_batch_on_a_sqlite_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        assert!(store.direct().unwrap().is_some(), "a file gets connections of its own");
+        roundtrip(store).await;
+    }
+
+    /// Through the pool, on the PostgreSQL of `scripts/services` (`HORIZONS_DATABASE_URL`).
+    #[tokio::test]
+    async fn a_batch_on_postgres() {
+        roundtrip(crate::store::fresh_postgres_for_tests("hz_sql").await).await;
+    }
+}
