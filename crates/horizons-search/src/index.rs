@@ -159,10 +159,13 @@ impl SearchIndex {
         let index = open_or_create(dir, schema)?;
         let open_err = |source| SearchError::Open { dir: dir.to_owned(), source };
 
-        let writer = index.writer::<TantivyDocument>(WRITER_MEMORY_BYTES).map_err(|source| match source {
-            TantivyError::LockFailure(..) => SearchError::Locked { dir: dir.to_owned(), source },
-            source => open_err(source),
-        })?;
+        let writer =
+            index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY_BYTES).map_err(
+                |source| match source {
+                    TantivyError::LockFailure(..) => SearchError::Locked { dir: dir.to_owned(), source },
+                    source => open_err(source),
+                },
+            )?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(open_err)?;
         let parser = query_parser(&index, &fields);
         tracing::info!(dir = %dir.display(), docs = reader.searcher().num_docs(), "search index open");

@@ -7,6 +7,10 @@
 //! A delivery is acked only after a commit that covers its write. Commits are grouped: a
 //! handler whose write is already covered by a commit another handler made returns at once,
 //! so under load one commit (a few ms) serves every write made while the previous one ran.
+//! Commits are also paced: one starts at most every [`COMMIT_EVERY`] (each costs a new
+//! segment, its fsyncs and later merges whatever it holds, so back-to-back commits of a few
+//! comments each would spend the CPU that indexing needs); a comment waits at most that long
+//! for its commit to begin.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use sqlx::Row;
 
 use crate::consumers::{decode, retryable};
 use crate::events::Event;
+use crate::sql::Stmt;
 use crate::store::Store;
 use crate::{now_ms, CommentsError};
 
@@ -27,9 +32,12 @@ pub struct Indexer {
     index: Arc<SearchIndex>,
     /// Writes made so far (a ticket per write).
     written: AtomicU64,
-    /// The highest ticket a finished commit covers.
-    committed: tokio::sync::Mutex<u64>,
+    /// The highest ticket a finished commit covers, and when the last commit started.
+    committed: tokio::sync::Mutex<(u64, Option<std::time::Instant>)>,
 }
+
+/// The shortest time between the starts of two commits.
+pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl std::fmt::Debug for Indexer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,20 +52,22 @@ fn index_err(e: horizons_search::SearchError) -> CommentsError {
 impl Indexer {
     /// A handler keeping `index` in step with `store`.
     pub fn new(store: Store, index: Arc<SearchIndex>) -> Self {
-        Self { store, index, written: AtomicU64::new(0), committed: tokio::sync::Mutex::new(0) }
+        Self { store, index, written: AtomicU64::new(0), committed: tokio::sync::Mutex::new((0, None)) }
     }
 
     async fn sync(&self, comment_id: &str) -> Result<(), CommentsError> {
-        let row =
-            sqlx::query("SELECT id, post_id, author, body, status, version, created_at FROM comments WHERE id = $1")
-                .bind(comment_id)
-                .fetch_optional(self.store.pool())
-                .await
-                .map_err(|e| CommentsError::db("reading the comment", e))?;
-        let Some(r) = row else {
+        let rows = self
+            .store
+            .read(
+                Stmt::new("SELECT id, post_id, author, body, status, version, created_at FROM comments WHERE id = $1")
+                    .bind(comment_id),
+            )
+            .await
+            .map_err(|e| CommentsError::db("reading the comment", e))?;
+        let Some(r) = rows.first() else {
             return Err(CommentsError::not_found("comment", comment_id));
         };
-        let visible = r.get::<String, _>("status") == "visible";
+        let visible = r.get::<String>("status") == "visible";
         let version: i64 = r.get("version");
         let doc = CommentDoc {
             id: r.get("id"),
@@ -76,29 +86,30 @@ impl Indexer {
                 .map(|()| self.written.fetch_add(1, Ordering::AcqRel) + 1)?;
         {
             let mut committed = self.committed.lock().await;
-            if *committed < ticket {
+            if committed.0 < ticket {
+                if let Some(wait) = committed.1.and_then(|at| COMMIT_EVERY.checked_sub(at.elapsed())) {
+                    // Writes made meanwhile join this commit.
+                    tokio::time::sleep(wait).await;
+                }
+                committed.1 = Some(std::time::Instant::now());
                 let upto = self.written.load(Ordering::Acquire);
                 let index = self.index.clone();
                 tokio::task::spawn_blocking(move || index.commit())
                     .await
                     .map_err(|e| CommentsError::Other(format!("index task: {e}")))?
                     .map_err(index_err)?;
-                *committed = upto;
+                committed.0 = upto;
             }
         }
-        let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("recording the index state", e))?;
-        sqlx::query(
+        let state = Stmt::new(
             "INSERT INTO search_state (comment_id, version, indexed, at_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (comment_id) DO UPDATE SET version = excluded.version, indexed = excluded.indexed, at_ms = excluded.at_ms",
         )
         .bind(comment_id)
         .bind(version)
         .bind(i64::from(visible))
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| CommentsError::db("recording the index state", e))?;
-        tx.commit().await.map_err(|e| CommentsError::db("recording the index state", e))
+        .bind(now_ms());
+        self.store.write(vec![state]).await.map(drop).map_err(|e| CommentsError::db("recording the index state", e))
     }
 }
 
