@@ -271,7 +271,6 @@ impl SearchIndex {
             // including writes queued after `target` (their own commits will then be no-ops).
             let now = self.write_seq.load(Ordering::Acquire);
             st.writer.commit().map_err(SearchError::index("commit"))?;
-            self.commits.fetch_add(1, Ordering::Relaxed);
             st.committed_seq = now;
             st.reader_stale = true;
         }
@@ -280,6 +279,9 @@ impl SearchIndex {
             // the reader already showing them.
             self.reader.reload().map_err(SearchError::index("reload"))?;
             st.reader_stale = false;
+            // Counted once searchable, so that a reader who sees the count change and searches
+            // finds what the commit carried.
+            self.commits.fetch_add(1, Ordering::Relaxed);
         }
         MutexGuard::unlock_fair(st);
         Ok(())

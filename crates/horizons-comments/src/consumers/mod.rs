@@ -40,6 +40,21 @@ pub(crate) fn retryable(e: CommentsError) -> HandlerError {
     }
 }
 
+/// The statement that records that `consumer` processed `msg`, for a [`Store::write`] batch
+/// whose other statements are idempotent on their own; it returns a row only if the message
+/// is new.
+///
+/// [`Store::write`]: crate::store::Store::write
+pub(crate) fn inbox(consumer: &str, msg: &Envelope) -> crate::sql::Stmt {
+    crate::sql::Stmt::new(
+        "INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id",
+    )
+    .bind(consumer)
+    .bind(msg.id.to_string())
+    .bind(now_ms())
+}
+
 /// Records that `consumer` processed `msg` inside `tx`. `false`: it already had, so the caller
 /// must do nothing (and may commit or drop `tx`).
 pub(crate) async fn claim(

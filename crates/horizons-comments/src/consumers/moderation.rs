@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use horizons_bus::{Context, Envelope, Handler, HandlerError};
 use horizons_moderation::Moderator;
 
-use crate::consumers::{claim, decode, retryable};
+use crate::consumers::{claim, decode, inbox, retryable};
 use crate::events::Event;
 use crate::store::Store;
 use crate::CommentsError;
@@ -28,15 +28,18 @@ impl Moderation {
 
     async fn apply(&self, msg: &Envelope, comment_id: &str, body: &str) -> Result<(), CommentsError> {
         let verdict = self.filter.score(body);
+        if !verdict.flagged {
+            // Only the inbox entry to write: one statement, no transaction of our own.
+            let done = self.store.write(vec![inbox("moderation", msg)]).await;
+            return done.map(drop).map_err(|e| CommentsError::db("recording the message in the inbox", e));
+        }
         let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("begin", e))?;
         if !claim(&mut tx, "moderation", msg).await? {
             return Ok(());
         }
-        if verdict.flagged {
-            let reasons: Vec<String> = verdict.reasons.iter().map(|r| format!("filter: {r}")).collect();
-            crate::service::enqueue(&mut tx, comment_id, "filter", verdict.score, &reasons, 0).await?;
-            metrics::counter!("horizons_moderation_flagged_total").increment(1);
-        }
+        let reasons: Vec<String> = verdict.reasons.iter().map(|r| format!("filter: {r}")).collect();
+        crate::service::enqueue(&mut tx, comment_id, "filter", verdict.score, &reasons, 0).await?;
+        metrics::counter!("horizons_moderation_flagged_total").increment(1);
         tx.commit().await.map_err(|e| CommentsError::db("committing", e))
     }
 }

@@ -6,11 +6,11 @@
 
 use async_trait::async_trait;
 use horizons_bus::{Context, Envelope, Handler, HandlerError};
-use sqlx::Row;
 use tokio::sync::broadcast;
 
-use crate::consumers::{claim, decode, retryable};
+use crate::consumers::{decode, inbox, retryable};
 use crate::events::Event;
+use crate::sql::Stmt;
 use crate::store::Store;
 use crate::CommentsError;
 
@@ -35,34 +35,31 @@ impl Notify {
                 msg.headers.get("type").map_or("?", String::as_str)
             )));
         };
-        let mut tx = self.store.begin().await.map_err(|e| retryable(CommentsError::db("begin", e)))?;
-        if !claim(&mut tx, "notify", msg).await.map_err(retryable)? {
-            return Ok(None);
-        }
-        let prefs = sqlx::query("SELECT notify_in_app, notify_email FROM users WHERE name = $1")
-            .bind(&n.user)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| retryable(CommentsError::db("reading preferences", e)))?;
-        let (in_app, email) = prefs.map_or((1, 1), |r| (r.get::<i64, _>(0), r.get::<i64, _>(1)));
-        let email = i64::from(email != 0 && !n.email.is_empty());
-        sqlx::query(
+        // The notification's id comes with the event, so its insert is idempotent on its own
+        // and needs no answer from the inbox entry written with it: one batch, one hand-off.
+        // The user's preferences (both on for a user the store has not seen) come in the SELECT.
+        let store = Stmt::new(
             "INSERT INTO notifications (id, user_name, kind, post_id, comment_id, message, in_app, email, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+             SELECT $1, $2, $3, $4, $5, $6, COALESCE(u.notify_in_app, 1), \
+             CASE WHEN COALESCE(u.notify_email, 1) <> 0 AND $7 <> '' THEN 1 ELSE 0 END, $8 \
+             FROM (SELECT 1 AS one) AS one LEFT JOIN users u ON u.name = $2 \
+             ON CONFLICT (id) DO NOTHING RETURNING in_app",
         )
-        .bind(&n.notification_id)
-        .bind(&n.user)
-        .bind(&n.kind)
-        .bind(&n.post_id)
-        .bind(&n.comment_id)
-        .bind(&n.message)
-        .bind(in_app)
-        .bind(email)
-        .bind(n.at_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| retryable(CommentsError::db("storing the notification", e)))?;
-        tx.commit().await.map_err(|e| retryable(CommentsError::db("committing", e)))?;
+        .bind(n.notification_id.as_str())
+        .bind(n.user.as_str())
+        .bind(n.kind.as_str())
+        .bind(n.post_id.as_deref())
+        .bind(n.comment_id.as_deref())
+        .bind(n.message.as_str())
+        .bind(n.email.as_str())
+        .bind(n.at_ms);
+        let done = self
+            .store
+            .write(vec![inbox("notify", msg), store])
+            .await
+            .map_err(|e| retryable(CommentsError::db("storing the notification", e)))?;
+        // Nothing new: a redelivery.
+        let Some(in_app) = done[1].first().map(|r| r.get::<i64>(0)) else { return Ok(None) };
         metrics::counter!("horizons_notifications_total", "kind" => kind_label(&n.kind)).increment(1);
         Ok((in_app != 0).then_some(n.user))
     }
