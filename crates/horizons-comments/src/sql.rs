@@ -194,30 +194,14 @@ impl Row<'_> {
 #[error("{message}")]
 struct SqliteError {
     message: String,
-    kind: sqlx::error::ErrorKind,
+    /// SQLite's extended result code, if the error came from SQLite.
+    code: Option<std::ffi::c_int>,
 }
 
 impl SqliteError {
     fn from_rusqlite(e: rusqlite::Error) -> sqlx::Error {
-        let kind = match e.sqlite_error() {
-            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
-                sqlx::error::ErrorKind::UniqueViolation
-            }
-            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
-                sqlx::error::ErrorKind::UniqueViolation
-            }
-            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
-                sqlx::error::ErrorKind::ForeignKeyViolation
-            }
-            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL => {
-                sqlx::error::ErrorKind::NotNullViolation
-            }
-            Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => {
-                sqlx::error::ErrorKind::CheckViolation
-            }
-            _ => sqlx::error::ErrorKind::Other,
-        };
-        sqlx::Error::Database(Box::new(SqliteError { message: e.to_string(), kind }))
+        let code = e.sqlite_error().map(|f| f.extended_code);
+        sqlx::Error::Database(Box::new(SqliteError { message: e.to_string(), code }))
     }
 }
 
@@ -235,68 +219,71 @@ impl sqlx::error::DatabaseError for SqliteError {
         self
     }
     fn kind(&self) -> sqlx::error::ErrorKind {
-        match self.kind {
-            sqlx::error::ErrorKind::UniqueViolation => sqlx::error::ErrorKind::UniqueViolation,
-            sqlx::error::ErrorKind::ForeignKeyViolation => sqlx::error::ErrorKind::ForeignKeyViolation,
-            sqlx::error::ErrorKind::NotNullViolation => sqlx::error::ErrorKind::NotNullViolation,
-            sqlx::error::ErrorKind::CheckViolation => sqlx::error::ErrorKind::CheckViolation,
-            _ => sqlx::error::ErrorKind::Other,
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.code {
+            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => ErrorKind::UniqueViolation,
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
+            Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
+            Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
         }
     }
 }
 
-type Work = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+/// A batch for a connection thread, and where its answer goes.
+struct Work {
+    stmts: Vec<Stmt>,
+    write: bool,
+    reply: oneshot::Sender<Result<Vec<Rows>, sqlx::Error>>,
+}
 
-/// A thread that owns one SQLite connection and runs the work sent to it in order.
+/// A thread that owns one SQLite connection and runs the batches sent to it in order.
 #[derive(Debug)]
 struct Connection {
     work: std::sync::mpsc::Sender<Work>,
 }
 
 impl Connection {
-    /// Opens `path` on a new thread (named `name`); the thread ends when this is dropped.
-    fn open(path: PathBuf, name: &str) -> Result<Self, sqlx::Error> {
+    /// Starts a thread (named `name`) for a connection to `path`, opened there before its first
+    /// batch (a failed open fails that batch, and the next batch tries again); the thread ends
+    /// when this is dropped.
+    fn start(path: PathBuf, name: &str) -> Result<Self, sqlx::Error> {
         let (work, queue) = std::sync::mpsc::channel::<Work>();
-        let (opened, open) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                let conn = rusqlite::Connection::open(&path).and_then(|c| {
-                    // As the pool's connections (see `Store::connect`); WAL is the file's own mode.
-                    c.execute_batch(
-                        "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL",
-                    )?;
-                    c.set_prepared_statement_cache_capacity(256);
-                    Ok(c)
-                });
-                let mut conn = match conn {
-                    Ok(c) => {
-                        let _ = opened.send(Ok(()));
-                        c
-                    }
-                    Err(e) => {
-                        let _ = opened.send(Err(SqliteError::from_rusqlite(e)));
-                        return;
-                    }
-                };
-                while let Ok(w) = queue.recv() {
-                    w(&mut conn);
+                let mut conn = None;
+                while let Ok(Work { stmts, write, reply }) = queue.recv() {
+                    let answer = open_once(&mut conn, &path).and_then(|c| run_sqlite(c, &stmts, write));
+                    let _ = reply.send(answer.map_err(SqliteError::from_rusqlite));
                 }
             })
             .map_err(sqlx::Error::Io)?;
-        open.recv().map_err(|_| sqlx::Error::WorkerCrashed)??;
         Ok(Self { work })
     }
 
     /// Runs `stmts` on the thread, in one transaction if `write`.
     async fn run(&self, stmts: Vec<Stmt>, write: bool) -> Result<Vec<Rows>, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
-        let work: Work = Box::new(move |conn| {
-            let _ = reply.send(run_sqlite(conn, &stmts, write).map_err(SqliteError::from_rusqlite));
-        });
-        self.work.send(work).map_err(|_| sqlx::Error::WorkerCrashed)?;
+        self.work.send(Work { stmts, write, reply }).map_err(|_| sqlx::Error::WorkerCrashed)?;
         answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
+}
+
+/// The connection in `slot`, opened on `path` first if it is not yet.
+fn open_once<'a>(
+    slot: &'a mut Option<rusqlite::Connection>,
+    path: &std::path::Path,
+) -> rusqlite::Result<&'a mut rusqlite::Connection> {
+    if slot.is_none() {
+        let c = rusqlite::Connection::open(path)?;
+        // As the pool's connections; WAL is the file's own mode.
+        c.execute_batch(crate::store::SQLITE_PRAGMAS)?;
+        c.set_prepared_statement_cache_capacity(256);
+        *slot = Some(c);
+    }
+    Ok(slot.as_mut().expect("opened above"))
 }
 
 fn run_sqlite(conn: &mut rusqlite::Connection, stmts: &[Stmt], write: bool) -> rusqlite::Result<Vec<Rows>> {
@@ -343,11 +330,11 @@ pub(crate) struct Direct {
 }
 
 impl Direct {
-    /// Connections to `path` (a SQLite file).
+    /// Connection threads for `path` (a SQLite file).
     pub(crate) fn open(path: PathBuf) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            writer: Connection::open(path.clone(), "hz-sqlite-write")?,
-            reader: Connection::open(path, "hz-sqlite-read")?,
+            writer: Connection::start(path.clone(), "hz-sqlite-write")?,
+            reader: Connection::start(path, "hz-sqlite-read")?,
         })
     }
 }
@@ -392,6 +379,13 @@ fn from_any(rows: Vec<sqlx::any::AnyRow>) -> Result<Rows, sqlx::Error> {
     Ok(Rows { columns, rows: out })
 }
 
+impl Stmt {
+    /// Runs this statement inside `tx` (a transaction of the pool, which the caller commits).
+    pub async fn run_in(&self, tx: &mut crate::store::WriteTx) -> Result<Rows, sqlx::Error> {
+        from_any(any_query(self).fetch_all(&mut **tx).await?)
+    }
+}
+
 fn any_query(s: &Stmt) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
     let mut q = sqlx::query(&s.sql);
     for p in &s.params {
@@ -414,7 +408,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(stmts.len());
         for s in &stmts {
-            out.push(from_any(any_query(s).fetch_all(&mut *tx).await?)?);
+            out.push(s.run_in(&mut tx).await?);
         }
         tx.commit().await?;
         Ok(out)

@@ -5,8 +5,9 @@
 //! [`crate::worker::JobWorker::claim_after`]) — one write that records start and end together.
 //! On SQLite a transaction's begin and commit cost more than its statements, and writers take
 //! turns on the one write lock, so one task per worker collects the writes that the worker's
-//! concurrent jobs ask for and applies whatever has queued up (up to [`MAX_BATCH`]) in one
-//! transaction. Each caller's reply comes after the commit, so a caller that acknowledges its
+//! concurrent jobs ask for and applies whatever has queued up (up to [`MAX_BATCH`]): the whole
+//! records in one [`Store::write`] batch, the claims, ends and duplicates after them in one
+//! transaction. Each caller's reply comes after its commit, so a caller that acknowledges its
 //! bus message afterwards still does so only once its record is durable.
 //!
 //! If a batch fails, every write in it is tried again in a transaction of its own, so one bad
@@ -174,12 +175,11 @@ async fn together(store: &Store, batch: &[Request]) -> Result<Vec<Written>, sqlx
     }
     // The common case, short jobs recorded whole: two statements per chunk, all in one
     // transaction handed to the store at once.
-    let chunks: Vec<&[usize]> = wholes.chunks(WHOLES_PER_STATEMENT).collect();
-    let stmts = chunks
-        .iter()
-        .flat_map(|chunk| wholes_statements(&chunk.iter().map(|&i| &batch[i].0).collect::<Vec<_>>()))
-        .collect();
     if !wholes.is_empty() {
+        let stmts = wholes
+            .chunks(WHOLES_PER_STATEMENT)
+            .flat_map(|chunk| wholes_statements(&chunk.iter().map(|&i| &batch[i].0).collect::<Vec<_>>()))
+            .collect();
         let results = store.write(stmts).await?;
         // Each chunk's UPDATE (the second of its two statements) returns the jobs recorded.
         let done: std::collections::HashSet<String> =

@@ -54,9 +54,10 @@ pub const MAX_PER_PAGE: usize = 100;
 /// an attack on the parser, not a search.
 pub const MAX_QUERY_BYTES: usize = 1024;
 
-/// Memory for the writer's in-RAM segments before tantivy flushes on its own. 64 MB lets
-/// tantivy use up to 4 indexing threads (it wants at least 15 MB each) during a rebuild, and is
-/// far more than a commit's worth of comments.
+/// Memory for the writer's in-RAM segment before tantivy flushes on its own: far more than a
+/// commit's worth of comments. The writer has one indexing thread: each thread finalises a
+/// segment of its own at every commit and starts a new one (multi-megabyte arenas), so with
+/// frequent small commits a second thread cost more CPU than it saved.
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
 /// How often [`SearchIndex::rebuild`] reports progress, in documents.

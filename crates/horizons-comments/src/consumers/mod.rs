@@ -40,9 +40,9 @@ pub(crate) fn retryable(e: CommentsError) -> HandlerError {
     }
 }
 
-/// The statement that records that `consumer` processed `msg`, for a [`Store::write`] batch
-/// whose other statements are idempotent on their own; it returns a row only if the message
-/// is new.
+/// The statement that records that `consumer` processed `msg`; it returns a row only if the
+/// message is new. [`claim`] runs it in a transaction; a [`Store::write`] batch whose other
+/// statements are idempotent on their own can carry it as is.
 ///
 /// [`Store::write`]: crate::store::Store::write
 pub(crate) fn inbox(consumer: &str, msg: &Envelope) -> crate::sql::Stmt {
@@ -62,14 +62,9 @@ pub(crate) async fn claim(
     consumer: &str,
     msg: &Envelope,
 ) -> Result<bool, CommentsError> {
-    let done = sqlx::query(
-        "INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(msg.id.to_string())
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| CommentsError::db("recording the message in the inbox", e))?;
-    Ok(done.rows_affected() == 1)
+    let done = inbox(consumer, msg)
+        .run_in(tx)
+        .await
+        .map_err(|e| CommentsError::db("recording the message in the inbox", e))?;
+    Ok(!done.is_empty())
 }

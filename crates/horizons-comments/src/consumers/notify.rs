@@ -38,7 +38,7 @@ impl Notify {
         // The notification's id comes with the event, so its insert is idempotent on its own
         // and needs no answer from the inbox entry written with it: one batch, one hand-off.
         // The user's preferences (both on for a user the store has not seen) come in the SELECT.
-        let store = Stmt::new(
+        let notification = Stmt::new(
             "INSERT INTO notifications (id, user_name, kind, post_id, comment_id, message, in_app, email, created_at) \
              SELECT $1, $2, $3, $4, $5, $6, COALESCE(u.notify_in_app, 1), \
              CASE WHEN COALESCE(u.notify_email, 1) <> 0 AND $7 <> '' THEN 1 ELSE 0 END, $8 \
@@ -55,7 +55,7 @@ impl Notify {
         .bind(n.at_ms);
         let done = self
             .store
-            .write(vec![inbox("notify", msg), store])
+            .write(vec![inbox("notify", msg), notification])
             .await
             .map_err(|e| retryable(CommentsError::db("storing the notification", e)))?;
         // Nothing new: a redelivery.
