@@ -210,9 +210,10 @@ impl Shared {
         fences.get(&p).copied().flatten()
     }
 
-    /// Reads one record into the tracker (or straight to the DLQ if it does not decode).
-    pub(crate) fn ingest(&self, consumer: &BaseConsumer<Ctx>, m: &BorrowedMessage<'_>) {
-        let Some(i) = self.topic_index(m.topic()) else { return };
+    /// Reads one record into the tracker (or straight to the DLQ if it does not decode);
+    /// returns its partition.
+    pub(crate) fn ingest(&self, consumer: &BaseConsumer<Ctx>, m: &BorrowedMessage<'_>) -> Option<Tp> {
+        let i = self.topic_index(m.topic())?;
         if i == 0 {
             if let Some(f) = self.fence(consumer, m.partition()) {
                 if m.offset() >= f.resume {
@@ -220,7 +221,7 @@ impl Shared {
                 } else if m.offset() >= f.end {
                     // Settled before the bounded replay that put the group back before it.
                     self.tracker.lock().pass((0, m.partition()), m.offset());
-                    return;
+                    return Some((0, m.partition()));
                 }
             }
         }
@@ -256,13 +257,14 @@ impl Shared {
                 self.start_move(&t, action);
             }
         }
+        Some((i, m.partition()))
     }
 
-    /// Applies one command.
-    pub(crate) fn apply(&self, consumer: &BaseConsumer<Ctx>, t: &mut Tracker, cmd: Cmd) {
+    /// Applies one command (`now`: the time of the batch of commands it belongs to).
+    pub(crate) fn apply(&self, consumer: &BaseConsumer<Ctx>, t: &mut Tracker, cmd: Cmd, now: Instant) {
         match cmd {
             Cmd::Settle { slot, seq, s } => {
-                let action = t.settle(slot, seq, s, Instant::now());
+                let action = t.settle(slot, seq, s, now);
                 self.start_move(t, action);
             }
             Cmd::Release { slot, seq } => t.release(slot, seq),
@@ -372,8 +374,9 @@ impl Shared {
             let deadline = Instant::now() + self.lease.min(Duration::from_secs(10));
             loop {
                 let mut t = self.tracker.lock();
+                let now = Instant::now();
                 while let Ok(cmd) = self.cmd_rx.try_recv() {
-                    self.apply(consumer, &mut t, cmd);
+                    self.apply(consumer, &mut t, cmd, now);
                 }
                 if t.in_flight(&tps) == 0 || Instant::now() >= deadline {
                     break;

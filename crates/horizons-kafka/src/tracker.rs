@@ -3,7 +3,7 @@
 //! blocked, and how far each partition may be committed — never past an unsettled message.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use horizons_bus::{Envelope, Millis, OrderingMode, Settlement};
@@ -58,7 +58,7 @@ pub(crate) enum Action {
 #[derive(Debug, Default)]
 struct Part {
     /// Offsets read and not yet done.
-    open: BTreeSet<i64>,
+    open: Open,
     /// One past the highest offset read.
     next: Option<i64>,
     /// Last position committed (or known committed).
@@ -77,12 +77,15 @@ struct KeyState {
 pub(crate) struct Tracker {
     mode: OrderingMode,
     lease: Duration,
-    slots: HashMap<u64, Slot>,
-    next_slot: u64,
+    slots: Slots,
     parts: HashMap<Tp, Part>,
     ready: VecDeque<u64>,
     /// Busy keys (BlockKey only) and the slots queued behind them.
     keys: HashMap<String, KeyState>,
+    /// Lease deadlines of deliveries, in the order handed out: every lease is as long, so this
+    /// is also deadline order. Entries of settled deliveries are dropped from the front.
+    leases: VecDeque<(Instant, u64, u32)>,
+    /// When waiting slots become due.
     timers: BinaryHeap<Reverse<(Instant, u64, u32)>>,
     outstanding: usize,
 }
@@ -92,11 +95,11 @@ impl Tracker {
         Self {
             mode,
             lease,
-            slots: HashMap::new(),
-            next_slot: 0,
+            slots: Slots::default(),
             parts: HashMap::new(),
             ready: VecDeque::new(),
             keys: HashMap::new(),
+            leases: VecDeque::new(),
             timers: BinaryHeap::new(),
             outstanding: 0,
         }
@@ -113,13 +116,11 @@ impl Tracker {
     }
 
     pub fn slot(&self, id: u64) -> Option<&Slot> {
-        self.slots.get(&id)
+        self.slots.get(id)
     }
 
     /// Adds a message read at `offset`; `due` holds it back until then.
     pub fn push(&mut self, tp: Tp, offset: i64, env: Envelope, stored_at: Option<Millis>, attempt: u32) -> u64 {
-        let id = self.next_slot;
-        self.next_slot += 1;
         let part = self.parts.entry(tp).or_default();
         part.open.insert(offset);
         part.next = Some(part.next.map_or(offset + 1, |n| n.max(offset + 1)));
@@ -136,8 +137,7 @@ impl Tracker {
             seq: 0,
             delivered_once: attempt > 1,
         };
-        self.slots.insert(id, slot);
-        id
+        self.slots.insert(slot)
     }
 
     /// Records a message read at `offset` that is settled already (skipped by a bounded
@@ -150,7 +150,7 @@ impl Tracker {
     /// Where `tp` would be committed now: the first offset not done, if anything was read.
     pub fn position(&self, tp: Tp) -> Option<i64> {
         let p = self.parts.get(&tp)?;
-        p.open.first().copied().or(p.next).or(p.committed)
+        p.open.first().or(p.next).or(p.committed)
     }
 
     /// Makes a pushed slot deliverable, now or at `due`.
@@ -162,12 +162,12 @@ impl Tracker {
     }
 
     pub fn slot_mut(&mut self, id: u64) -> Option<&mut Slot> {
-        self.slots.get_mut(&id)
+        self.slots.get_mut(id)
     }
 
     /// Sends a slot that cannot be delivered (undecodable) straight to the dead-letter queue.
     pub fn reject(&mut self, id: u64, reason: String) -> Action {
-        match self.slots.get_mut(&id) {
+        match self.slots.get_mut(id) {
             Some(s) => {
                 s.state = State::Moving;
                 Action::DeadLetter { slot: id, reason }
@@ -178,7 +178,7 @@ impl Tracker {
 
     fn key_of(&self, id: u64) -> Option<String> {
         match self.mode {
-            OrderingMode::BlockKey => self.slots.get(&id).and_then(|s| s.env.key.clone()),
+            OrderingMode::BlockKey => self.slots.get(id).and_then(|s| s.env.key.clone()),
             OrderingMode::Requeue => None,
         }
     }
@@ -196,7 +196,7 @@ impl Tracker {
     }
 
     fn wait(&mut self, id: u64, at: Instant) {
-        if let Some(s) = self.slots.get_mut(&id) {
+        if let Some(s) = self.slots.get_mut(id) {
             s.state = State::Waiting;
             self.timers.push(Reverse((at, id, s.seq)));
         }
@@ -205,7 +205,7 @@ impl Tracker {
     /// The next slot to deliver, marked delivered under a fresh lease: (slot, lease seq).
     pub fn next_delivery(&mut self, now: Instant) -> Option<(u64, u32)> {
         while let Some(id) = self.ready.pop_front() {
-            let Some(s) = self.slots.get_mut(&id) else { continue };
+            let Some(s) = self.slots.get_mut(id) else { continue };
             if s.state != State::Queued {
                 continue;
             }
@@ -213,7 +213,13 @@ impl Tracker {
             s.state = State::Delivered { seq: s.seq };
             s.delivered_once = true;
             self.outstanding += 1;
-            self.timers.push(Reverse((now + self.lease, id, s.seq)));
+            let at = now + self.lease;
+            if self.leases.back().is_none_or(|(last, _, _)| *last <= at) {
+                self.leases.push_back((at, id, s.seq));
+            } else {
+                // A caller's clock went backwards: keep the order, the heap takes it.
+                self.timers.push(Reverse((at, id, s.seq)));
+            }
             return Some((id, s.seq));
         }
         None
@@ -221,12 +227,12 @@ impl Tracker {
 
     /// Whether `(id, seq)` is the current delivery of a slot.
     fn current(&self, id: u64, seq: u32) -> bool {
-        self.slots.get(&id).is_some_and(|s| s.state == State::Delivered { seq })
+        self.slots.get(id).is_some_and(|s| s.state == State::Delivered { seq })
     }
 
     /// Takes a delivery back (dropped, lease ran out): it goes out again first, attempt + 1.
     fn redeliver(&mut self, id: u64) {
-        if let Some(s) = self.slots.get_mut(&id) {
+        if let Some(s) = self.slots.get_mut(id) {
             if matches!(s.state, State::Delivered { .. }) {
                 self.outstanding -= 1;
             }
@@ -249,7 +255,7 @@ impl Tracker {
             return Action::Stale;
         }
         self.outstanding -= 1;
-        let slot = self.slots.get_mut(&id).expect("current slot exists");
+        let slot = self.slots.get_mut(id).expect("current slot exists");
         let mut record = |e: &str| {
             slot.first_error.get_or_insert_with(|| e.to_string());
             slot.last_error = Some(e.to_string());
@@ -285,23 +291,23 @@ impl Tracker {
 
     /// A slot's copy was written: the original is done.
     pub fn moved(&mut self, id: u64) {
-        if self.slots.get(&id).is_some_and(|s| s.state == State::Moving) {
+        if self.slots.get(id).is_some_and(|s| s.state == State::Moving) {
             self.done(id);
         }
     }
 
     /// Writing a slot's copy failed: deliver it again (the handler runs again).
     pub fn move_failed(&mut self, id: u64) {
-        if let Some(s) = self.slots.get_mut(&id).filter(|s| s.state == State::Moving) {
+        if let Some(s) = self.slots.get_mut(id).filter(|s| s.state == State::Moving) {
             s.state = State::Queued;
             self.ready.push_front(id);
         }
     }
 
     fn done(&mut self, id: u64) {
-        let Some(s) = self.slots.remove(&id) else { return };
+        let Some(s) = self.slots.remove(id) else { return };
         if let Some(p) = self.parts.get_mut(&s.tp) {
-            p.open.remove(&s.offset);
+            p.open.remove(s.offset);
         }
         if let (OrderingMode::BlockKey, Some(key)) = (self.mode, s.env.key) {
             self.unblock(&key, id);
@@ -315,7 +321,7 @@ impl Tracker {
             return;
         }
         while let Some(next) = k.waiting.pop_front() {
-            if self.slots.contains_key(&next) {
+            if self.slots.get(next).is_some() {
                 k.holder = next;
                 self.ready.push_back(next);
                 return;
@@ -326,12 +332,22 @@ impl Tracker {
 
     /// Fires due timers: expired leases are redelivered, waiting slots become ready.
     pub fn fire_timers(&mut self, now: Instant) {
+        while let Some(&(at, id, seq)) = self.leases.front() {
+            let current = self.current(id, seq);
+            if current && at > now {
+                break;
+            }
+            self.leases.pop_front();
+            if current {
+                self.redeliver(id);
+            }
+        }
         while let Some(Reverse((at, id, seq))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let Some(s) = self.slots.get_mut(&id) else { continue };
+            let Some(s) = self.slots.get_mut(id) else { continue };
             if s.seq != seq {
                 continue;
             }
@@ -346,9 +362,15 @@ impl Tracker {
         }
     }
 
-    /// When the next timer fires.
+    /// When the next timer fires (possibly early: a lease settled since the last
+    /// [`fire_timers`](Self::fire_timers) still counts).
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        let lease = self.leases.front().map(|(at, _, _)| *at);
+        let wait = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        match (lease, wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Partitions whose commit position moved since the last call: (tp, next offset to read).
@@ -356,7 +378,7 @@ impl Tracker {
         let mut out = Vec::new();
         for (tp, p) in &mut self.parts {
             let Some(next) = p.next else { continue };
-            let at = p.open.first().copied().unwrap_or(next);
+            let at = p.open.first().unwrap_or(next);
             if p.committed != Some(at) {
                 out.push((*tp, at));
             }
@@ -375,7 +397,8 @@ impl Tracker {
     pub fn delivered_in(&self, tp: Tp) -> Vec<(i64, u32)> {
         let mut v: Vec<_> = self
             .slots
-            .values()
+            .iter()
+            .map(|(_, s)| s)
             .filter(|s| s.tp == tp && s.delivered_once)
             .map(|s| {
                 let made = match s.state {
@@ -392,16 +415,17 @@ impl Tracker {
     /// Delivered slots of `tps` still out with a handler.
     pub fn in_flight(&self, tps: &[Tp]) -> usize {
         self.slots
-            .values()
+            .iter()
+            .map(|(_, s)| s)
             .filter(|s| tps.contains(&s.tp) && matches!(s.state, State::Delivered { .. } | State::Moving))
             .count()
     }
 
     /// Forgets `tp` entirely (revoked, or rewound): its deliveries become stale.
     pub fn drop_partition(&mut self, tp: Tp) {
-        let ids: Vec<u64> = self.slots.iter().filter(|(_, s)| s.tp == tp).map(|(id, _)| *id).collect();
+        let ids: Vec<u64> = self.slots.iter().filter(|(_, s)| s.tp == tp).map(|(id, _)| id).collect();
         for id in ids {
-            let s = self.slots.remove(&id).expect("listed");
+            let s = self.slots.remove(id).expect("listed");
             if matches!(s.state, State::Delivered { .. }) {
                 self.outstanding -= 1;
             }
@@ -410,6 +434,114 @@ impl Tracker {
             }
         }
         self.parts.remove(&tp);
+    }
+}
+
+/// The slots by id: a slab whose ids carry a generation in their high half, so a freed
+/// index is reused under a new id and a stale id never finds the new occupant.
+#[derive(Debug, Default)]
+struct Slots {
+    entries: Vec<(u32, Option<Slot>)>,
+    free: Vec<u32>,
+}
+
+impl Slots {
+    fn insert(&mut self, slot: Slot) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push((0, None));
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let e = &mut self.entries[index as usize];
+        e.0 = e.0.wrapping_add(1);
+        e.1 = Some(slot);
+        (u64::from(e.0) << 32) | u64::from(index)
+    }
+
+    fn entry(&self, id: u64) -> Option<&(u32, Option<Slot>)> {
+        self.entries.get((id & u64::from(u32::MAX)) as usize).filter(|e| u64::from(e.0) == id >> 32)
+    }
+
+    fn get(&self, id: u64) -> Option<&Slot> {
+        self.entry(id)?.1.as_ref()
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
+        let e = self.entries.get_mut((id & u64::from(u32::MAX)) as usize)?;
+        if u64::from(e.0) != id >> 32 {
+            return None;
+        }
+        e.1.as_mut()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Slot> {
+        let index = (id & u64::from(u32::MAX)) as u32;
+        let e = self.entries.get_mut(index as usize)?;
+        if u64::from(e.0) != id >> 32 {
+            return None;
+        }
+        let s = e.1.take()?;
+        self.free.push(index);
+        Some(s)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &Slot)> {
+        self.entries.iter().enumerate().filter_map(|(i, (g, s))| Some(((u64::from(*g) << 32) | i as u64, s.as_ref()?)))
+    }
+}
+
+/// The offsets of a partition read and not yet done, in order. Kafka hands a partition's
+/// records out in offset order, so a read appends and a settlement (usually near the front)
+/// marks its entry; done entries leave from the front.
+#[derive(Debug, Default)]
+struct Open {
+    offsets: VecDeque<(i64, bool)>,
+    live: usize,
+}
+
+impl Open {
+    fn insert(&mut self, offset: i64) {
+        if self.offsets.back().is_none_or(|(last, _)| *last < offset) {
+            self.offsets.push_back((offset, false));
+            self.live += 1;
+            return;
+        }
+        let i = self.offsets.partition_point(|(o, _)| *o < offset);
+        match self.offsets.get_mut(i) {
+            Some((o, done)) if *o == offset => {
+                if *done {
+                    *done = false;
+                    self.live += 1;
+                }
+            }
+            _ => {
+                self.offsets.insert(i, (offset, false));
+                self.live += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, offset: i64) {
+        let i = self.offsets.partition_point(|(o, _)| *o < offset);
+        if let Some((o, done)) = self.offsets.get_mut(i) {
+            if *o == offset && !*done {
+                *done = true;
+                self.live -= 1;
+            }
+        }
+        while self.offsets.front().is_some_and(|(_, done)| *done) {
+            self.offsets.pop_front();
+        }
+    }
+
+    fn first(&self) -> Option<i64> {
+        self.offsets.front().map(|(o, _)| *o)
+    }
+
+    fn len(&self) -> usize {
+        self.live
     }
 }
 

@@ -30,7 +30,8 @@ pub(super) fn run(
     let commit_every = shared.bus.cfg.commit_interval;
     let mut last_commit = Instant::now();
     let mut paused: HashSet<Tp> = HashSet::new();
-    let mut touched: HashSet<Tp> = HashSet::new();
+    // The partitions read from since the last turn (a member owns few: a Vec beats a set).
+    let mut touched: Vec<Tp> = Vec::new();
     let mut last_error: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) && !out.is_disconnected() {
         let now = Instant::now();
@@ -39,7 +40,7 @@ pub(super) fn run(
         }
         let mut t = shared.tracker.lock();
         while let Ok(cmd) = shared.cmd_rx.try_recv() {
-            shared.apply(&consumer, &mut t, cmd);
+            shared.apply(&consumer, &mut t, cmd, now);
         }
         t.fire_timers(now);
         let mut batch = Vec::new();
@@ -48,7 +49,7 @@ pub(super) fn run(
             batch.extend(delivery(&t, &shared.cmd_tx, slot, seq));
         }
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
-        for tp in touched.drain() {
+        for tp in touched.drain(..) {
             if t.open_in(tp) >= max_open && paused.insert(tp) {
                 pause.push(tp);
             }
@@ -99,10 +100,11 @@ pub(super) fn run(
         for _ in 0..BURST {
             match consumer.poll(wait) {
                 Some(Ok(m)) => {
-                    if let Some(i) = shared.topic_index(rdkafka::Message::topic(&m)) {
-                        touched.insert((i, rdkafka::Message::partition(&m)));
+                    if let Some(tp) = shared.ingest(&consumer, &m) {
+                        if !touched.contains(&tp) {
+                            touched.push(tp);
+                        }
                     }
-                    shared.ingest(&consumer, &m);
                 }
                 Some(Err(e)) => {
                     // Broker outages surface here over and over; one line a few seconds is enough.
@@ -133,8 +135,9 @@ fn list(shared: &Shared, tps: &[Tp]) -> TopicPartitionList {
 fn shutdown(consumer: BaseConsumer<Ctx>, shared: &Arc<Shared>, stop: &AtomicBool) {
     {
         let mut t = shared.tracker.lock();
+        let now = Instant::now();
         while let Ok(cmd) = shared.cmd_rx.try_recv() {
-            shared.apply(&consumer, &mut t, cmd);
+            shared.apply(&consumer, &mut t, cmd, now);
         }
     }
     shared.closing.store(true, Ordering::Release);

@@ -121,3 +121,62 @@ fn passed_offsets_move_the_commit_position_without_a_delivery() {
     assert!(t.next_delivery(Instant::now()).is_some());
     assert_eq!(t.outstanding(), 1);
 }
+
+#[test]
+fn a_freed_slot_id_never_finds_the_next_occupant() {
+    let mut t = tracker(OrderingMode::Requeue, &["a"]);
+    let (old, seq) = t.next_delivery(Instant::now()).unwrap();
+    assert_eq!(t.settle(old, seq, Settlement::Ack, Instant::now()), Action::None);
+    let new = t.push(TP, 11, msg("b"), None, 1);
+    t.admit(new, None);
+    assert_ne!(new, old, "the index is reused under a new id");
+    let (id, seq2) = t.next_delivery(Instant::now()).unwrap();
+    assert_eq!((id, seq2), (new, seq), "same index, same lease number");
+    assert_eq!(t.settle(old, seq, Settlement::Ack, Instant::now()), Action::Stale);
+    assert_eq!(t.outstanding(), 1, "the stale id settled nothing");
+    assert_eq!(t.settle(new, seq2, Settlement::Ack, Instant::now()), Action::None);
+}
+
+#[test]
+fn out_of_order_offsets_still_hold_the_commit_position() {
+    let mut t = Tracker::new(OrderingMode::Requeue, Duration::from_secs(30));
+    for o in [20, 22, 21] {
+        let id = t.push(TP, o, msg("k"), None, 1);
+        t.admit(id, None);
+    }
+    assert_eq!(t.open_in(TP), 3);
+    let d = deliver_all(&mut t);
+    assert_eq!(t.position(TP), Some(20));
+    t.settle(d[0].0, d[0].1, Settlement::Ack, Instant::now());
+    assert_eq!(t.position(TP), Some(21), "21 arrived late but sits before 22");
+    t.settle(d[2].0, d[2].1, Settlement::Ack, Instant::now());
+    assert_eq!(t.position(TP), Some(22));
+    t.settle(d[1].0, d[1].1, Settlement::Ack, Instant::now());
+    assert_eq!(t.commits(), vec![(TP, 23)]);
+    assert_eq!(t.open_in(TP), 0);
+}
+
+#[test]
+fn settled_leases_do_not_pile_up_and_expired_ones_come_back() {
+    let mut t = Tracker::new(OrderingMode::Requeue, Duration::from_millis(10));
+    let start = Instant::now();
+    for round in 0..1000 {
+        let id = t.push(TP, round, msg("k"), None, 1);
+        t.admit(id, None);
+        let (id, seq) = t.next_delivery(start).unwrap();
+        t.settle(id, seq, Settlement::Ack, start);
+        t.fire_timers(start);
+    }
+    assert!(t.leases.len() <= 1, "{} lease entries kept for settled deliveries", t.leases.len());
+    let id = t.push(TP, 1000, msg("k"), None, 1);
+    t.admit(id, None);
+    let (id, seq) = t.next_delivery(start).unwrap();
+    t.fire_timers(start + Duration::from_millis(5));
+    assert_eq!(t.outstanding(), 1, "not yet expired");
+    assert_eq!(t.next_timer(), Some(start + Duration::from_millis(10)));
+    t.fire_timers(start + Duration::from_millis(11));
+    assert_eq!(t.outstanding(), 0, "expired lease taken back");
+    assert_eq!(t.settle(id, seq, Settlement::Ack, start), Action::Stale);
+    let (again, _) = t.next_delivery(start).unwrap();
+    assert_eq!(t.slot(again).map(|s| s.attempt), Some(2));
+}
