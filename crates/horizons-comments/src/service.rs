@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::events::{self, Event};
 use crate::model::{Actor, Comment, Notification, Post, Preferences, QueueEntry};
+use crate::sql::Stmt;
 use crate::store::Store;
 use crate::{new_id, now_ms, CommentsError};
 
@@ -53,15 +54,37 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<String, Comments
 
 /// Writes `event` into the outbox inside `tx`; returns its id (the bus message id).
 pub(crate) async fn push(tx: &mut Tx, event: &Event) -> Result<String, CommentsError> {
-    let msg = Outgoing {
+    push_message(tx, &outgoing(event)).await
+}
+
+/// How an event goes into the outbox.
+fn outgoing(event: &Event) -> Outgoing<'static> {
+    Outgoing {
         topic: event.topic(),
         event_type: event.type_name(),
         key: Some(event.key()),
         payload: event.encode(),
         priority: 4,
         not_before: None,
-    };
-    push_message(tx, &msg).await
+    }
+}
+
+/// The insert of `msg` into the outbox as a [`Stmt`], written only where `guard` (a condition
+/// on parameter `$9`, bound to `arg`) holds.
+fn outbox_stmt(msg: &Outgoing<'_>, guard: &str, arg: &str) -> Stmt {
+    Stmt::new(format!(
+        "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at, priority, not_before) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE {guard}"
+    ))
+    .bind(new_id())
+    .bind(msg.topic)
+    .bind(msg.event_type)
+    .bind(msg.key.clone())
+    .bind(msg.payload.clone())
+    .bind(now_ms())
+    .bind(i64::from(msg.priority))
+    .bind(msg.not_before)
+    .bind(arg)
 }
 
 /// A message for the outbox that is not one of [`Event`] (a job's execution message).
@@ -140,9 +163,14 @@ impl Service {
 
     async fn commit(&self, tx: Tx) -> Result<(), CommentsError> {
         tx.commit().await.map_err(db("committing"))?;
+        self.committed();
+        Ok(())
+    }
+
+    /// After a commit that wrote to the outbox: wakes the relay.
+    fn committed(&self) {
         self.outbox_written.notify_one();
         crate::relay::failpoint("after-domain-commit");
-        Ok(())
     }
 
     /// Creates or refreshes the caller's user row (tokens are the source of users); refuses
@@ -205,6 +233,11 @@ impl Service {
 
     /// Writes a comment (a reply when `parent_id` is set) and asks to notify the post's author
     /// and the parent's author.
+    ///
+    /// One read (the post's and the parent's authors, outside the writer's turn) and one batch
+    /// of writes in one transaction: the user row, the comment and its events. Every insert of
+    /// the batch is guarded by the author not being banned, so a ban that lands between the read
+    /// and the write leaves nothing behind.
     pub async fn create_comment(
         &self,
         actor: &Actor,
@@ -213,30 +246,31 @@ impl Service {
         parent_id: Option<&str>,
     ) -> Result<Comment, CommentsError> {
         let body = text("body", body, MAX_BODY_CHARS)?;
-        let mut tx = self.begin().await?;
-        self.writer(&mut tx, actor).await?;
-        let post =
-            sqlx::query("SELECT p.author, u.email FROM posts p JOIN users u ON u.name = p.author WHERE p.id = $1")
+        let authors = self
+            .store
+            .read(
+                Stmt::new(
+                    "SELECT 'post', p.author, u.email, p.id FROM posts p JOIN users u ON u.name = p.author WHERE p.id = $1 \
+                     UNION ALL \
+                     SELECT 'parent', c.author, u.email, c.post_id FROM comments c JOIN users u ON u.name = c.author \
+                     WHERE c.id = $2",
+                )
                 .bind(post_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading the post"))?
-                .ok_or_else(|| CommentsError::not_found("post", post_id))?;
-        let (post_author, post_email): (String, String) = (post.get(0), post.get(1));
+                .bind(parent_id.unwrap_or("")),
+            )
+            .await
+            .map_err(db("reading the post"))?;
+        let find = |what: &str| authors.iter().find(|r| r.get::<String>(0) == what);
+        let post = find("post").ok_or_else(|| CommentsError::not_found("post", post_id))?;
+        let (post_author, post_email): (String, String) = (post.get(1), post.get(2));
         let mut parent_author = None;
         if let Some(pid) = parent_id {
-            let p = sqlx::query(
-                "SELECT c.post_id, c.author, u.email FROM comments c JOIN users u ON u.name = c.author WHERE c.id = $1",
-            )
-            .bind(pid)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("reading the parent comment"))?
-            .ok_or_else(|| CommentsError::invalid("parent_id", format!("comment {pid} does not exist")))?;
-            if p.get::<String, _>(0) != post_id {
+            let p = find("parent")
+                .ok_or_else(|| CommentsError::invalid("parent_id", format!("comment {pid} does not exist")))?;
+            if p.get::<String>(3) != post_id {
                 return Err(CommentsError::invalid("parent_id", format!("comment {pid} belongs to another post")));
             }
-            parent_author = Some((p.get::<String, _>(1), p.get::<String, _>(2)));
+            parent_author = Some((p.get::<String>(1), p.get::<String>(2)));
         }
         let now = now_ms();
         let c = Comment {
@@ -250,20 +284,28 @@ impl Service {
             created_at: now,
             edited_at: None,
         };
-        sqlx::query(
-            "INSERT INTO comments (id, post_id, parent_id, author, body, status, version, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'visible', 1, $6)",
-        )
-        .bind(&c.id)
-        .bind(&c.post_id)
-        .bind(&c.parent_id)
-        .bind(&c.author)
-        .bind(&c.body)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("writing the comment"))?;
-        let created = events::CommentCreated {
+        let mut batch = vec![
+            Stmt::new(
+                "INSERT INTO users (name, email, role, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET email = excluded.email, role = excluded.role RETURNING banned",
+            )
+            .bind(actor.name.as_str())
+            .bind(actor.email.as_str())
+            .bind(actor.role.as_str())
+            .bind(now),
+            Stmt::new(
+                "INSERT INTO comments (id, post_id, parent_id, author, body, status, version, created_at) \
+                 SELECT $1, $2, $3, $4, $5, 'visible', 1, $6 \
+                 WHERE NOT EXISTS (SELECT 1 FROM users WHERE name = $4 AND banned <> 0) RETURNING id",
+            )
+            .bind(c.id.as_str())
+            .bind(c.post_id.as_str())
+            .bind(c.parent_id.as_deref())
+            .bind(c.author.as_str())
+            .bind(c.body.as_str())
+            .bind(now),
+        ];
+        let mut events = vec![Event::CommentCreated(events::CommentCreated {
             comment_id: c.id.clone(),
             post_id: c.post_id.clone(),
             parent_id: c.parent_id.clone(),
@@ -272,8 +314,7 @@ impl Service {
             author_email: actor.email.clone(),
             client_ip: actor.ip.clone(),
             at_ms: now,
-        };
-        push(&mut tx, &Event::CommentCreated(created)).await?;
+        })];
         let mut told = vec![actor.name.clone()];
         let targets = parent_author.into_iter().map(|(u, e)| (u, e, "reply")).chain([(
             post_author,
@@ -288,7 +329,7 @@ impl Service {
                 "reply" => format!("{} replied to your comment", actor.name),
                 _ => format!("{} commented on your post", actor.name),
             };
-            let n = events::NotificationRequested {
+            events.push(Event::NotificationRequested(events::NotificationRequested {
                 notification_id: new_id(),
                 user: user.clone(),
                 email,
@@ -297,11 +338,21 @@ impl Service {
                 comment_id: Some(c.id.clone()),
                 message,
                 at_ms: now,
-            };
-            push(&mut tx, &Event::NotificationRequested(n)).await?;
+            }));
             told.push(user);
         }
-        self.commit(tx).await?;
+        for e in &events {
+            batch.push(outbox_stmt(
+                &outgoing(e),
+                "NOT EXISTS (SELECT 1 FROM users WHERE name = $9 AND banned <> 0)",
+                &actor.name,
+            ));
+        }
+        let done = self.store.write(batch).await.map_err(db("writing the comment"))?;
+        if done[0].first().is_some_and(|r| r.get::<i64>(0) != 0) || done[1].is_empty() {
+            return Err(CommentsError::Forbidden(format!("user {} is banned", actor.name)));
+        }
+        self.committed();
         Ok(c)
     }
 
@@ -729,4 +780,65 @@ pub(crate) async fn enqueue(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Role;
+
+    fn actor(name: &str, role: Role) -> Actor {
+        Actor { name: name.into(), role, email: format!("{name}@example.org"), ip: Some("192.0.2.7".into()) }
+    }
+
+    async fn count(store: &Store, sql: &str) -> i64 {
+        store.read(Stmt::new(sql)).await.unwrap().first().unwrap().get::<i64>(0)
+    }
+
+    /// A comment with its events; a reply notifies the parent's author too; a banned author
+    /// writes nothing at all; bad references are refused.
+    async fn comments_and_their_events(store: Store) {
+        let svc = Service::new(store.clone());
+        let (alice, bob, mod_) = (actor("alice", Role::User), actor("bob", Role::User), actor("mo", Role::Moderator));
+        let post = svc.create_post(&alice, "M87 at 5 GHz", "first light").await.unwrap();
+        let c1 = svc.create_comment(&bob, &post.id, "nice jet", None).await.unwrap();
+        let outbox = "SELECT COUNT(*) FROM outbox";
+        assert_eq!(count(&store, outbox).await, 2, "CommentCreated + the post author's notification");
+        let reply = svc.create_comment(&alice, &post.id, "thanks", Some(&c1.id)).await.unwrap();
+        assert_eq!(reply.parent_id.as_deref(), Some(c1.id.as_str()));
+        assert_eq!(count(&store, outbox).await, 4, "CommentCreated + bob's reply notification, not alice's own");
+        let kinds = store
+            .read(Stmt::new("SELECT payload FROM outbox WHERE event_type = 'NotificationRequested' ORDER BY payload"))
+            .await
+            .unwrap();
+        let payloads: Vec<String> = kinds.iter().map(|r| r.get::<String>(0)).collect();
+        assert!(payloads.iter().any(|p| p.contains("\"user\":\"bob\"") && p.contains("\"reply\"")), "{payloads:?}");
+
+        let err = svc.create_comment(&bob, "no-such-post", "x", None).await.unwrap_err();
+        assert!(matches!(err, CommentsError::NotFound { .. }), "{err:?}");
+        let err = svc.create_comment(&bob, &post.id, "x", Some("no-such-comment")).await.unwrap_err();
+        assert!(matches!(err, CommentsError::Invalid { .. }), "{err:?}");
+        let other = svc.create_post(&bob, "other", "post").await.unwrap();
+        let err = svc.create_comment(&bob, &other.id, "x", Some(&c1.id)).await.unwrap_err();
+        assert!(matches!(err, CommentsError::Invalid { .. }), "a parent on another post: {err:?}");
+
+        svc.decide(&mod_, &c1.id, "ban", "spam").await.unwrap();
+        let before = (count(&store, outbox).await, count(&store, "SELECT COUNT(*) FROM comments").await);
+        let err = svc.create_comment(&bob, &post.id, "again", None).await.unwrap_err();
+        assert!(matches!(err, CommentsError::Forbidden(_)), "{err:?}");
+        let after = (count(&store, outbox).await, count(&store, "SELECT COUNT(*) FROM comments").await);
+        assert_eq!(after, before, "a banned author's comment leaves no row and no event");
+    }
+
+    #[tokio::test]
+    async fn comments_and_their_events_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        comments_and_their_events(store).await;
+    }
+
+    #[tokio::test]
+    async fn comments_and_their_events_on_postgres() {
+        comments_and_their_events(crate::store::fresh_postgres_for_tests("hz_service").await).await;
+    }
 }
