@@ -69,6 +69,23 @@ fn outgoing(event: &Event) -> Outgoing<'static> {
     }
 }
 
+/// The insert of `event` into the outbox as a [`Stmt`], for a [`Store::write`] batch.
+pub(crate) fn outbox_insert(event: &Event) -> Stmt {
+    let msg = outgoing(event);
+    Stmt::new(
+        "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at, priority, not_before) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(new_id())
+    .bind(msg.topic)
+    .bind(msg.event_type)
+    .bind(msg.key)
+    .bind(msg.payload)
+    .bind(now_ms())
+    .bind(i64::from(msg.priority))
+    .bind(msg.not_before)
+}
+
 /// The insert of `msg` into the outbox as a [`Stmt`], written only where `guard` (a condition
 /// on parameter `$9`, bound to `arg`) holds.
 fn outbox_stmt(msg: &Outgoing<'_>, guard: &str, arg: &str) -> Stmt {

@@ -60,6 +60,20 @@ pub const MAX_QUERY_BYTES: usize = 1024;
 /// frequent small commits a second thread cost more CPU than it saved.
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
+/// Segments below this many documents are merged with others of about their size.
+///
+/// Paced commits make segments of a few dozen comments each. Tantivy's default (10 000) puts
+/// every segment below it in one level, so each merge rewrote the growing small segment along
+/// with seven new tiny ones: a comment was rewritten up to hundreds of times before its
+/// segment passed 10 000 documents. Sized levels from here up make that logarithmic.
+const MERGE_MIN_LAYER_DOCS: u32 = 64;
+
+fn merge_policy() -> tantivy::indexer::LogMergePolicy {
+    let mut p = tantivy::indexer::LogMergePolicy::default();
+    p.set_min_layer_size(MERGE_MIN_LAYER_DOCS);
+    p
+}
+
 /// How often [`SearchIndex::rebuild`] reports progress, in documents.
 const PROGRESS_EVERY: u64 = 1000;
 
@@ -167,6 +181,7 @@ impl SearchIndex {
                     source => open_err(source),
                 },
             )?;
+        writer.set_merge_policy(Box::new(merge_policy()));
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(open_err)?;
         let parser = query_parser(&index, &fields);
         tracing::info!(dir = %dir.display(), docs = reader.searcher().num_docs(), "search index open");

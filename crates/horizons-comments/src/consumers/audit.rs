@@ -5,6 +5,11 @@
 //!
 //! The chain needs one writer at a time: the route runs with concurrency 1, and `seq` is the
 //! table's primary key, so two workers racing on one database collide and one retries.
+//! The worker keeps the chain's head (seq and hash) in memory, so an append is one batch of
+//! writes: the inbox entry (a plain insert: a redelivery collides with it), the record and its
+//! event. A collision rolls the batch back; the worker then asks the inbox whether the message
+//! was done (a redelivery: nothing to do) or reloads the head (another worker appended) and
+//! tries again.
 //! Retention ([`enforce_retention`]) removes records older than the configured age from the
 //! head and stores the anchor the chain then starts from, in one transaction.
 
@@ -17,8 +22,9 @@ use horizons_bus::{Context, Envelope, Handler, HandlerError};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::consumers::{claim, decode, retryable};
+use crate::consumers::{decode, retryable};
 use crate::events::{self, Event};
+use crate::sql::Stmt;
 use crate::store::Store;
 use crate::{now_ms, CommentsError};
 
@@ -26,7 +32,13 @@ use crate::{now_ms, CommentsError};
 pub struct Audit {
     store: Store,
     keys: Arc<KeyRing>,
+    /// The chain's head as last written or read: `None` until loaded (and after a failed
+    /// write), `Some(None)` for an empty log without an anchor.
+    head: tokio::sync::Mutex<Option<Option<Anchor>>>,
 }
+
+/// Appends tried before a handler error (each collision with another worker costs one).
+const APPEND_TRIES: usize = 3;
 
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,25 +112,33 @@ async fn anchor(tx: &mut crate::store::WriteTx) -> Result<Option<Anchor>, Commen
     .transpose()
 }
 
+/// The head the next record links to: the newest record, else the retention anchor.
+async fn load_head(store: &Store) -> Result<Option<Anchor>, CommentsError> {
+    let rows = store
+        .read(Stmt::new(
+            "SELECT 'record', record FROM (SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1) AS newest \
+             UNION ALL SELECT 'anchor', anchor FROM audit_anchor WHERE id = 1",
+        ))
+        .await
+        .map_err(|e| CommentsError::db("reading the audit head", e))?;
+    let find = |what: &str| rows.iter().find(|r| r.get::<String>(0) == what).map(|r| r.get::<String>(1));
+    if let Some(r) = find("record") {
+        let r: Record = serde_json::from_str(&r)
+            .map_err(|e| CommentsError::Other(format!("the newest audit record does not parse: {e}")))?;
+        return Ok(Some(Anchor { seq: r.seq, hash: r.hash, at_ms: r.at_ms }));
+    }
+    find("anchor")
+        .map(|a| serde_json::from_str(&a).map_err(|e| CommentsError::Other(format!("audit anchor: {e}"))))
+        .transpose()
+}
+
 impl Audit {
     /// A handler appending to `store`'s audit log, sealing with `keys`.
     pub fn new(store: Store, keys: Arc<KeyRing>) -> Self {
-        Self { store, keys }
+        Self { store, keys, head: tokio::sync::Mutex::new(None) }
     }
 
     async fn append(&self, msg: &Envelope, event: Event) -> Result<(), CommentsError> {
-        let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("begin", e))?;
-        if !claim(&mut tx, "audit", msg).await? {
-            return Ok(());
-        }
-        let last = sqlx::query("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| CommentsError::db("reading the audit head", e))?;
-        let prev: Option<Record> = last
-            .map(|r| serde_json::from_str(&r.get::<String, _>(0)))
-            .transpose()
-            .map_err(|e| CommentsError::Other(format!("the newest audit record does not parse: {e}")))?;
         let (actor, subject, public, sensitive) = describe(&event);
         let draft = Draft {
             at_ms: at_ms(&event),
@@ -129,29 +149,69 @@ impl Audit {
             public,
             sensitive,
         };
-        let record = match (&prev, anchor(&mut tx).await?) {
-            (None, Some(a)) => horizons_audit::chain_after_anchor(&a, draft, &self.keys),
-            _ => horizons_audit::chain(prev.as_ref(), draft, &self.keys),
+        let mut head = self.head.lock().await;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let prev = match head.as_ref() {
+                Some(h) => h.clone(),
+                None => load_head(&self.store).await?,
+            };
+            let record = match &prev {
+                Some(a) => horizons_audit::chain_after_anchor(a, draft.clone(), &self.keys),
+                None => horizons_audit::chain(None, draft.clone(), &self.keys),
+            }
+            .map_err(|e| CommentsError::Other(format!("sealing the audit record: {e}")))?;
+            let announced = events::AuditRecorded {
+                seq: record.seq,
+                hash: record.hash.clone(),
+                action: record.action.clone(),
+                event_id: record.event_id.clone(),
+                at_ms: now_ms(),
+            };
+            let batch = vec![
+                Stmt::new("INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3)")
+                    .bind("audit")
+                    .bind(msg.id.to_string())
+                    .bind(now_ms()),
+                Stmt::new("INSERT INTO audit_log (seq, at_ms, record) VALUES ($1, $2, $3)")
+                    .bind(record.seq)
+                    .bind(record.at_ms)
+                    .bind(serde_json::to_string(&record).expect("records serialize")),
+                crate::service::outbox_insert(&Event::AuditRecorded(announced)),
+            ];
+            match self.store.write(batch).await {
+                Ok(_) => {
+                    *head = Some(Some(Anchor { seq: record.seq, hash: record.hash, at_ms: record.at_ms }));
+                    metrics::counter!("horizons_audit_records_total").increment(1);
+                    return Ok(());
+                }
+                Err(e) => {
+                    *head = None;
+                    let collided = matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation());
+                    if collided && self.processed(msg).await? {
+                        return Ok(());
+                    }
+                    if !collided || tries >= APPEND_TRIES {
+                        return Err(CommentsError::db("appending to the audit log", e));
+                    }
+                }
+            }
         }
-        .map_err(|e| CommentsError::Other(format!("sealing the audit record: {e}")))?;
-        sqlx::query("INSERT INTO audit_log (seq, at_ms, record) VALUES ($1, $2, $3)")
-            .bind(record.seq)
-            .bind(record.at_ms)
-            .bind(serde_json::to_string(&record).expect("records serialize"))
-            .execute(&mut *tx)
+    }
+
+    /// Whether the inbox holds `msg` for this worker.
+    async fn processed(&self, msg: &Envelope) -> Result<bool, CommentsError> {
+        let rows = self
+            .store
+            .read(
+                Stmt::new("SELECT 1 FROM inbox WHERE consumer = $1 AND message_id = $2")
+                    .bind("audit")
+                    .bind(msg.id.to_string()),
+            )
             .await
-            .map_err(|e| CommentsError::db("appending to the audit log", e))?;
-        let announced = events::AuditRecorded {
-            seq: record.seq,
-            hash: record.hash.clone(),
-            action: record.action.clone(),
-            event_id: record.event_id.clone(),
-            at_ms: now_ms(),
-        };
-        crate::service::push(&mut tx, &Event::AuditRecorded(announced)).await?;
-        tx.commit().await.map_err(|e| CommentsError::db("committing the audit record", e))?;
-        metrics::counter!("horizons_audit_records_total").increment(1);
-        Ok(())
+            .map_err(|e| CommentsError::db("reading the inbox", e))?;
+        Ok(!rows.is_empty())
     }
 }
 
@@ -228,4 +288,61 @@ pub async fn enforce_retention(store: &Store, retention: Retention) -> Result<u6
     tx.commit().await.map_err(|e| CommentsError::db("committing retention", e))?;
     tracing::info!(removed, anchor_seq = new.seq, "audit retention applied");
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use horizons_bus::Topic;
+
+    use super::*;
+
+    fn event(n: u32) -> Envelope {
+        let e = Event::CommentCreated(events::CommentCreated {
+            comment_id: format!("c{n}"),
+            post_id: "p".into(),
+            parent_id: None,
+            author: "bob".into(),
+            body: format!("comment {n}"),
+            author_email: "bob@example.org".into(),
+            client_ip: Some("192.0.2.7".into()),
+            at_ms: 1_700_000_000_000 + i64::from(n),
+        });
+        Envelope::new(Topic::new("comments").unwrap(), e.encode())
+    }
+
+    async fn count(store: &Store, sql: &str) -> i64 {
+        store.read(Stmt::new(sql)).await.unwrap().first().unwrap().get::<i64>(0)
+    }
+
+    /// A redelivery appends nothing; a worker whose head went stale (another one appended)
+    /// collides, reloads and appends after it; the chain verifies throughout.
+    async fn appends_once_and_recovers_a_stale_head(store: Store) {
+        let entry = KeyRing::generate_entry("k1").unwrap();
+        let keys = Arc::new(KeyRing::new("k1", &[entry.as_str()]).unwrap());
+        let (a, b) = (Audit::new(store.clone(), keys.clone()), Audit::new(store.clone(), keys.clone()));
+        let (m1, m2, m3) = (event(1), event(2), event(3));
+        a.append(&m1, decode(&m1).unwrap()).await.unwrap();
+        a.append(&m1, decode(&m1).unwrap()).await.unwrap();
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_log").await, 1, "a redelivery appends nothing");
+        b.append(&m2, decode(&m2).unwrap()).await.unwrap();
+        a.append(&m3, decode(&m3).unwrap()).await.unwrap();
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_log").await, 3);
+        assert_eq!(count(&store, "SELECT MAX(seq) FROM audit_log").await, 3, "a appended after b's record");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM outbox WHERE event_type = 'AuditRecorded'").await, 3);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM inbox WHERE consumer = 'audit'").await, 3);
+        let v = verify(&store, Some(&keys)).await.unwrap();
+        assert_eq!((v.count, v.last_seq), (3, Some(3)));
+    }
+
+    #[tokio::test]
+    async fn appends_once_and_recovers_a_stale_head_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        appends_once_and_recovers_a_stale_head(store).await;
+    }
+
+    #[tokio::test]
+    async fn appends_once_and_recovers_a_stale_head_on_postgres() {
+        appends_once_and_recovers_a_stale_head(crate::store::fresh_postgres_for_tests("hz_audit").await).await;
+    }
 }
