@@ -244,19 +244,52 @@ struct Connection {
     work: std::sync::mpsc::Sender<Work>,
 }
 
+/// Write batches one group commit takes at most.
+const GROUP_MAX: usize = 128;
+
 impl Connection {
     /// Starts a thread (named `name`) for a connection to `path`, opened there before its first
     /// batch (a failed open fails that batch, and the next batch tries again); the thread ends
     /// when this is dropped.
-    fn start(path: PathBuf, name: &str) -> Result<Self, sqlx::Error> {
+    ///
+    /// With a `gate` (the writer), the thread takes it for each transaction, and every write
+    /// batch that queued up meanwhile joins that transaction (group commit): one `BEGIN
+    /// IMMEDIATE … COMMIT` and one WAL append for all of them, each batch in a savepoint of its
+    /// own, so one batch failing rolls back only itself.
+    fn start(path: PathBuf, name: &str, gate: Option<Arc<tokio::sync::Mutex<()>>>) -> Result<Self, sqlx::Error> {
         let (work, queue) = std::sync::mpsc::channel::<Work>();
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 let mut conn = None;
-                while let Ok(Work { stmts, write, reply }) = queue.recv() {
-                    let answer = open_once(&mut conn, &path).and_then(|c| run_sqlite(c, &stmts, write));
-                    let _ = reply.send(answer.map_err(SqliteError::from_rusqlite));
+                while let Ok(first) = queue.recv() {
+                    if !first.write {
+                        let answer = open_once(&mut conn, &path).and_then(|c| run_sqlite(c, &first.stmts, false));
+                        let _ = first.reply.send(answer.map_err(SqliteError::from_rusqlite));
+                        continue;
+                    }
+                    let _turn = gate.as_ref().map(|g| g.blocking_lock());
+                    let mut group = vec![first];
+                    while group.len() < GROUP_MAX {
+                        match queue.try_recv() {
+                            Ok(w) if w.write => group.push(w),
+                            Ok(w) => {
+                                // A read queued among the writes: it waits for their commit.
+                                let answer = open_once(&mut conn, &path).and_then(|c| run_sqlite(c, &w.stmts, false));
+                                let _ = w.reply.send(answer.map_err(SqliteError::from_rusqlite));
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    match open_once(&mut conn, &path) {
+                        Ok(c) => run_group(c, group),
+                        Err(e) => {
+                            let e = SqliteError::from_rusqlite(e).to_string();
+                            for w in group {
+                                let _ = w.reply.send(Err(sqlx::Error::Protocol(e.clone())));
+                            }
+                        }
+                    }
                 }
             })
             .map_err(sqlx::Error::Io)?;
@@ -268,6 +301,71 @@ impl Connection {
         let (reply, answer) = oneshot::channel();
         self.work.send(Work { stmts, write, reply }).map_err(|_| sqlx::Error::WorkerCrashed)?;
         answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+    }
+}
+
+/// Runs write batches in one transaction, each in a savepoint, and answers each after the
+/// commit: its rows, or the error that rolled it back. If SQLite gives up the whole
+/// transaction (an I/O error, a full disk), every batch of the group gets that error.
+fn run_group(conn: &mut rusqlite::Connection, group: Vec<Work>) {
+    if group.len() == 1 {
+        let w = group.into_iter().next().expect("one");
+        let _ = w.reply.send(run_sqlite(conn, &w.stmts, true).map_err(SqliteError::from_rusqlite));
+        return;
+    }
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = SqliteError::from_rusqlite(e).to_string();
+        for w in group {
+            let _ = w.reply.send(Err(sqlx::Error::Protocol(e.clone())));
+        }
+        return;
+    }
+    let mut answers: Vec<Option<Result<Vec<Rows>, rusqlite::Error>>> = Vec::with_capacity(group.len());
+    let mut lost: Option<String> = None;
+    for w in &group {
+        if lost.is_some() {
+            answers.push(None);
+            continue;
+        }
+        let done = conn.execute_batch("SAVEPOINT hz_batch").and_then(|()| run_stmts(conn, &w.stmts));
+        match done {
+            Ok(rows) => match conn.execute_batch("RELEASE hz_batch") {
+                Ok(()) => answers.push(Some(Ok(rows))),
+                Err(e) => {
+                    lost = Some(SqliteError::from_rusqlite(e).to_string());
+                    answers.push(None);
+                }
+            },
+            Err(e) if conn.is_autocommit() => {
+                // SQLite rolled the whole transaction back: the batches before this one too.
+                lost = Some(SqliteError::from_rusqlite(e).to_string());
+                answers.push(None);
+            }
+            Err(e) => match conn.execute_batch("ROLLBACK TO hz_batch; RELEASE hz_batch") {
+                Ok(()) => answers.push(Some(Err(e))),
+                Err(r) => {
+                    lost = Some(SqliteError::from_rusqlite(r).to_string());
+                    answers.push(None);
+                }
+            },
+        }
+    }
+    if lost.is_none() {
+        if let Err(e) = conn.execute_batch("COMMIT") {
+            lost = Some(SqliteError::from_rusqlite(e).to_string());
+        }
+    }
+    if lost.is_some() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for (w, a) in group.into_iter().zip(answers) {
+        let answer = match (&lost, a) {
+            (_, Some(Err(e))) => Err(SqliteError::from_rusqlite(e)),
+            (Some(l), _) => Err(sqlx::Error::Protocol(format!("the group transaction failed: {l}"))),
+            (None, Some(Ok(rows))) => Ok(rows),
+            (None, None) => unreachable!("every batch has an answer when nothing was lost"),
+        };
+        let _ = w.reply.send(answer);
     }
 }
 
@@ -291,9 +389,16 @@ fn run_sqlite(conn: &mut rusqlite::Connection, stmts: &[Stmt], write: bool) -> r
     let behavior =
         if write { rusqlite::TransactionBehavior::Immediate } else { rusqlite::TransactionBehavior::Deferred };
     let tx = conn.transaction_with_behavior(behavior)?;
+    let out = run_stmts(&tx, stmts)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Runs `stmts` in order on `conn` (inside the caller's transaction) and collects their rows.
+fn run_stmts(conn: &rusqlite::Connection, stmts: &[Stmt]) -> rusqlite::Result<Vec<Rows>> {
     let mut out = Vec::with_capacity(stmts.len());
     for s in stmts {
-        let mut st = tx.prepare_cached(&s.sql)?;
+        let mut st = conn.prepare_cached(&s.sql)?;
         for (i, p) in s.params.iter().enumerate() {
             match p {
                 Value::Int(v) => st.raw_bind_parameter(i + 1, v)?,
@@ -318,7 +423,6 @@ fn run_sqlite(conn: &mut rusqlite::Connection, stmts: &[Stmt], write: bool) -> r
         }
         out.push(Rows { columns, rows });
     }
-    tx.commit()?;
     Ok(out)
 }
 
@@ -331,10 +435,10 @@ pub(crate) struct Direct {
 
 impl Direct {
     /// Connection threads for `path` (a SQLite file).
-    pub(crate) fn open(path: PathBuf) -> Result<Self, sqlx::Error> {
+    pub(crate) fn open(path: PathBuf, gate: Option<Arc<tokio::sync::Mutex<()>>>) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            writer: Connection::start(path.clone(), "hz-sqlite-write")?,
-            reader: Connection::start(path, "hz-sqlite-read")?,
+            writer: Connection::start(path.clone(), "hz-sqlite-write", gate)?,
+            reader: Connection::start(path, "hz-sqlite-read", None)?,
         })
     }
 }
@@ -402,7 +506,7 @@ impl Store {
     /// returns each statement's rows (`RETURNING`).
     pub async fn write(&self, stmts: Vec<Stmt>) -> Result<Vec<Rows>, sqlx::Error> {
         if let Some(d) = self.direct()? {
-            let _turn = self.writer_turn().await;
+            // The writer thread takes this process's writer turn itself, for a whole group.
             return d.writer.run(stmts, true).await;
         }
         let mut tx = self.begin().await?;
@@ -482,6 +586,58 @@ mod tests {
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
         assert!(store.direct().unwrap().is_some(), "a file gets connections of its own");
         roundtrip(store).await;
+    }
+
+    /// Many writers at once on a SQLite file: their batches share group commits, one failing
+    /// batch rolls back only itself, and a pool transaction (which takes the writer turn too)
+    /// interleaves with them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batches_commit_in_groups_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        store.write(vec![insert("taken", None)]).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let s = store.clone();
+            tasks.spawn(async move {
+                let batch = if i % 50 == 7 {
+                    // Its first insert is fine on its own, the second collides: neither stays.
+                    vec![insert(&format!("doomed-{i}"), None), insert("taken", None)]
+                } else {
+                    vec![insert(&format!("m-{i}"), None), insert(&format!("n-{i}"), Some("k"))]
+                };
+                (i, s.write(batch).await)
+            });
+            if i % 100 == 0 {
+                let s = store.clone();
+                tasks.spawn(async move {
+                    let mut tx = s.begin().await.unwrap();
+                    insert(&format!("tx-{i}"), None).run_in(&mut tx).await.unwrap();
+                    tx.commit().await.unwrap();
+                    (usize::MAX, Ok(Vec::new()))
+                });
+            }
+        }
+        let mut failed = 0;
+        while let Some(r) = tasks.join_next().await {
+            let (i, result) = r.unwrap();
+            match result {
+                Ok(_) => assert!(i == usize::MAX || i % 50 != 7, "batch {i} should have failed"),
+                Err(e) => {
+                    assert_eq!(i % 50, 7, "batch {i} failed: {e}");
+                    assert!(matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()), "{e}");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(failed, 8);
+        let count = |sql: &'static str| {
+            let store = store.clone();
+            async move { store.read(Stmt::new(sql)).await.unwrap().first().unwrap().get::<i64>(0) }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE id LIKE 'doomed-%'").await, 0);
+        assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE id LIKE 'm-%' OR id LIKE 'n-%'").await, 2 * 392);
+        assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE id LIKE 'tx-%'").await, 4);
     }
 
     /// Through the pool, on the PostgreSQL of `scripts/services` (`HORIZONS_DATABASE_URL`).

@@ -218,7 +218,7 @@ impl Store {
         if let Some(d) = self.direct.get() {
             return Ok(Some(d));
         }
-        let d = crate::sql::Direct::open(path.clone())?;
+        let d = crate::sql::Direct::open(path.clone(), self.gate.clone())?;
         // Two first callers at once: one pair of connections is kept, the other closes.
         let _ = self.direct.set(d);
         Ok(self.direct.get())
