@@ -16,8 +16,13 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
+use crate::sql::Stmt;
 use crate::store::Store;
 use crate::{now_ms, CommentsError};
+
+/// Notification ids stamped per statement (well under SQLite's and PostgreSQL's limits on
+/// bound parameters).
+const STAMP_CHUNK: usize = 500;
 
 /// One pending notification: id, text, post.
 type Pending = (String, String, Option<String>);
@@ -117,17 +122,17 @@ impl Mailer {
                 // An address we cannot mail will not get better: record it and move on.
                 Err(e) => tracing::warn!(user, error = %e, "notification e-mail skipped"),
             }
+            // One batch (one transaction) of a few statements, not a statement per id.
             let now = now_ms();
-            let mut tx = self.store.begin().await.map_err(|e| CommentsError::db("stamping sent e-mail", e))?;
-            for id in ids {
-                sqlx::query("UPDATE notifications SET emailed_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| CommentsError::db("stamping sent e-mail", e))?;
-            }
-            tx.commit().await.map_err(|e| CommentsError::db("stamping sent e-mail", e))?;
+            let stamps = ids
+                .chunks(STAMP_CHUNK)
+                .map(|chunk| {
+                    let marks = (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+                    let sql = format!("UPDATE notifications SET emailed_at = $1 WHERE id IN ({marks})");
+                    chunk.iter().fold(Stmt::new(sql).bind(now), |q, id| q.bind(id.as_str()))
+                })
+                .collect();
+            self.store.write(stamps).await.map_err(|e| CommentsError::db("stamping sent e-mail", e))?;
         }
         if sent > 0 {
             metrics::counter!("horizons_emails_sent_total").increment(sent as u64);

@@ -378,6 +378,7 @@ fn open_once<'a>(
         let c = rusqlite::Connection::open(path)?;
         // As the pool's connections; WAL is the file's own mode.
         c.execute_batch(crate::store::SQLITE_PRAGMAS)?;
+        c.execute_batch(crate::store::SQLITE_FILE_PRAGMAS)?;
         c.set_prepared_statement_cache_capacity(256);
         *slot = Some(c);
     }
@@ -431,14 +432,63 @@ fn run_stmts(conn: &rusqlite::Connection, stmts: &[Stmt]) -> rusqlite::Result<Ve
 pub(crate) struct Direct {
     writer: Connection,
     reader: Connection,
+    /// Dropping it stops the checkpointer.
+    _checkpointer: std::sync::mpsc::Sender<()>,
+}
+
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// WAL frames (pages) past which the checkpointer lets the WAL start over.
+const WAL_RESET_FRAMES: i64 = 8_192;
+
+/// Checkpoints `path`'s WAL every [`CHECKPOINT_EVERY`] on a connection of its own until `stop`
+/// is dropped.
+///
+/// The store's connections do not checkpoint themselves (`wal_autocheckpoint = 0`): SQLite
+/// runs that checkpoint inside the commit that crosses 1 000 WAL pages, and its copying and
+/// fsyncs (8–12 ms here) held every writer queued behind that commit. A `PASSIVE` checkpoint
+/// from this thread holds nobody, but under steady writes it never catches up with the newest
+/// commit, and a WAL starts over only once it is wholly copied back. So when the WAL passes
+/// [`WAL_RESET_FRAMES`] the checkpointer takes this process's writer turn for one more
+/// `PASSIVE` checkpoint: all but the last few milliseconds of frames are copied already, so
+/// writers wait for little more than one fsync, and the next write starts the WAL over.
+fn start_checkpointer(
+    path: PathBuf,
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+) -> Result<std::sync::mpsc::Sender<()>, sqlx::Error> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("hz-sqlite-ckpt".into())
+        .spawn(move || {
+            let mut conn = None;
+            let passive = |c: &mut rusqlite::Connection| -> rusqlite::Result<i64> {
+                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                let done = open_once(&mut conn, &path).and_then(|c| {
+                    if passive(c)? > WAL_RESET_FRAMES {
+                        let _turn = gate.as_ref().map(|g| g.blocking_lock());
+                        passive(c)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "WAL checkpoint failed; next round tries again");
+                }
+            }
+        })
+        .map_err(sqlx::Error::Io)?;
+    Ok(stop)
 }
 
 impl Direct {
     /// Connection threads for `path` (a SQLite file).
     pub(crate) fn open(path: PathBuf, gate: Option<Arc<tokio::sync::Mutex<()>>>) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            writer: Connection::start(path.clone(), "hz-sqlite-write", gate)?,
-            reader: Connection::start(path, "hz-sqlite-read", None)?,
+            writer: Connection::start(path.clone(), "hz-sqlite-write", gate.clone())?,
+            reader: Connection::start(path.clone(), "hz-sqlite-read", None)?,
+            _checkpointer: start_checkpointer(path, gate)?,
         })
     }
 }
@@ -638,6 +688,28 @@ mod tests {
         assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE id LIKE 'doomed-%'").await, 0);
         assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE id LIKE 'm-%' OR id LIKE 'n-%'").await, 2 * 392);
         assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE id LIKE 'tx-%'").await, 4);
+    }
+
+    /// The store's connections leave checkpoints to the checkpointer, which lets the WAL start
+    /// over once it passes its limit: the WAL file does not grow with what was written
+    /// (without checkpoints it would reach four times the limit here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_keeps_the_wal_from_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let big = "x".repeat(128 * 1024);
+        let writes = 4 * WAL_RESET_FRAMES / 32;
+        for i in 0..writes {
+            let mut s = insert(&format!("big-{i}"), None);
+            s.params[4] = Value::from(big.as_str());
+            store.write(vec![s]).await.unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("t.db-wal")).unwrap().len();
+        let limit = 5 * WAL_RESET_FRAMES as u64 * 4096 / 2;
+        assert!(wal < limit, "WAL file {wal} bytes after writing {} MiB", writes * 128 / 1024);
+        let rows = store.read(Stmt::new("SELECT COUNT(*) FROM outbox WHERE id LIKE 'big-%'")).await.unwrap();
+        assert_eq!(rows.first().unwrap().get::<i64>(0), writes);
     }
 
     /// Through the pool, on the PostgreSQL of `scripts/services` (`HORIZONS_DATABASE_URL`).

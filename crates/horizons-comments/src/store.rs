@@ -29,6 +29,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 pub(crate) const SQLITE_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL";
 
+/// Also on every connection to a SQLite file: the store's checkpointer thread checkpoints the
+/// WAL, not the commit that happens to cross its size (see `sql::start_checkpointer`).
+pub(crate) const SQLITE_FILE_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 0";
+
 /// Which engine a [`Store`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -143,6 +147,8 @@ impl Store {
             Engine::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_string(),
         };
+        let file = if engine == Engine::Sqlite { crate::sql::sqlite_file(&url) } else { None };
+        let on_file = file.is_some();
         let opts = AnyConnectOptions::from_str(&url)
             .map_err(|e| CommentsError::db(format!("parsing the database URL {shown}"), e))?
             .disable_statement_logging();
@@ -158,6 +164,9 @@ impl Store {
                     if engine == Engine::Sqlite {
                         conn.execute(SQLITE_PRAGMAS).await?;
                     }
+                    if on_file {
+                        conn.execute(SQLITE_FILE_PRAGMAS).await?;
+                    }
                     Ok(())
                 })
             })
@@ -171,8 +180,9 @@ impl Store {
                 .map_err(|e| CommentsError::db("enabling WAL", e))?;
         }
         let gate = (engine == Engine::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let file = if engine == Engine::Sqlite { crate::sql::sqlite_file(&url) } else { None };
         let store = Self { pool, engine, gate, file, direct: Default::default() };
+        // A file's own connections, and with them its checkpointer, from the start.
+        store.direct().map_err(|e| CommentsError::db(format!("opening {shown}"), e))?;
         // Processes starting together on a fresh database race to migrate it; the loser's
         // transaction fails (a duplicate type or table, or a busy SQLite writer). Reading what
         // is applied again settles it.

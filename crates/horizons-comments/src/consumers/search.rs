@@ -37,7 +37,7 @@ pub struct Indexer {
 }
 
 /// The shortest time between the starts of two commits.
-pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl std::fmt::Debug for Indexer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
