@@ -193,15 +193,9 @@ mod tests {
         }
     }
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
-        (dir, store)
-    }
-
     #[tokio::test]
     async fn a_row_is_recorded_once_and_reads_back_exactly() {
-        let (_dir, store) = store().await;
+        let (_dir, store) = crate::store::sqlite_for_tests().await;
         recorded_once_and_read_back_exactly(store).await;
     }
 
@@ -223,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn listing_filters_by_observation_and_pages_newest_first() {
-        let (_dir, store) = store().await;
+        let (_dir, store) = crate::store::sqlite_for_tests().await;
         for (run, obs) in [("0190a", "obs-1"), ("0190b", "obs-2"), ("0190c", "obs-1"), ("0190d", "obs-1")] {
             insert(&store, &row(run, obs)).await.unwrap();
         }
@@ -236,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn non_finite_numbers_are_refused() {
-        let (_dir, store) = store().await;
+        let (_dir, store) = crate::store::sqlite_for_tests().await;
         let err = insert(&store, &ProductRow { rms: f64::NAN, ..row("0190a", "o") }).await.unwrap_err();
         assert!(err.to_string().contains("rms of run 0190a is NaN"), "{err}");
     }

@@ -170,8 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn pruning_keeps_unsent_and_recent_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("db.sqlite").display())).await.unwrap();
+        let (_dir, store) = crate::store::sqlite_for_tests().await;
         let (now, old) = (now_ms(), now_ms() - 10 * 24 * 3600 * 1000);
         for (id, sent) in [("old-sent", Some(old)), ("new-sent", Some(now)), ("old-unsent", None)] {
             sqlx::query(

@@ -234,8 +234,21 @@ impl sqlx::error::DatabaseError for SqliteError {
 /// A batch for a connection thread, and where its answer goes.
 struct Work {
     stmts: Vec<Stmt>,
-    write: bool,
     reply: oneshot::Sender<Result<Vec<Rows>, sqlx::Error>>,
+}
+
+impl Work {
+    fn answer(self, rows: Result<Vec<Rows>, sqlx::Error>) {
+        let _ = self.reply.send(rows);
+    }
+}
+
+/// Answers every batch of `group` with the same failure.
+fn fail_all(group: Vec<Work>, e: rusqlite::Error) {
+    let e = SqliteError::from_rusqlite(e).to_string();
+    for w in group {
+        w.answer(Err(sqlx::Error::Protocol(e.clone())));
+    }
 }
 
 /// A thread that owns one SQLite connection and runs the batches sent to it in order.
@@ -252,10 +265,11 @@ impl Connection {
     /// batch (a failed open fails that batch, and the next batch tries again); the thread ends
     /// when this is dropped.
     ///
-    /// With a `gate` (the writer), the thread takes it for each transaction, and every write
-    /// batch that queued up meanwhile joins that transaction (group commit): one `BEGIN
-    /// IMMEDIATE … COMMIT` and one WAL append for all of them, each batch in a savepoint of its
-    /// own, so one batch failing rolls back only itself.
+    /// A reader (`gate` is `None`) runs each batch in a read transaction of its own. The writer
+    /// takes the `gate` (this process's writer turn) for each transaction, and every batch that
+    /// queued up meanwhile joins that transaction (group commit): one `BEGIN IMMEDIATE …
+    /// COMMIT` and one WAL append for all of them, each batch in a savepoint of its own, so one
+    /// batch failing rolls back only itself.
     fn start(path: PathBuf, name: &str, gate: Option<Arc<tokio::sync::Mutex<()>>>) -> Result<Self, sqlx::Error> {
         let (work, queue) = std::sync::mpsc::channel::<Work>();
         std::thread::Builder::new()
@@ -263,32 +277,17 @@ impl Connection {
             .spawn(move || {
                 let mut conn = None;
                 while let Ok(first) = queue.recv() {
-                    if !first.write {
-                        let answer = open_once(&mut conn, &path).and_then(|c| run_sqlite(c, &first.stmts, false));
-                        let _ = first.reply.send(answer.map_err(SqliteError::from_rusqlite));
+                    let Some(gate) = &gate else {
+                        let rows = open_once(&mut conn, &path).and_then(|c| run_sqlite(c, &first.stmts, false));
+                        first.answer(rows.map_err(SqliteError::from_rusqlite));
                         continue;
-                    }
-                    let _turn = gate.as_ref().map(|g| g.blocking_lock());
+                    };
+                    let _turn = gate.blocking_lock();
                     let mut group = vec![first];
-                    while group.len() < GROUP_MAX {
-                        match queue.try_recv() {
-                            Ok(w) if w.write => group.push(w),
-                            Ok(w) => {
-                                // A read queued among the writes: it waits for their commit.
-                                let answer = open_once(&mut conn, &path).and_then(|c| run_sqlite(c, &w.stmts, false));
-                                let _ = w.reply.send(answer.map_err(SqliteError::from_rusqlite));
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    group.extend(queue.try_iter().take(GROUP_MAX - 1));
                     match open_once(&mut conn, &path) {
                         Ok(c) => run_group(c, group),
-                        Err(e) => {
-                            let e = SqliteError::from_rusqlite(e).to_string();
-                            for w in group {
-                                let _ = w.reply.send(Err(sqlx::Error::Protocol(e.clone())));
-                            }
-                        }
+                        Err(e) => fail_all(group, e),
                     }
                 }
             })
@@ -296,10 +295,10 @@ impl Connection {
         Ok(Self { work })
     }
 
-    /// Runs `stmts` on the thread, in one transaction if `write`.
-    async fn run(&self, stmts: Vec<Stmt>, write: bool) -> Result<Vec<Rows>, sqlx::Error> {
+    /// Runs `stmts` on the thread: in a transaction of the reader, or in the writer's group.
+    async fn run(&self, stmts: Vec<Stmt>) -> Result<Vec<Rows>, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
-        self.work.send(Work { stmts, write, reply }).map_err(|_| sqlx::Error::WorkerCrashed)?;
+        self.work.send(Work { stmts, reply }).map_err(|_| sqlx::Error::WorkerCrashed)?;
         answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 }
@@ -309,16 +308,13 @@ impl Connection {
 /// transaction (an I/O error, a full disk), every batch of the group gets that error.
 fn run_group(conn: &mut rusqlite::Connection, group: Vec<Work>) {
     if group.len() == 1 {
+        // Alone: no savepoint needed.
         let w = group.into_iter().next().expect("one");
-        let _ = w.reply.send(run_sqlite(conn, &w.stmts, true).map_err(SqliteError::from_rusqlite));
-        return;
+        let rows = run_sqlite(conn, &w.stmts, true).map_err(SqliteError::from_rusqlite);
+        return w.answer(rows);
     }
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let e = SqliteError::from_rusqlite(e).to_string();
-        for w in group {
-            let _ = w.reply.send(Err(sqlx::Error::Protocol(e.clone())));
-        }
-        return;
+        return fail_all(group, e);
     }
     let mut answers: Vec<Option<Result<Vec<Rows>, rusqlite::Error>>> = Vec::with_capacity(group.len());
     let mut lost: Option<String> = None;
@@ -365,7 +361,7 @@ fn run_group(conn: &mut rusqlite::Connection, group: Vec<Work>) {
             (None, Some(Ok(rows))) => Ok(rows),
             (None, None) => unreachable!("every batch has an answer when nothing was lost"),
         };
-        let _ = w.reply.send(answer);
+        w.answer(answer);
     }
 }
 
@@ -455,7 +451,7 @@ const WAL_RESET_FRAMES: i64 = 8_192;
 /// writers wait for little more than one fsync, and the next write starts the WAL over.
 fn start_checkpointer(
     path: PathBuf,
-    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    gate: Arc<tokio::sync::Mutex<()>>,
 ) -> Result<std::sync::mpsc::Sender<()>, sqlx::Error> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -468,7 +464,7 @@ fn start_checkpointer(
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
                 let done = open_once(&mut conn, &path).and_then(|c| {
                     if passive(c)? > WAL_RESET_FRAMES {
-                        let _turn = gate.as_ref().map(|g| g.blocking_lock());
+                        let _turn = gate.blocking_lock();
                         passive(c)?;
                     }
                     Ok(())
@@ -484,9 +480,9 @@ fn start_checkpointer(
 
 impl Direct {
     /// Connection threads for `path` (a SQLite file).
-    pub(crate) fn open(path: PathBuf, gate: Option<Arc<tokio::sync::Mutex<()>>>) -> Result<Self, sqlx::Error> {
+    pub(crate) fn open(path: PathBuf, gate: Arc<tokio::sync::Mutex<()>>) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            writer: Connection::start(path.clone(), "hz-sqlite-write", gate.clone())?,
+            writer: Connection::start(path.clone(), "hz-sqlite-write", Some(gate.clone()))?,
             reader: Connection::start(path.clone(), "hz-sqlite-read", None)?,
             _checkpointer: start_checkpointer(path, gate)?,
         })
@@ -555,9 +551,9 @@ impl Store {
     /// Runs `stmts` in order in one write transaction (after this process's earlier writers);
     /// returns each statement's rows (`RETURNING`).
     pub async fn write(&self, stmts: Vec<Stmt>) -> Result<Vec<Rows>, sqlx::Error> {
-        if let Some(d) = self.direct()? {
+        if let Some(d) = self.direct() {
             // The writer thread takes this process's writer turn itself, for a whole group.
-            return d.writer.run(stmts, true).await;
+            return d.writer.run(stmts).await;
         }
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(stmts.len());
@@ -570,8 +566,8 @@ impl Store {
 
     /// Runs one reading statement.
     pub async fn read(&self, stmt: Stmt) -> Result<Rows, sqlx::Error> {
-        if let Some(d) = self.direct()? {
-            let mut rows = d.reader.run(vec![stmt], false).await?;
+        if let Some(d) = self.direct() {
+            let mut rows = d.reader.run(vec![stmt]).await?;
             return Ok(rows.pop().unwrap_or_default());
         }
         from_any(any_query(&stmt).fetch_all(self.pool()).await?)
@@ -632,9 +628,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_on_a_sqlite_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
-        assert!(store.direct().unwrap().is_some(), "a file gets connections of its own");
+        let (_dir, store) = crate::store::sqlite_for_tests().await;
+        assert!(store.direct().is_some(), "a file gets connections of its own");
         roundtrip(store).await;
     }
 
@@ -643,8 +638,7 @@ mod tests {
     /// interleaves with them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_batches_commit_in_groups_and_fail_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let (_dir, store) = crate::store::sqlite_for_tests().await;
         store.write(vec![insert("taken", None)]).await.unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..400 {
@@ -695,9 +689,7 @@ mod tests {
     /// (without checkpoints it would reach four times the limit here).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_checkpointer_keeps_the_wal_from_growing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let (dir, store) = crate::store::sqlite_for_tests().await;
         let big = "x".repeat(128 * 1024);
         let writes = 4 * WAL_RESET_FRAMES / 32;
         for i in 0..writes {

@@ -50,10 +50,8 @@ pub struct Store {
     /// SQLite has one writer; queueing writers here, in order, instead of letting them spin
     /// in SQLite's busy handler (which sleeps up to 100 ms per try) keeps write latency flat.
     gate: Option<Arc<tokio::sync::Mutex<()>>>,
-    /// On a SQLite file: its path, and our own connections to it, opened on first use
-    /// ([`crate::sql`]).
-    file: Option<std::path::PathBuf>,
-    direct: Arc<std::sync::OnceLock<crate::sql::Direct>>,
+    /// On a SQLite file: our own connections to it ([`crate::sql`]).
+    direct: Option<Arc<crate::sql::Direct>>,
 }
 
 /// A write transaction: the driver's transaction plus, on SQLite, this process's turn to
@@ -105,6 +103,17 @@ pub async fn fresh_postgres_url_for_tests(prefix: &str) -> String {
         .await
         .expect("creating a test database");
     format!("{}/{db}", &base[..base.rfind('/').expect("a database URL with a path")])
+}
+
+/// For this crate's tests: a store on a SQLite file (`t.db`) in a fresh temporary directory,
+/// which lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) async fn sqlite_for_tests() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+        .await
+        .expect("opening the test database");
+    (dir, store)
 }
 
 /// For tests: a store on [`fresh_postgres_url_for_tests`].
@@ -180,9 +189,15 @@ impl Store {
                 .map_err(|e| CommentsError::db("enabling WAL", e))?;
         }
         let gate = (engine == Engine::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let store = Self { pool, engine, gate, file, direct: Default::default() };
         // A file's own connections, and with them its checkpointer, from the start.
-        store.direct().map_err(|e| CommentsError::db(format!("opening {shown}"), e))?;
+        let direct = match (&file, &gate) {
+            (Some(path), Some(gate)) => Some(Arc::new(
+                crate::sql::Direct::open(path.clone(), gate.clone())
+                    .map_err(|e| CommentsError::db(format!("opening {shown}"), e))?,
+            )),
+            _ => None,
+        };
+        let store = Self { pool, engine, gate, direct };
         // Processes starting together on a fresh database race to migrate it; the loser's
         // transaction fails (a duplicate type or table, or a busy SQLite writer). Reading what
         // is applied again settles it.
@@ -223,15 +238,8 @@ impl Store {
     }
 
     /// Our own connections to the SQLite file, if this store is on one.
-    pub(crate) fn direct(&self) -> Result<Option<&crate::sql::Direct>, sqlx::Error> {
-        let Some(path) = &self.file else { return Ok(None) };
-        if let Some(d) = self.direct.get() {
-            return Ok(Some(d));
-        }
-        let d = crate::sql::Direct::open(path.clone(), self.gate.clone())?;
-        // Two first callers at once: one pair of connections is kept, the other closes.
-        let _ = self.direct.set(d);
-        Ok(self.direct.get())
+    pub(crate) fn direct(&self) -> Option<&crate::sql::Direct> {
+        self.direct.as_deref()
     }
 
     /// Which engine this is.
