@@ -71,37 +71,42 @@ fn outgoing(event: &Event) -> Outgoing<'static> {
 
 /// The insert of `event` into the outbox as a [`Stmt`], for a [`Store::write`] batch.
 pub(crate) fn outbox_insert(event: &Event) -> Stmt {
-    let msg = outgoing(event);
-    Stmt::new(
-        "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at, priority, not_before) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(new_id())
-    .bind(msg.topic)
-    .bind(msg.event_type)
-    .bind(msg.key)
-    .bind(msg.payload)
-    .bind(now_ms())
-    .bind(i64::from(msg.priority))
-    .bind(msg.not_before)
+    outbox_stmt(&new_id(), &outgoing(event), None)
 }
 
-/// The insert of `msg` into the outbox as a [`Stmt`], written only where `guard` (a condition
-/// on parameter `$9`, bound to `arg`) holds.
-fn outbox_stmt(msg: &Outgoing<'_>, guard: &str, arg: &str) -> Stmt {
-    Stmt::new(format!(
-        "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at, priority, not_before) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE {guard}"
-    ))
-    .bind(new_id())
+/// The insert of `msg` into the outbox under `id`; with a `guard` (a condition on parameter
+/// `$9`, and its value), written only where the condition holds.
+fn outbox_stmt(id: &str, msg: &Outgoing<'_>, guard: Option<(&str, &str)>) -> Stmt {
+    let sql = "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at, priority, not_before) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8";
+    let stmt = Stmt::new(match guard {
+        Some((condition, _)) => format!("{sql} WHERE {condition}"),
+        None => sql.to_string(),
+    })
+    .bind(id)
     .bind(msg.topic)
     .bind(msg.event_type)
     .bind(msg.key.clone())
     .bind(msg.payload.clone())
     .bind(now_ms())
     .bind(i64::from(msg.priority))
-    .bind(msg.not_before)
-    .bind(arg)
+    .bind(msg.not_before);
+    match guard {
+        Some((_, arg)) => stmt.bind(arg),
+        None => stmt,
+    }
+}
+
+/// Creates or refreshes `actor`'s user row; returns its `banned` flag.
+fn upsert_user(actor: &Actor, now: i64) -> Stmt {
+    Stmt::new(
+        "INSERT INTO users (name, email, role, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET email = excluded.email, role = excluded.role RETURNING banned",
+    )
+    .bind(actor.name.as_str())
+    .bind(actor.email.as_str())
+    .bind(actor.role.as_str())
+    .bind(now)
 }
 
 /// A message for the outbox that is not one of [`Event`] (a job's execution message).
@@ -124,21 +129,7 @@ pub struct Outgoing<'a> {
 /// Writes `msg` into the outbox inside `tx`; returns its id (the bus message id).
 pub async fn push_message(tx: &mut Tx, msg: &Outgoing<'_>) -> Result<String, CommentsError> {
     let id = new_id();
-    sqlx::query(
-        "INSERT INTO outbox (id, topic, event_type, msg_key, payload, created_at, priority, not_before) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&id)
-    .bind(msg.topic)
-    .bind(msg.event_type)
-    .bind(&msg.key)
-    .bind(&msg.payload)
-    .bind(now_ms())
-    .bind(i64::from(msg.priority))
-    .bind(msg.not_before)
-    .execute(&mut **tx)
-    .await
-    .map_err(db("writing to the outbox"))?;
+    outbox_stmt(&id, msg, None).run_in(tx).await.map_err(db("writing to the outbox"))?;
     Ok(id)
 }
 
@@ -193,18 +184,8 @@ impl Service {
     /// Creates or refreshes the caller's user row (tokens are the source of users); refuses
     /// banned users.
     async fn writer(&self, tx: &mut Tx, actor: &Actor) -> Result<(), CommentsError> {
-        let banned: i64 = sqlx::query(
-            "INSERT INTO users (name, email, role, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET email = excluded.email, role = excluded.role RETURNING banned",
-        )
-        .bind(&actor.name)
-        .bind(&actor.email)
-        .bind(actor.role.as_str())
-        .bind(now_ms())
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("recording the user"))?
-        .get(0);
+        let rows = upsert_user(actor, now_ms()).run_in(tx).await.map_err(db("recording the user"))?;
+        let banned = rows.first().map_or(0, |r| r.get::<i64>(0));
         if banned != 0 {
             return Err(CommentsError::Forbidden(format!("user {} is banned", actor.name)));
         }
@@ -302,14 +283,7 @@ impl Service {
             edited_at: None,
         };
         let mut batch = vec![
-            Stmt::new(
-                "INSERT INTO users (name, email, role, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (name) DO UPDATE SET email = excluded.email, role = excluded.role RETURNING banned",
-            )
-            .bind(actor.name.as_str())
-            .bind(actor.email.as_str())
-            .bind(actor.role.as_str())
-            .bind(now),
+            upsert_user(actor, now),
             Stmt::new(
                 "INSERT INTO comments (id, post_id, parent_id, author, body, status, version, created_at) \
                  SELECT $1, $2, $3, $4, $5, 'visible', 1, $6 \
@@ -359,11 +333,8 @@ impl Service {
             told.push(user);
         }
         for e in &events {
-            batch.push(outbox_stmt(
-                &outgoing(e),
-                "NOT EXISTS (SELECT 1 FROM users WHERE name = $9 AND banned <> 0)",
-                &actor.name,
-            ));
+            let unbanned = "NOT EXISTS (SELECT 1 FROM users WHERE name = $9 AND banned <> 0)";
+            batch.push(outbox_stmt(&new_id(), &outgoing(e), Some((unbanned, &actor.name))));
         }
         let done = self.store.write(batch).await.map_err(db("writing the comment"))?;
         if done[0].first().is_some_and(|r| r.get::<i64>(0) != 0) || done[1].is_empty() {
@@ -849,8 +820,7 @@ mod tests {
 
     #[tokio::test]
     async fn comments_and_their_events_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let (_dir, store) = crate::store::sqlite_for_tests().await;
         comments_and_their_events(store).await;
     }
 

@@ -22,7 +22,7 @@ use horizons_bus::{Context, Envelope, Handler, HandlerError};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::consumers::{decode, retryable};
+use crate::consumers::{decode, inbox_entry, processed, retryable};
 use crate::events::{self, Event};
 use crate::sql::Stmt;
 use crate::store::Store;
@@ -106,10 +106,11 @@ async fn anchor(tx: &mut crate::store::WriteTx) -> Result<Option<Anchor>, Commen
         .fetch_optional(&mut **tx)
         .await
         .map_err(|e| CommentsError::db("reading the audit anchor", e))?;
-    row.map(|r| {
-        serde_json::from_str(&r.get::<String, _>(0)).map_err(|e| CommentsError::Other(format!("audit anchor: {e}")))
-    })
-    .transpose()
+    row.map(|r| parse_anchor(&r.get::<String, _>(0))).transpose()
+}
+
+fn parse_anchor(json: &str) -> Result<Anchor, CommentsError> {
+    serde_json::from_str(json).map_err(|e| CommentsError::Other(format!("audit anchor: {e}")))
 }
 
 /// The head the next record links to: the newest record, else the retention anchor.
@@ -127,9 +128,7 @@ async fn load_head(store: &Store) -> Result<Option<Anchor>, CommentsError> {
             .map_err(|e| CommentsError::Other(format!("the newest audit record does not parse: {e}")))?;
         return Ok(Some(Anchor { seq: r.seq, hash: r.hash, at_ms: r.at_ms }));
     }
-    find("anchor")
-        .map(|a| serde_json::from_str(&a).map_err(|e| CommentsError::Other(format!("audit anchor: {e}"))))
-        .transpose()
+    find("anchor").map(|a| parse_anchor(&a)).transpose()
 }
 
 impl Audit {
@@ -170,10 +169,7 @@ impl Audit {
                 at_ms: now_ms(),
             };
             let batch = vec![
-                Stmt::new("INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3)")
-                    .bind("audit")
-                    .bind(msg.id.to_string())
-                    .bind(now_ms()),
+                inbox_entry("audit", msg),
                 Stmt::new("INSERT INTO audit_log (seq, at_ms, record) VALUES ($1, $2, $3)")
                     .bind(record.seq)
                     .bind(record.at_ms)
@@ -189,7 +185,7 @@ impl Audit {
                 Err(e) => {
                     *head = None;
                     let collided = matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation());
-                    if collided && self.processed(msg).await? {
+                    if collided && processed(&self.store, "audit", msg).await? {
                         return Ok(());
                     }
                     if !collided || tries >= APPEND_TRIES {
@@ -198,20 +194,6 @@ impl Audit {
                 }
             }
         }
-    }
-
-    /// Whether the inbox holds `msg` for this worker.
-    async fn processed(&self, msg: &Envelope) -> Result<bool, CommentsError> {
-        let rows = self
-            .store
-            .read(
-                Stmt::new("SELECT 1 FROM inbox WHERE consumer = $1 AND message_id = $2")
-                    .bind("audit")
-                    .bind(msg.id.to_string()),
-            )
-            .await
-            .map_err(|e| CommentsError::db("reading the inbox", e))?;
-        Ok(!rows.is_empty())
     }
 }
 
@@ -336,8 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn appends_once_and_recovers_a_stale_head_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let (_dir, store) = crate::store::sqlite_for_tests().await;
         appends_once_and_recovers_a_stale_head(store).await;
     }
 

@@ -46,13 +46,40 @@ pub(crate) fn retryable(e: CommentsError) -> HandlerError {
 ///
 /// [`Store::write`]: crate::store::Store::write
 pub(crate) fn inbox(consumer: &str, msg: &Envelope) -> crate::sql::Stmt {
-    crate::sql::Stmt::new(
-        "INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id",
-    )
+    inbox_insert(consumer, msg, " ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id")
+}
+
+/// The inbox entry for a batch that must not run twice: a plain insert, so a redelivery
+/// collides with the first entry (a unique violation) and rolls the whole batch back; then
+/// [`processed`] tells a redelivery from another collision.
+pub(crate) fn inbox_entry(consumer: &str, msg: &Envelope) -> crate::sql::Stmt {
+    inbox_insert(consumer, msg, "")
+}
+
+fn inbox_insert(consumer: &str, msg: &Envelope, on_conflict: &str) -> crate::sql::Stmt {
+    crate::sql::Stmt::new(format!(
+        "INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3){on_conflict}"
+    ))
     .bind(consumer)
     .bind(msg.id.to_string())
     .bind(now_ms())
+}
+
+/// Whether the inbox holds `msg` for `consumer`.
+pub(crate) async fn processed(
+    store: &crate::store::Store,
+    consumer: &str,
+    msg: &Envelope,
+) -> Result<bool, CommentsError> {
+    let rows = store
+        .read(
+            crate::sql::Stmt::new("SELECT 1 FROM inbox WHERE consumer = $1 AND message_id = $2")
+                .bind(consumer)
+                .bind(msg.id.to_string()),
+        )
+        .await
+        .map_err(|e| CommentsError::db("reading the inbox", e))?;
+    Ok(!rows.is_empty())
 }
 
 /// Records that `consumer` processed `msg` inside `tx`. `false`: it already had, so the caller
