@@ -460,30 +460,25 @@ impl Slots {
         (u64::from(e.0) << 32) | u64::from(index)
     }
 
-    fn entry(&self, id: u64) -> Option<&(u32, Option<Slot>)> {
-        self.entries.get((id & u64::from(u32::MAX)) as usize).filter(|e| u64::from(e.0) == id >> 32)
+    /// The index `id` names, if its generation is the current one there.
+    fn index(&self, id: u64) -> Option<usize> {
+        let i = (id & u64::from(u32::MAX)) as usize;
+        self.entries.get(i).filter(|e| u64::from(e.0) == id >> 32).map(|_| i)
     }
 
     fn get(&self, id: u64) -> Option<&Slot> {
-        self.entry(id)?.1.as_ref()
+        self.entries[self.index(id)?].1.as_ref()
     }
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
-        let e = self.entries.get_mut((id & u64::from(u32::MAX)) as usize)?;
-        if u64::from(e.0) != id >> 32 {
-            return None;
-        }
-        e.1.as_mut()
+        let i = self.index(id)?;
+        self.entries[i].1.as_mut()
     }
 
     fn remove(&mut self, id: u64) -> Option<Slot> {
-        let index = (id & u64::from(u32::MAX)) as u32;
-        let e = self.entries.get_mut(index as usize)?;
-        if u64::from(e.0) != id >> 32 {
-            return None;
-        }
-        let s = e.1.take()?;
-        self.free.push(index);
+        let i = self.index(id)?;
+        let s = self.entries[i].1.take()?;
+        self.free.push(i as u32);
         Some(s)
     }
 
