@@ -423,7 +423,7 @@ fn run_stmts(conn: &rusqlite::Connection, stmts: &[Stmt]) -> rusqlite::Result<Ve
     Ok(out)
 }
 
-/// The store's own SQLite connections, opened on first use.
+/// The store's own SQLite connections and checkpointer, opened with the store.
 #[derive(Debug)]
 pub(crate) struct Direct {
     writer: Connection,
