@@ -68,8 +68,9 @@ pub async fn run(cfg: Config, args: BenchJobsArgs) -> Result<(), AppError> {
     let parts = Parts::open(&cfg).await?;
     let backend = crate::backend::open(&cfg)?;
     let topic = parts.topic(horizons_jobs::TOPIC);
+    let topic_spec = JobWorker::topology(topic.clone(), cfg.portal.jobs_lease);
     backend
-        .declare(&Topology::new().topic(JobWorker::topology(topic.clone(), cfg.portal.jobs_lease)))
+        .declare(&Topology::new().topic(topic_spec.clone()))
         .await
         .map_err(AppError::bus("declaring the jobs topic"))?;
     let registry = Registry::standard();
@@ -126,6 +127,9 @@ pub async fn run(cfg: Config, args: BenchJobsArgs) -> Result<(), AppError> {
     }
     backend.close().await.map_err(AppError::bus("closing the bus"))?;
     parts.store.close().await;
+    if cfg.bus.backend == crate::backend::BackendKind::Amqp {
+        super::raw_amqp::cleanup(&cfg.bus.amqp, topic_spec).await;
+    }
     let report = JobsReport {
         backend: backend.name().to_string(),
         jobs: args.jobs,

@@ -79,6 +79,11 @@ impl Progress {
     }
 }
 
+/// The topic and consumer group a run declares.
+pub fn spec(topic: &Topic) -> TopicSpec {
+    TopicSpec::new(topic.clone()).group(GroupSpec::new("bench"))
+}
+
 /// Runs `load` on `backend` in topic `topic`; `progress` gets the count of unique deliveries.
 pub async fn run(
     backend: Arc<dyn Backend>,
@@ -86,8 +91,9 @@ pub async fn run(
     load: &Load,
     on_progress: impl Fn(u64),
 ) -> Result<Measured, AppError> {
-    let group = "bench";
-    let topology = Topology::new().topic(TopicSpec::new(topic.clone()).group(GroupSpec::new(group)));
+    let spec = spec(topic);
+    let group = spec.groups[0].name.to_string();
+    let topology = Topology::new().topic(spec);
     backend.declare(&topology).await.map_err(AppError::bus("declaring the bench topic"))?;
     let p = Arc::new(Progress {
         unique: AtomicU64::new(0),
@@ -103,7 +109,7 @@ pub async fn run(
     let mut consumers = tokio::task::JoinSet::new();
     for _ in 0..load.consumers.max(1) {
         let sub = backend
-            .subscribe(topic, group, SubscribeOptions { prefetch: load.prefetch.max(1) })
+            .subscribe(topic, &group, SubscribeOptions { prefetch: load.prefetch.max(1) })
             .await
             .map_err(AppError::bus("subscribing the bench consumers"))?;
         let (p, done, n) = (p.clone(), done.clone(), load.messages);

@@ -194,7 +194,8 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
     cfg.data_dir = tmp.path().to_path_buf();
     cfg.bus.embedded.data_dir = Some(tmp.path().join("bus"));
     let commits = commits::CommitCounter::install();
-    // Bench queues on RabbitMQ delete themselves an hour after the run.
+    // Bench queues on RabbitMQ are deleted at the end of the run, and by themselves an hour
+    // after a run that did not get there.
     cfg.bus.amqp.queue_expires.get_or_insert(Duration::from_secs(3600));
     let backend = backend::open(&cfg)?;
     // A broker keeps topics between runs: each run gets a fresh one there.
@@ -271,8 +272,10 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
         raw_detail = Some(r);
     }
     drop(tmp);
-    if cfg.bus.backend == BackendKind::Kafka {
-        raw_kafka::cleanup(&cfg.bus.kafka, &topic).await;
+    match cfg.bus.backend {
+        BackendKind::Kafka => raw_kafka::cleanup(&cfg.bus.kafka, &topic).await,
+        BackendKind::Amqp => raw_amqp::cleanup(&cfg.bus.amqp, load::spec(&topic)).await,
+        _ => {}
     }
 
     if args.json {

@@ -42,6 +42,23 @@ fn err(context: &'static str) -> impl FnOnce(lapin::Error) -> AppError {
     move |e| AppError::Bench(format!("raw lapin baseline: {context}: {e}"))
 }
 
+/// Deletes the queues and exchanges the adapter declared for a bench's topic: a run leaves the
+/// broker as it found it (quorum queues that pile up until they expire slow a small broker down).
+pub async fn cleanup(cfg: &AmqpConfig, spec: horizons_bus::TopicSpec) {
+    let topic = spec.name.clone();
+    let deleted = match horizons_amqp::AmqpBus::connect(cfg.clone()).await {
+        Ok(bus) => {
+            let r = bus.delete(&[spec]).await.map_err(|e| e.to_string());
+            let _ = horizons_bus::Backend::close(&bus).await;
+            r
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = deleted {
+        tracing::warn!(%topic, error = %e, "could not delete the bench topic's queues");
+    }
+}
+
 /// Runs `load` through bare lapin on a queue of its own, deleted afterwards.
 pub async fn run(cfg: &AmqpConfig, load: &Load) -> Result<RawAmqp, AppError> {
     let conn = Connection::connect(cfg.url.expose(), ConnectionProperties::default())
