@@ -82,6 +82,7 @@ pub struct RfiReport {
 /// baseline list (validation guarantees it).
 pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
     let mut report = RfiReport::default();
+    let mut ws = Workspace::new(cfg);
     let mut by_spw: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, b) in blocks.iter().enumerate() {
         b.check_shape()?;
@@ -99,14 +100,19 @@ pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
             ));
         }
         let (rows, cols, npol) = (idx.len(), first.n_chan, first.pols.len());
+        let mut mask = vec![false; rows * cols];
+        let mut combined = vec![false; rows * cols];
+        let mut pmask = vec![false; rows * cols];
+        let mut amp = Plane::new(rows, cols);
         for bi in 0..first.baselines.len() {
-            let mut mask = vec![false; rows * cols];
             let mut any_free = false;
             for (r, &k) in idx.iter().enumerate() {
                 let b = &blocks[k];
-                for c in 0..cols {
-                    let all = (0..npol).all(|p| b.flags[b.idx(bi, c, p)]);
-                    mask[r * cols + c] = all;
+                let s = b.per_baseline();
+                let row = &b.flags[bi * s..(bi + 1) * s];
+                for (c, m) in mask[r * cols..(r + 1) * cols].iter_mut().enumerate() {
+                    let all = row[c * npol..(c + 1) * npol].iter().all(|&f| f);
+                    *m = all;
                     any_free |= !all;
                 }
             }
@@ -116,19 +122,19 @@ pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
                 continue;
             }
             report.baselines_processed += 1;
-            let mut combined = mask.clone();
+            combined.copy_from_slice(&mask);
             for p in 0..npol {
-                let mut amp = Plane::new(rows, cols);
-                let mut pmask = vec![false; rows * cols];
                 for (r, &k) in idx.iter().enumerate() {
                     let b = &blocks[k];
+                    let s = b.per_baseline();
+                    let (vis, flags) = (&b.vis[bi * s..(bi + 1) * s], &b.flags[bi * s..(bi + 1) * s]);
+                    let (a, m) = (&mut amp.data[r * cols..(r + 1) * cols], &mut pmask[r * cols..(r + 1) * cols]);
                     for c in 0..cols {
-                        let i = b.idx(bi, c, p);
-                        amp.data[r * cols + c] = b.vis[i].norm() as f64;
-                        pmask[r * cols + c] = b.flags[i];
+                        a[c] = vis[c * npol + p].norm() as f64;
+                        m[c] = flags[c * npol + p];
                     }
                 }
-                flag_plane(&amp, &mut pmask, cfg);
+                flag_plane_with(&amp, &mut pmask, cfg, &mut ws);
                 for (m, f) in combined.iter_mut().zip(&pmask) {
                     *m |= *f;
                 }
@@ -136,14 +142,13 @@ pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
             sumthreshold::sir_plane(&mut combined, rows, cols, cfg.eta_time, cfg.eta_freq);
             for (r, &k) in idx.iter().enumerate() {
                 let b = &mut blocks[k];
+                let s = b.per_baseline();
+                let row = &mut b.flags[bi * s..(bi + 1) * s];
                 for c in 0..cols {
                     if combined[r * cols + c] {
-                        for p in 0..npol {
-                            let i = b.idx(bi, c, p);
-                            if !b.flags[i] {
-                                b.flags[i] = true;
-                                report.flagged_new += 1;
-                            }
+                        for f in &mut row[c * npol..(c + 1) * npol] {
+                            report.flagged_new += usize::from(!*f);
+                            *f = true;
                         }
                     }
                 }
@@ -153,87 +158,218 @@ pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
     Ok(report)
 }
 
+/// Buffers and filter kernels reused from one plane to the next.
+#[derive(Debug)]
+pub struct Workspace {
+    kernel_time: Vec<f64>,
+    kernel_freq: Vec<f64>,
+    entry: Vec<bool>,
+    current: Vec<bool>,
+    background: Plane,
+    resid: Plane,
+    free: Vec<f64>,
+    masked: Vec<f64>,
+    weight: Vec<f64>,
+    num: Vec<f64>,
+    den: Vec<f64>,
+    sum_threshold: sumthreshold::Scratch,
+}
+
+impl Workspace {
+    /// A workspace for planes flagged with `cfg`.
+    pub fn new(cfg: &RfiConfig) -> Workspace {
+        let kernel = |s: f64| -> Vec<f64> {
+            let half = (3.0 * s).ceil().max(1.0) as i64;
+            (-half..=half).map(|k| (-(k as f64).powi(2) / (2.0 * s * s)).exp()).collect()
+        };
+        Workspace {
+            kernel_time: kernel(cfg.smooth_time),
+            kernel_freq: kernel(cfg.smooth_freq),
+            entry: Vec::new(),
+            current: Vec::new(),
+            background: Plane::default(),
+            resid: Plane::default(),
+            free: Vec::new(),
+            masked: Vec::new(),
+            weight: Vec::new(),
+            num: Vec::new(),
+            den: Vec::new(),
+            sum_threshold: sumthreshold::Scratch::default(),
+        }
+    }
+}
+
 /// The iterated SumThreshold on one amplitude plane; `mask` is updated in place.
 ///
 /// Each iteration starts again from the entry mask: the previous iteration's RFI flags only keep
 /// RFI out of the background fit. Accumulating flags instead would keep the false detections of
 /// the first, RFI-dragged background (negative residuals next to a strong burst) for good.
 pub fn flag_plane(amp: &Plane, mask: &mut [bool], cfg: &RfiConfig) {
-    let entry = mask.to_vec();
-    let mut current = entry.clone();
+    flag_plane_with(amp, mask, cfg, &mut Workspace::new(cfg));
+}
+
+/// [`flag_plane`] with a workspace made for `cfg`.
+pub fn flag_plane_with(amp: &Plane, mask: &mut [bool], cfg: &RfiConfig, ws: &mut Workspace) {
+    ws.entry.clear();
+    ws.entry.extend_from_slice(mask);
+    ws.current.clear();
+    ws.current.extend_from_slice(mask);
     for &s in &cfg.sensitivities {
-        let background = smooth(amp, &current, cfg.smooth_time, cfg.smooth_freq);
-        let mut resid = Plane::new(amp.rows, amp.cols);
-        for i in 0..amp.data.len() {
-            resid.data[i] = amp.data[i] - background.data[i];
-        }
-        let mut free: Vec<f64> = resid.data.iter().zip(current.iter()).filter(|(_, &m)| !m).map(|(v, _)| *v).collect();
-        if free.len() < 4 {
+        smooth(amp, ws);
+        ws.resid.rows = amp.rows;
+        ws.resid.cols = amp.cols;
+        ws.resid.data.clear();
+        ws.resid.data.extend(amp.data.iter().zip(&ws.background.data).map(|(a, b)| a - b));
+        ws.free.clear();
+        ws.free.extend(ws.resid.data.iter().zip(&ws.current).filter(|(_, &m)| !m).map(|(v, _)| *v));
+        if ws.free.len() < 4 {
             break;
         }
-        let sigma = mad_sigma(&mut free);
+        let sigma = mad_sigma(&mut ws.free);
         if sigma <= 0.0 {
             break;
         }
         let chi1 = cfg.base_threshold * sigma * s;
-        let mut next = entry.clone();
-        sumthreshold::sum_threshold(&resid, &mut next, chi1, cfg.rho, cfg.max_window_time, true);
-        sumthreshold::sum_threshold(&resid, &mut next, chi1, cfg.rho, cfg.max_window_freq, false);
-        current = next;
+        mask.copy_from_slice(&ws.entry);
+        let st = &mut ws.sum_threshold;
+        sumthreshold::sum_threshold_with(&ws.resid, mask, chi1, cfg.rho, cfg.max_window_time, true, st);
+        sumthreshold::sum_threshold_with(&ws.resid, mask, chi1, cfg.rho, cfg.max_window_freq, false, st);
+        ws.current.copy_from_slice(mask);
     }
-    mask.copy_from_slice(&current);
+    mask.copy_from_slice(&ws.current);
 }
 
+/// `1.4826 × MAD`; `v` is reused for the deviations.
 fn mad_sigma(v: &mut [f64]) -> f64 {
     let Some(med) = crate::validate::timegrid::median(v) else { return 0.0 };
-    let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
-    1.4826 * crate::validate::timegrid::median(&mut dev).unwrap_or(0.0)
+    for x in v.iter_mut() {
+        *x = (*x - med).abs();
+    }
+    1.4826 * crate::validate::timegrid::median(v).unwrap_or(0.0)
 }
 
-/// Masked separable Gaussian filter: the smooth background of a plane, ignoring flagged samples.
-fn smooth(p: &Plane, mask: &[bool], st: f64, sf: f64) -> Plane {
-    let kern = |s: f64| -> Vec<f64> {
-        let half = (3.0 * s).ceil().max(1.0) as i64;
-        (-half..=half).map(|k| (-(k as f64).powi(2) / (2.0 * s * s)).exp()).collect()
-    };
-    let (kt, kf) = (kern(st), kern(sf));
-    let (ht, hf) = ((kt.len() / 2) as i64, (kf.len() / 2) as i64);
-    let (rows, cols) = (p.rows as i64, p.cols as i64);
+/// Masked separable Gaussian filter into `ws.background`: the smooth background of a plane,
+/// ignoring flagged samples (`ws.current`).
+///
+/// Each pass adds one kernel tap to a whole row at a time (so it vectorises); per sample the taps
+/// are still added in the kernel's order, and a flagged sample adds exactly zero, so the result
+/// is the same as the sample-by-sample sum over unflagged neighbours.
+fn smooth(p: &Plane, ws: &mut Workspace) {
+    let (rows, cols) = (p.rows, p.cols);
+    let n = p.data.len();
+    ws.masked.clear();
+    ws.masked.extend(p.data.iter().zip(&ws.current).map(|(v, &m)| if m { 0.0 } else { *v }));
+    ws.weight.clear();
+    ws.weight.extend(ws.current.iter().map(|&m| if m { 0.0 } else { 1.0 }));
     // Pass 1 along frequency: weighted sums and weights.
-    let mut num = vec![0.0; p.data.len()];
-    let mut den = vec![0.0; p.data.len()];
+    ws.num.clear();
+    ws.num.resize(n, 0.0);
+    ws.den.clear();
+    ws.den.resize(n, 0.0);
+    let hf = ws.kernel_freq.len() / 2;
     for r in 0..rows {
-        for c in 0..cols {
-            let (mut s, mut w) = (0.0, 0.0);
-            for (k, kv) in kf.iter().enumerate() {
-                let cc = c + k as i64 - hf;
-                if (0..cols).contains(&cc) {
-                    let i = (r * cols + cc) as usize;
-                    if !mask[i] {
-                        s += kv * p.data[i];
-                        w += kv;
-                    }
-                }
+        let (v, w) = (&ws.masked[r * cols..(r + 1) * cols], &ws.weight[r * cols..(r + 1) * cols]);
+        let (num, den) = (&mut ws.num[r * cols..(r + 1) * cols], &mut ws.den[r * cols..(r + 1) * cols]);
+        for (k, &kv) in ws.kernel_freq.iter().enumerate() {
+            // Output c reads input c + k − hf: c from lo to hi keeps that inside 0..cols.
+            let lo = hf.saturating_sub(k);
+            let hi = (cols + hf).saturating_sub(k).min(cols);
+            if lo >= hi {
+                continue;
             }
-            num[(r * cols + c) as usize] = s;
-            den[(r * cols + c) as usize] = w;
+            let src = lo + k - hf;
+            let len = hi - lo;
+            for ((o, d), (x, y)) in
+                num[lo..hi].iter_mut().zip(&mut den[lo..hi]).zip(v[src..src + len].iter().zip(&w[src..src + len]))
+            {
+                *o += kv * x;
+                *d += kv * y;
+            }
         }
     }
     // Pass 2 along time on both, then divide.
-    let mut out = Plane::new(p.rows, p.cols);
+    let out = &mut ws.background;
+    out.rows = rows;
+    out.cols = cols;
+    out.data.clear();
+    out.data.resize(n, 0.0);
+    ws.masked.clear();
+    ws.masked.resize(cols, 0.0);
+    ws.weight.clear();
+    ws.weight.resize(cols, 0.0);
+    let ht = ws.kernel_time.len() / 2;
     for r in 0..rows {
-        for c in 0..cols {
-            let (mut s, mut w) = (0.0, 0.0);
-            for (k, kv) in kt.iter().enumerate() {
-                let rr = r + k as i64 - ht;
-                if (0..rows).contains(&rr) {
-                    let i = (rr * cols + c) as usize;
-                    s += kv * num[i];
-                    w += kv * den[i];
-                }
+        let (s, w) = (&mut ws.masked[..], &mut ws.weight[..]);
+        s.fill(0.0);
+        w.fill(0.0);
+        for (k, &kv) in ws.kernel_time.iter().enumerate() {
+            let Some(rr) = (r + k).checked_sub(ht).filter(|&rr| rr < rows) else { continue };
+            let (num, den) = (&ws.num[rr * cols..(rr + 1) * cols], &ws.den[rr * cols..(rr + 1) * cols]);
+            for ((s, w), (x, y)) in s.iter_mut().zip(w.iter_mut()).zip(num.iter().zip(den)) {
+                *s += kv * x;
+                *w += kv * y;
             }
-            out.data[(r * cols + c) as usize] = if w > 0.0 { s / w } else { 0.0 };
+        }
+        for ((o, s), w) in out.data[r * cols..(r + 1) * cols].iter_mut().zip(&*s).zip(&*w) {
+            *o = if *w > 0.0 { s / w } else { 0.0 };
         }
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The filter's definition, sample by sample.
+    fn reference_smooth(p: &Plane, mask: &[bool], kt: &[f64], kf: &[f64]) -> Vec<f64> {
+        let (ht, hf) = ((kt.len() / 2) as i64, (kf.len() / 2) as i64);
+        let (rows, cols) = (p.rows as i64, p.cols as i64);
+        let (mut num, mut den) = (vec![0.0; p.data.len()], vec![0.0; p.data.len()]);
+        for r in 0..rows {
+            for c in 0..cols {
+                let (mut s, mut w) = (0.0, 0.0);
+                for (k, kv) in kf.iter().enumerate() {
+                    let cc = c + k as i64 - hf;
+                    if (0..cols).contains(&cc) && !mask[(r * cols + cc) as usize] {
+                        s += kv * p.data[(r * cols + cc) as usize];
+                        w += kv;
+                    }
+                }
+                num[(r * cols + c) as usize] = s;
+                den[(r * cols + c) as usize] = w;
+            }
+        }
+        let mut out = vec![0.0; p.data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                let (mut s, mut w) = (0.0, 0.0);
+                for (k, kv) in kt.iter().enumerate() {
+                    let rr = r + k as i64 - ht;
+                    if (0..rows).contains(&rr) {
+                        s += kv * num[(rr * cols + c) as usize];
+                        w += kv * den[(rr * cols + c) as usize];
+                    }
+                }
+                out[(r * cols + c) as usize] = if w > 0.0 { s / w } else { 0.0 };
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_row_wise_filter_equals_its_definition() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let cfg = RfiConfig::default();
+        let mut ws = Workspace::new(&cfg);
+        for _ in 0..100 {
+            let (rows, cols) = (rng.gen_range(1..30), rng.gen_range(1..70));
+            let mut p = Plane::new(rows, cols);
+            p.data.iter_mut().for_each(|v| *v = rng.gen_range(0.0..3.0));
+            let mask: Vec<bool> = (0..rows * cols).map(|_| rng.gen_bool(0.2)).collect();
+            ws.current = mask.clone();
+            smooth(&p, &mut ws);
+            assert_eq!(ws.background.data, reference_smooth(&p, &mask, &ws.kernel_time, &ws.kernel_freq));
+        }
+    }
 }

@@ -10,7 +10,7 @@
 //! `(1 − η)` flagged. With prefix sums of `f − (1 − η)` that is one pass each way (O(N)).
 
 /// A dense `rows × cols` plane (rows = time, cols = frequency).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plane {
     /// Time steps.
     pub rows: usize,
@@ -30,38 +30,121 @@ impl Plane {
 /// One SumThreshold pass over `values` with mask `flags` (updated in place), along rows
 /// (`along_time = false`: runs over channels) or along columns (runs over time).
 pub fn sum_threshold(values: &Plane, flags: &mut [bool], chi1: f64, rho: f64, max_window: usize, along_time: bool) {
-    let (n_lines, len) = if along_time { (values.cols, values.rows) } else { (values.rows, values.cols) };
-    let at = |line: usize, k: usize| if along_time { k * values.cols + line } else { line * values.cols + k };
+    let mut scratch = Scratch::default();
+    sum_threshold_with(values, flags, chi1, rho, max_window, along_time, &mut scratch);
+}
+
+/// Buffers reused from one plane to the next.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    values: Vec<f64>,
+    flags: Vec<bool>,
+    detected: Vec<bool>,
+    sum: Vec<f64>,
+    count: Vec<u32>,
+    run: Vec<u32>,
+}
+
+/// [`sum_threshold`] with caller-owned buffers.
+///
+/// The work runs on a `len × lanes` layout (sample `k` of every line in one contiguous row), so
+/// each step of the sliding window updates all lines at once and vectorises. Along time that is
+/// the plane itself (lines are channels); along frequency the plane is transposed first.
+pub fn sum_threshold_with(
+    values: &Plane,
+    flags: &mut [bool],
+    chi1: f64,
+    rho: f64,
+    max_window: usize,
+    along_time: bool,
+    s: &mut Scratch,
+) {
+    let (rows, cols) = (values.rows, values.cols);
+    if along_time {
+        return lanes(&values.data, flags, rows, cols, chi1, rho, max_window, s);
+    }
+    let (mut v, mut f) = (std::mem::take(&mut s.values), std::mem::take(&mut s.flags));
+    transpose(&values.data, rows, cols, &mut v);
+    transpose(flags, rows, cols, &mut f);
+    lanes(&v, &mut f, cols, rows, chi1, rho, max_window, s);
+    for c in 0..cols {
+        for r in 0..rows {
+            flags[r * cols + c] = f[c * rows + r];
+        }
+    }
+    (s.values, s.flags) = (v, f);
+}
+
+fn transpose<T: Copy + Default>(a: &[T], rows: usize, cols: usize, out: &mut Vec<T>) {
+    out.clear();
+    out.resize(a.len(), T::default());
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = a[r * cols + c];
+        }
+    }
+}
+
+/// SumThreshold along the first axis of a `len × lanes` array: window sizes 1, 2, 4, … up to
+/// `max_window`; each one's detections join `flags` before the next size runs.
+#[allow(clippy::too_many_arguments)]
+fn lanes(
+    values: &[f64],
+    flags: &mut [bool],
+    len: usize,
+    lanes: usize,
+    chi1: f64,
+    rho: f64,
+    max_window: usize,
+    s: &mut Scratch,
+) {
+    s.detected.clear();
+    s.detected.resize(len * lanes, false);
     let mut m = 1usize;
-    let mut newly = vec![false; flags.len()];
     while m <= max_window.min(len) {
         let chi = chi1 / rho.powf((m as f64).log2());
-        newly.iter_mut().for_each(|f| *f = false);
-        for line in 0..n_lines {
-            // Sliding window sums of unflagged values and their count.
-            let (mut sum, mut cnt) = (0.0, 0usize);
-            for k in 0..len {
-                let i = at(line, k);
-                if !flags[i] {
-                    sum += values.data[i];
-                    cnt += 1;
-                }
-                if k >= m {
-                    let o = at(line, k - m);
-                    if !flags[o] {
-                        sum -= values.data[o];
-                        cnt -= 1;
-                    }
-                }
-                if k + 1 >= m && cnt > 0 && (sum > chi * cnt as f64 || sum < -chi * cnt as f64) {
-                    for j in k + 1 - m..=k {
-                        newly[at(line, j)] = true;
-                    }
+        // Sliding sums of the unflagged values of each line, and their count.
+        let (sum, count) = (&mut s.sum, &mut s.count);
+        sum.clear();
+        sum.resize(lanes, 0.0);
+        count.clear();
+        count.resize(lanes, 0);
+        for k in 0..len {
+            let (row, frow) = (&values[k * lanes..(k + 1) * lanes], &flags[k * lanes..(k + 1) * lanes]);
+            for ((s, n), (&v, &f)) in sum.iter_mut().zip(count.iter_mut()).zip(row.iter().zip(frow)) {
+                *s += if f { 0.0 } else { v };
+                *n += u32::from(!f);
+            }
+            if k >= m {
+                let o = k - m;
+                let (row, frow) = (&values[o * lanes..(o + 1) * lanes], &flags[o * lanes..(o + 1) * lanes]);
+                for ((s, n), (&v, &f)) in sum.iter_mut().zip(count.iter_mut()).zip(row.iter().zip(frow)) {
+                    *s -= if f { 0.0 } else { v };
+                    *n -= u32::from(!f);
                 }
             }
+            let det = &mut s.detected[k * lanes..(k + 1) * lanes];
+            if k + 1 >= m {
+                for (d, (&s, &n)) in det.iter_mut().zip(sum.iter().zip(count.iter())) {
+                    let limit = chi * n as f64;
+                    *d = n > 0 && (s > limit || s < -limit);
+                }
+            } else {
+                det.fill(false);
+            }
         }
-        for (f, n) in flags.iter_mut().zip(&newly) {
-            *f |= *n;
+        // A window detected at k flags samples k + 1 − m ..= k: walk back, carrying the run.
+        s.run.clear();
+        s.run.resize(lanes, 0);
+        for k in (0..len).rev() {
+            let (det, frow) = (&s.detected[k * lanes..(k + 1) * lanes], &mut flags[k * lanes..(k + 1) * lanes]);
+            for (run, (&d, f)) in s.run.iter_mut().zip(det.iter().zip(frow.iter_mut())) {
+                if d {
+                    *run = m as u32;
+                }
+                *f |= *run > 0;
+                *run = run.saturating_sub(1);
+            }
         }
         m *= 2;
     }
@@ -159,6 +242,65 @@ mod tests {
             let mut fast = mask.clone();
             sir_line(&mut fast, eta);
             assert_eq!(fast, brute, "{mask:?} eta {eta}");
+        }
+    }
+
+    /// The definition, line by line: what the lane layout must reproduce exactly.
+    fn reference(values: &Plane, flags: &mut [bool], chi1: f64, rho: f64, max_window: usize, along_time: bool) {
+        let (n_lines, len) = if along_time { (values.cols, values.rows) } else { (values.rows, values.cols) };
+        let at = |line: usize, k: usize| if along_time { k * values.cols + line } else { line * values.cols + k };
+        let mut m = 1usize;
+        while m <= max_window.min(len) {
+            let chi = chi1 / rho.powf((m as f64).log2());
+            let mut newly = vec![false; flags.len()];
+            for line in 0..n_lines {
+                let (mut sum, mut cnt) = (0.0, 0usize);
+                for k in 0..len {
+                    let i = at(line, k);
+                    if !flags[i] {
+                        sum += values.data[i];
+                        cnt += 1;
+                    }
+                    if k >= m {
+                        let o = at(line, k - m);
+                        if !flags[o] {
+                            sum -= values.data[o];
+                            cnt -= 1;
+                        }
+                    }
+                    if k + 1 >= m && cnt > 0 && (sum > chi * cnt as f64 || sum < -chi * cnt as f64) {
+                        for j in k + 1 - m..=k {
+                            newly[at(line, j)] = true;
+                        }
+                    }
+                }
+            }
+            for (f, n) in flags.iter_mut().zip(&newly) {
+                *f |= *n;
+            }
+            m *= 2;
+        }
+    }
+
+    #[test]
+    fn the_lane_layout_flags_exactly_what_the_definition_does() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut scratch = Scratch::default();
+        for _ in 0..200 {
+            let (rows, cols) = (rng.gen_range(1..20), rng.gen_range(1..40));
+            let mut p = Plane::new(rows, cols);
+            for v in &mut p.data {
+                // Noise with a few bright samples and short bright runs.
+                *v = rng.gen_range(-1.0..1.0) + if rng.gen_bool(0.05) { rng.gen_range(2.0..9.0) } else { 0.0 };
+            }
+            let flags: Vec<bool> = (0..rows * cols).map(|_| rng.gen_bool(0.1)).collect();
+            let (chi1, window, along_time) = (rng.gen_range(1.0..6.0), rng.gen_range(1..70), rng.gen_bool(0.5));
+            let mut want = flags.clone();
+            reference(&p, &mut want, chi1, 1.5, window, along_time);
+            let mut got = flags.clone();
+            sum_threshold_with(&p, &mut got, chi1, 1.5, window, along_time, &mut scratch);
+            assert_eq!(got, want, "{rows}x{cols} window {window} along_time {along_time}");
         }
     }
 

@@ -1,8 +1,6 @@
 //! Antenna health against the array median: the amplitude check that catches a dead receiver
 //! the correlator did not flag.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use super::timegrid::median;
@@ -35,33 +33,42 @@ pub struct AntennaVerdict {
 pub fn antenna_health(b: &VisBlock, dead_ratio: f64, deviant_ratio: f64) -> Vec<AntennaVerdict> {
     let pols: Vec<usize> = (0..b.pols.len()).filter(|&p| b.pols[p].is_parallel_hand()).collect();
     let pols = if pols.is_empty() { (0..b.pols.len()).collect() } else { pols };
-    // antenna → ratio per pol (worst kept)
-    let mut worst: BTreeMap<u32, f64> = BTreeMap::new();
+    // Antennas by number, and each baseline's two slots in that list.
+    let mut ids: Vec<u32> = b.baselines.iter().flat_map(|bl| [bl.ant1, bl.ant2]).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let slot = |a: u32| ids.binary_search(&a).expect("every antenna of a baseline is listed");
+    let ends: Vec<(usize, usize)> = b.baselines.iter().map(|bl| (slot(bl.ant1), slot(bl.ant2))).collect();
+    // Per antenna: the ratio farthest from 1 over the polarisations.
+    let mut worst: Vec<Option<f64>> = vec![None; ids.len()];
+    let mut amps: Vec<Vec<f64>> = vec![Vec::new(); ids.len()];
+    let (npol, per) = (b.pols.len(), b.per_baseline());
     for &p in &pols {
-        let mut amps: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
-        for (bi, bl) in b.baselines.iter().enumerate() {
-            for c in 0..b.n_chan {
-                let i = b.idx(bi, c, p);
-                if !b.flags[i] {
-                    let a = b.vis[i].norm() as f64;
-                    amps.entry(bl.ant1).or_default().push(a);
-                    amps.entry(bl.ant2).or_default().push(a);
+        amps.iter_mut().for_each(Vec::clear);
+        for (bi, &(s1, s2)) in ends.iter().enumerate() {
+            let (vis, flags) = (&b.vis[bi * per..(bi + 1) * per], &b.flags[bi * per..(bi + 1) * per]);
+            for i in (p..per).step_by(npol) {
+                if !flags[i] {
+                    let a = vis[i].norm() as f64;
+                    amps[s1].push(a);
+                    amps[s2].push(a);
                 }
             }
         }
-        let meds: BTreeMap<u32, f64> =
-            amps.into_iter().filter_map(|(a, mut v)| median(&mut v).map(|m| (a, m))).collect();
-        let mut all: Vec<f64> = meds.values().copied().collect();
+        let meds: Vec<Option<f64>> = amps.iter_mut().map(|v| median(v)).collect();
+        let mut all: Vec<f64> = meds.iter().flatten().copied().collect();
         let Some(array) = median(&mut all).filter(|m| *m > 0.0) else { continue };
-        for (a, m) in meds {
+        for (e, m) in worst.iter_mut().zip(&meds) {
+            let Some(m) = m else { continue };
             let r = m / array;
-            let e = worst.entry(a).or_insert(r);
             // "worst" = farthest from 1 in log terms.
-            if r.ln().abs() > e.ln().abs() {
-                *e = r;
+            match e {
+                Some(w) if r.ln().abs() <= w.ln().abs() => {}
+                _ => *e = Some(r),
             }
         }
     }
+    let worst = ids.iter().zip(worst).filter_map(|(&a, r)| r.map(|r| (a, r)));
     worst
         .into_iter()
         .map(|(antenna, ratio)| {
