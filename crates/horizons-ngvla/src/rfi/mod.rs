@@ -78,9 +78,25 @@ pub struct RfiReport {
     pub baselines_processed: usize,
 }
 
+/// Samples per polarisation in one stack of baselines (rows × channels × baselines): a stack's
+/// dozen buffers stay within a few MB (see [`Workspace`]).
+const STACK_SAMPLES: usize = 32 * 1024;
+
 /// Flags RFI in place over regular blocks; blocks of each spectral window must share one
 /// baseline list (validation guarantees it).
+///
+/// Baselines are flagged in stacks: the planes of up to `STACK_SAMPLES / (rows × channels)`
+/// baselines side by side, `[time][channel][baseline]`, so every step (filter taps, window
+/// sums, thresholds) runs over all of them at once. Each baseline still gets its own σ and
+/// thresholds and the same arithmetic in the same order as alone: the flags are those of
+/// [`flag_plane`] run baseline by baseline (a test checks it bit for bit).
 pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
+    flag_in_stacks(blocks, cfg, STACK_SAMPLES)
+}
+
+/// [`flag`] with stacks of at most `stack_samples` samples per polarisation (at least one
+/// baseline each).
+fn flag_in_stacks(blocks: &mut [VisBlock], cfg: &RfiConfig, stack_samples: usize) -> Result<RfiReport> {
     let mut report = RfiReport::default();
     let mut ws = Workspace::new(cfg);
     let mut by_spw: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
@@ -99,56 +115,74 @@ pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
                 "blocks of one spectral window differ in baselines; regularise first".into(),
             ));
         }
-        let (rows, cols, npol) = (idx.len(), first.n_chan, first.pols.len());
-        let mut mask = vec![false; rows * cols];
-        let mut combined = vec![false; rows * cols];
-        let mut pmask = vec![false; rows * cols];
-        let mut amp = Plane::new(rows, cols);
-        for bi in 0..first.baselines.len() {
-            let mut any_free = false;
+        let (rows, cols, npol, nbl) = (idx.len(), first.n_chan, first.pols.len(), first.baselines.len());
+        let per = cols * npol;
+        let width = (stack_samples / (rows * cols).max(1)).clamp(1, nbl.max(1));
+        for b0 in (0..nbl).step_by(width) {
+            let lanes = width.min(nbl - b0);
+            let n = rows * cols * lanes;
+            // Entry mask: a sample with every polarisation flagged.
+            let mask = &mut ws.mask;
+            mask.clear();
+            mask.resize(n, false);
             for (r, &k) in idx.iter().enumerate() {
-                let b = &blocks[k];
-                let s = b.per_baseline();
-                let row = &b.flags[bi * s..(bi + 1) * s];
-                for (c, m) in mask[r * cols..(r + 1) * cols].iter_mut().enumerate() {
-                    let all = row[c * npol..(c + 1) * npol].iter().all(|&f| f);
-                    *m = all;
-                    any_free |= !all;
-                }
-            }
-            report.samples += rows * cols * npol;
-            report.flagged_before += mask.iter().filter(|&&f| f).count() * npol;
-            if !any_free {
-                continue;
-            }
-            report.baselines_processed += 1;
-            combined.copy_from_slice(&mask);
-            for p in 0..npol {
-                for (r, &k) in idx.iter().enumerate() {
-                    let b = &blocks[k];
-                    let s = b.per_baseline();
-                    let (vis, flags) = (&b.vis[bi * s..(bi + 1) * s], &b.flags[bi * s..(bi + 1) * s]);
-                    let (a, m) = (&mut amp.data[r * cols..(r + 1) * cols], &mut pmask[r * cols..(r + 1) * cols]);
-                    for c in 0..cols {
-                        a[c] = vis[c * npol + p].norm() as f64;
-                        m[c] = flags[c * npol + p];
+                let flags = &blocks[k].flags[b0 * per..(b0 + lanes) * per];
+                for c in 0..cols {
+                    let out = &mut mask[(r * cols + c) * lanes..(r * cols + c + 1) * lanes];
+                    for (l, m) in out.iter_mut().enumerate() {
+                        *m = flags[l * per + c * npol..l * per + (c + 1) * npol].iter().all(|&f| f);
                     }
                 }
-                flag_plane_with(&amp, &mut pmask, cfg, &mut ws);
-                for (m, f) in combined.iter_mut().zip(&pmask) {
+            }
+            ws.active.clear();
+            ws.active.resize(lanes, false);
+            for (i, &m) in mask.iter().enumerate() {
+                ws.active[i % lanes] |= !m;
+            }
+            report.samples += n * npol;
+            report.flagged_before += mask.iter().filter(|&&f| f).count() * npol;
+            report.baselines_processed += ws.active.iter().filter(|&&a| a).count();
+            ws.combined.clear();
+            ws.combined.extend_from_slice(&ws.mask);
+            for p in 0..npol {
+                ws.amp.clear();
+                ws.amp.resize(n, 0.0);
+                ws.pmask.clear();
+                ws.pmask.resize(n, false);
+                for (r, &k) in idx.iter().enumerate() {
+                    let b = &blocks[k];
+                    let (vis, flags) = (&b.vis[b0 * per..(b0 + lanes) * per], &b.flags[b0 * per..(b0 + lanes) * per]);
+                    for c in 0..cols {
+                        let at = (r * cols + c) * lanes;
+                        let (a, m) = (&mut ws.amp[at..at + lanes], &mut ws.pmask[at..at + lanes]);
+                        for l in 0..lanes {
+                            let i = l * per + c * npol + p;
+                            a[l] = vis[i].norm() as f64;
+                            m[l] = flags[i];
+                        }
+                    }
+                }
+                let (amp, mut pmask) = (std::mem::take(&mut ws.amp), std::mem::take(&mut ws.pmask));
+                flag_stack(&amp, &mut pmask, rows, cols, cfg, &mut ws);
+                for (m, f) in ws.combined.iter_mut().zip(&pmask) {
                     *m |= *f;
                 }
+                (ws.amp, ws.pmask) = (amp, pmask);
             }
-            sumthreshold::sir_plane(&mut combined, rows, cols, cfg.eta_time, cfg.eta_freq);
-            for (r, &k) in idx.iter().enumerate() {
-                let b = &mut blocks[k];
-                let s = b.per_baseline();
-                let row = &mut b.flags[bi * s..(bi + 1) * s];
-                for c in 0..cols {
-                    if combined[r * cols + c] {
-                        for f in &mut row[c * npol..(c + 1) * npol] {
-                            report.flagged_new += usize::from(!*f);
-                            *f = true;
+            // SIR per baseline, on its own plane.
+            let plane = &mut ws.plane_mask;
+            for l in (0..lanes).filter(|&l| ws.active[l]) {
+                plane.clear();
+                plane.extend(ws.combined[l..].iter().step_by(lanes).take(rows * cols));
+                sumthreshold::sir_plane(plane, rows, cols, cfg.eta_time, cfg.eta_freq);
+                for (r, &k) in idx.iter().enumerate() {
+                    let row = &mut blocks[k].flags[(b0 + l) * per..(b0 + l + 1) * per];
+                    for c in 0..cols {
+                        if plane[r * cols + c] {
+                            for f in &mut row[c * npol..(c + 1) * npol] {
+                                report.flagged_new += usize::from(!*f);
+                                *f = true;
+                            }
                         }
                     }
                 }
@@ -158,15 +192,24 @@ pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
     Ok(report)
 }
 
-/// Buffers and filter kernels reused from one plane to the next.
+/// Buffers and filter kernels reused from one stack to the next (each at most
+/// `STACK_SAMPLES` long, or one plane when a single baseline's plane is larger).
 #[derive(Debug)]
 pub struct Workspace {
     kernel_time: Vec<f64>,
     kernel_freq: Vec<f64>,
+    mask: Vec<bool>,
+    combined: Vec<bool>,
+    pmask: Vec<bool>,
+    plane_mask: Vec<bool>,
+    amp: Vec<f64>,
+    active: Vec<bool>,
+    done: Vec<bool>,
+    chi: Vec<f64>,
     entry: Vec<bool>,
     current: Vec<bool>,
-    background: Plane,
-    resid: Plane,
+    background: Vec<f64>,
+    resid: Vec<f64>,
     free: Vec<f64>,
     masked: Vec<f64>,
     weight: Vec<f64>,
@@ -185,10 +228,18 @@ impl Workspace {
         Workspace {
             kernel_time: kernel(cfg.smooth_time),
             kernel_freq: kernel(cfg.smooth_freq),
+            mask: Vec::new(),
+            combined: Vec::new(),
+            pmask: Vec::new(),
+            plane_mask: Vec::new(),
+            amp: Vec::new(),
+            active: Vec::new(),
+            done: Vec::new(),
+            chi: Vec::new(),
             entry: Vec::new(),
             current: Vec::new(),
-            background: Plane::default(),
-            resid: Plane::default(),
+            background: Vec::new(),
+            resid: Vec::new(),
             free: Vec::new(),
             masked: Vec::new(),
             weight: Vec::new(),
@@ -205,36 +256,59 @@ impl Workspace {
 /// RFI out of the background fit. Accumulating flags instead would keep the false detections of
 /// the first, RFI-dragged background (negative residuals next to a strong burst) for good.
 pub fn flag_plane(amp: &Plane, mask: &mut [bool], cfg: &RfiConfig) {
-    flag_plane_with(amp, mask, cfg, &mut Workspace::new(cfg));
+    let mut ws = Workspace::new(cfg);
+    ws.active = vec![true];
+    flag_stack(&amp.data, mask, amp.rows, amp.cols, cfg, &mut ws);
 }
 
-/// [`flag_plane`] with a workspace made for `cfg`.
-pub fn flag_plane_with(amp: &Plane, mask: &mut [bool], cfg: &RfiConfig, ws: &mut Workspace) {
+/// [`flag_plane`] for a stack of `ws.active.len()` planes side by side (`[row][col][lane]`);
+/// an inactive lane keeps its mask.
+fn flag_stack(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize, cfg: &RfiConfig, ws: &mut Workspace) {
+    let lanes = ws.active.len();
     ws.entry.clear();
     ws.entry.extend_from_slice(mask);
     ws.current.clear();
     ws.current.extend_from_slice(mask);
+    ws.done.clear();
+    ws.done.extend(ws.active.iter().map(|a| !a));
     for &s in &cfg.sensitivities {
-        smooth(amp, ws);
-        ws.resid.rows = amp.rows;
-        ws.resid.cols = amp.cols;
-        ws.resid.data.clear();
-        ws.resid.data.extend(amp.data.iter().zip(&ws.background.data).map(|(a, b)| a - b));
-        ws.free.clear();
-        ws.free.extend(ws.resid.data.iter().zip(&ws.current).filter(|(_, &m)| !m).map(|(v, _)| *v));
-        if ws.free.len() < 4 {
+        if ws.done.iter().all(|&d| d) {
             break;
         }
-        let sigma = mad_sigma(&mut ws.free);
-        if sigma <= 0.0 {
-            break;
+        smooth(amp, rows, cols, lanes, ws);
+        ws.resid.clear();
+        ws.resid.extend(amp.iter().zip(&ws.background).map(|(a, b)| a - b));
+        // Each plane's σ from the MAD of its unflagged residuals; a plane without enough of
+        // them, or without spread, is done (and keeps its mask).
+        ws.chi.clear();
+        for l in 0..lanes {
+            let mut chi = f64::INFINITY;
+            if !ws.done[l] {
+                ws.free.clear();
+                let own = ws.resid[l..].iter().step_by(lanes).zip(ws.current[l..].iter().step_by(lanes));
+                ws.free.extend(own.filter(|(_, &m)| !m).map(|(v, _)| *v));
+                let sigma = if ws.free.len() < 4 { 0.0 } else { mad_sigma(&mut ws.free) };
+                if sigma <= 0.0 {
+                    ws.done[l] = true;
+                } else {
+                    chi = cfg.base_threshold * sigma * s;
+                }
+            }
+            ws.chi.push(chi);
         }
-        let chi1 = cfg.base_threshold * sigma * s;
         mask.copy_from_slice(&ws.entry);
         let st = &mut ws.sum_threshold;
-        sumthreshold::sum_threshold_with(&ws.resid, mask, chi1, cfg.rho, cfg.max_window_time, true, st);
-        sumthreshold::sum_threshold_with(&ws.resid, mask, chi1, cfg.rho, cfg.max_window_freq, false, st);
-        ws.current.copy_from_slice(mask);
+        sumthreshold::sum_threshold_lanes(&ws.resid, mask, rows, &ws.chi, cfg.rho, cfg.max_window_time, st);
+        let line = cols * lanes;
+        for r in 0..rows {
+            let (v, f) = (&ws.resid[r * line..(r + 1) * line], &mut mask[r * line..(r + 1) * line]);
+            sumthreshold::sum_threshold_lanes(v, f, cols, &ws.chi, cfg.rho, cfg.max_window_freq, st);
+        }
+        for (i, (c, m)) in ws.current.iter_mut().zip(mask.iter()).enumerate() {
+            if !ws.done[i % lanes] {
+                *c = *m;
+            }
+        }
     }
     mask.copy_from_slice(&ws.current);
 }
@@ -248,17 +322,17 @@ fn mad_sigma(v: &mut [f64]) -> f64 {
     1.4826 * crate::validate::timegrid::median(v).unwrap_or(0.0)
 }
 
-/// Masked separable Gaussian filter into `ws.background`: the smooth background of a plane,
-/// ignoring flagged samples (`ws.current`).
+/// Masked separable Gaussian filter of a stack of planes into `ws.background`: the smooth
+/// background of each plane, ignoring its flagged samples (`ws.current`).
 ///
-/// Each pass adds one kernel tap to a whole row at a time (so it vectorises); per sample the taps
-/// are still added in the kernel's order, and a flagged sample adds exactly zero, so the result
-/// is the same as the sample-by-sample sum over unflagged neighbours.
-fn smooth(p: &Plane, ws: &mut Workspace) {
-    let (rows, cols) = (p.rows, p.cols);
-    let n = p.data.len();
+/// Each pass adds one kernel tap to a whole row of the stack at a time (so it vectorises); per
+/// sample the taps are still added in the kernel's order, and a flagged sample adds exactly
+/// zero, so the result is the same as the sample-by-sample sum over unflagged neighbours.
+fn smooth(p: &[f64], rows: usize, cols: usize, lanes: usize, ws: &mut Workspace) {
+    let n = p.len();
+    let line = cols * lanes;
     ws.masked.clear();
-    ws.masked.extend(p.data.iter().zip(&ws.current).map(|(v, &m)| if m { 0.0 } else { *v }));
+    ws.masked.extend(p.iter().zip(&ws.current).map(|(v, &m)| if m { 0.0 } else { *v }));
     ws.weight.clear();
     ws.weight.extend(ws.current.iter().map(|&m| if m { 0.0 } else { 1.0 }));
     // Pass 1 along frequency: weighted sums and weights.
@@ -268,35 +342,30 @@ fn smooth(p: &Plane, ws: &mut Workspace) {
     ws.den.resize(n, 0.0);
     let hf = ws.kernel_freq.len() / 2;
     for r in 0..rows {
-        let (v, w) = (&ws.masked[r * cols..(r + 1) * cols], &ws.weight[r * cols..(r + 1) * cols]);
-        let (num, den) = (&mut ws.num[r * cols..(r + 1) * cols], &mut ws.den[r * cols..(r + 1) * cols]);
+        let (v, w) = (&ws.masked[r * line..(r + 1) * line], &ws.weight[r * line..(r + 1) * line]);
+        let (num, den) = (&mut ws.num[r * line..(r + 1) * line], &mut ws.den[r * line..(r + 1) * line]);
         for (k, &kv) in ws.kernel_freq.iter().enumerate() {
-            // Output c reads input c + k − hf: c from lo to hi keeps that inside 0..cols.
+            // Output channel c reads channel c + k − hf: c from lo to hi keeps that inside the plane.
             let lo = hf.saturating_sub(k);
             let hi = (cols + hf).saturating_sub(k).min(cols);
             if lo >= hi {
                 continue;
             }
-            let src = lo + k - hf;
-            let len = hi - lo;
-            for ((o, d), (x, y)) in
-                num[lo..hi].iter_mut().zip(&mut den[lo..hi]).zip(v[src..src + len].iter().zip(&w[src..src + len]))
-            {
+            let (out, src) = (lo * lanes..hi * lanes, (lo + k - hf) * lanes..(hi + k - hf) * lanes);
+            let outs = num[out.clone()].iter_mut().zip(&mut den[out]);
+            for ((o, d), (x, y)) in outs.zip(v[src.clone()].iter().zip(&w[src])) {
                 *o += kv * x;
                 *d += kv * y;
             }
         }
     }
     // Pass 2 along time on both, then divide.
-    let out = &mut ws.background;
-    out.rows = rows;
-    out.cols = cols;
-    out.data.clear();
-    out.data.resize(n, 0.0);
+    ws.background.clear();
+    ws.background.resize(n, 0.0);
     ws.masked.clear();
-    ws.masked.resize(cols, 0.0);
+    ws.masked.resize(line, 0.0);
     ws.weight.clear();
-    ws.weight.resize(cols, 0.0);
+    ws.weight.resize(line, 0.0);
     let ht = ws.kernel_time.len() / 2;
     for r in 0..rows {
         let (s, w) = (&mut ws.masked[..], &mut ws.weight[..]);
@@ -304,13 +373,13 @@ fn smooth(p: &Plane, ws: &mut Workspace) {
         w.fill(0.0);
         for (k, &kv) in ws.kernel_time.iter().enumerate() {
             let Some(rr) = (r + k).checked_sub(ht).filter(|&rr| rr < rows) else { continue };
-            let (num, den) = (&ws.num[rr * cols..(rr + 1) * cols], &ws.den[rr * cols..(rr + 1) * cols]);
+            let (num, den) = (&ws.num[rr * line..(rr + 1) * line], &ws.den[rr * line..(rr + 1) * line]);
             for ((s, w), (x, y)) in s.iter_mut().zip(w.iter_mut()).zip(num.iter().zip(den)) {
                 *s += kv * x;
                 *w += kv * y;
             }
         }
-        for ((o, s), w) in out.data[r * cols..(r + 1) * cols].iter_mut().zip(&*s).zip(&*w) {
+        for ((o, s), w) in ws.background[r * line..(r + 1) * line].iter_mut().zip(&*s).zip(&*w) {
             *o = if *w > 0.0 { s / w } else { 0.0 };
         }
     }
@@ -357,19 +426,158 @@ mod tests {
         out
     }
 
+    /// The flagger's definition, plane by plane: [`flag_plane`] as first written.
+    fn reference_flag_plane(amp: &Plane, mask: &mut [bool], cfg: &RfiConfig, kt: &[f64], kf: &[f64]) {
+        let entry = mask.to_vec();
+        let mut current = entry.clone();
+        for &s in &cfg.sensitivities {
+            let background = reference_smooth(amp, &current, kt, kf);
+            let data: Vec<f64> = amp.data.iter().zip(&background).map(|(a, b)| a - b).collect();
+            let resid = Plane { rows: amp.rows, cols: amp.cols, data };
+            let mut free: Vec<f64> = resid.data.iter().zip(&current).filter(|(_, &m)| !m).map(|(v, _)| *v).collect();
+            if free.len() < 4 {
+                break;
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                let n = v.len();
+                if n % 2 == 1 {
+                    v[n / 2]
+                } else {
+                    0.5 * (v[n / 2 - 1] + v[n / 2])
+                }
+            };
+            let med = median(&mut free);
+            let mut dev: Vec<f64> = free.iter().map(|x| (x - med).abs()).collect();
+            let sigma = 1.4826 * median(&mut dev);
+            if sigma <= 0.0 {
+                break;
+            }
+            let chi1 = cfg.base_threshold * sigma * s;
+            let mut next = entry.clone();
+            sumthreshold::tests::reference(&resid, &mut next, chi1, cfg.rho, cfg.max_window_time, true);
+            sumthreshold::tests::reference(&resid, &mut next, chi1, cfg.rho, cfg.max_window_freq, false);
+            current = next;
+        }
+        mask.copy_from_slice(&current);
+    }
+
+    /// [`flag`] as first written: one baseline and polarisation at a time.
+    fn reference_flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> RfiReport {
+        let ws = Workspace::new(cfg);
+        let mut report = RfiReport::default();
+        let mut idx: Vec<usize> = (0..blocks.len()).collect();
+        idx.sort_by_key(|&i| blocks[i].integration);
+        let first = &blocks[idx[0]];
+        let (rows, cols, npol) = (idx.len(), first.n_chan, first.pols.len());
+        for bi in 0..first.baselines.len() {
+            let mut mask = vec![false; rows * cols];
+            let mut any_free = false;
+            for (r, &k) in idx.iter().enumerate() {
+                let b = &blocks[k];
+                for c in 0..cols {
+                    let all = (0..npol).all(|p| b.flags[b.idx(bi, c, p)]);
+                    mask[r * cols + c] = all;
+                    any_free |= !all;
+                }
+            }
+            report.samples += rows * cols * npol;
+            report.flagged_before += mask.iter().filter(|&&f| f).count() * npol;
+            if !any_free {
+                continue;
+            }
+            report.baselines_processed += 1;
+            let mut combined = mask.clone();
+            for p in 0..npol {
+                let mut amp = Plane::new(rows, cols);
+                let mut pmask = vec![false; rows * cols];
+                for (r, &k) in idx.iter().enumerate() {
+                    let b = &blocks[k];
+                    for c in 0..cols {
+                        let i = b.idx(bi, c, p);
+                        amp.data[r * cols + c] = b.vis[i].norm() as f64;
+                        pmask[r * cols + c] = b.flags[i];
+                    }
+                }
+                reference_flag_plane(&amp, &mut pmask, cfg, &ws.kernel_time, &ws.kernel_freq);
+                for (m, f) in combined.iter_mut().zip(&pmask) {
+                    *m |= *f;
+                }
+            }
+            sumthreshold::sir_plane(&mut combined, rows, cols, cfg.eta_time, cfg.eta_freq);
+            for (r, &k) in idx.iter().enumerate() {
+                let b = &mut blocks[k];
+                for c in 0..cols {
+                    if combined[r * cols + c] {
+                        for p in 0..npol {
+                            let i = b.idx(bi, c, p);
+                            if !b.flags[i] {
+                                b.flags[i] = true;
+                                report.flagged_new += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    #[test]
+    fn stacks_of_baselines_flag_exactly_what_one_baseline_at_a_time_does() {
+        use crate::sim::{SimConfig, Simulator};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for (n_ant, n_chan, n_int) in [(12, 16, 6), (7, 40, 3), (5, 3, 20)] {
+            let sim = Simulator::new(SimConfig { n_ant, n_chan, n_int, seed: n_ant as u64, ..Default::default() });
+            let mut blocks: Vec<VisBlock> = (0..n_int).map(|k| sim.block(k).0).collect();
+            // Flags already there: scattered samples, one baseline entirely, one channel.
+            for b in &mut blocks {
+                b.flags.iter_mut().for_each(|f| *f |= rng.gen_bool(0.03));
+                let s = b.per_baseline();
+                b.flags[2 * s..3 * s].iter_mut().for_each(|f| *f = true);
+                for bl in 0..b.baselines.len() {
+                    let i = b.idx(bl, 1, 0);
+                    b.flags[i..i + b.pols.len()].iter_mut().for_each(|f| *f = true);
+                }
+            }
+            let cfg = RfiConfig::default();
+            let mut want = blocks.clone();
+            let want_report = reference_flag(&mut want, &cfg);
+            assert!(want_report.flagged_new > 0, "the simulated RFI is flagged");
+            let plane = n_chan * n_int;
+            for stack in [1, plane * 5, STACK_SAMPLES] {
+                let mut got = blocks.clone();
+                let report = flag_in_stacks(&mut got, &cfg, stack).unwrap();
+                assert_eq!(report, want_report, "{n_ant} antennas, stacks of {stack}");
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(g.flags == w.flags, "{n_ant} antennas, stacks of {stack}: flags differ");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_row_wise_filter_equals_its_definition() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let cfg = RfiConfig::default();
         let mut ws = Workspace::new(&cfg);
         for _ in 0..100 {
-            let (rows, cols) = (rng.gen_range(1..30), rng.gen_range(1..70));
-            let mut p = Plane::new(rows, cols);
-            p.data.iter_mut().for_each(|v| *v = rng.gen_range(0.0..3.0));
-            let mask: Vec<bool> = (0..rows * cols).map(|_| rng.gen_bool(0.2)).collect();
-            ws.current = mask.clone();
-            smooth(&p, &mut ws);
-            assert_eq!(ws.background.data, reference_smooth(&p, &mask, &ws.kernel_time, &ws.kernel_freq));
+            let (rows, cols, lanes) = (rng.gen_range(1..30), rng.gen_range(1..70), rng.gen_range(1..5));
+            let planes: Vec<(Plane, Vec<bool>)> = (0..lanes)
+                .map(|_| {
+                    let mut p = Plane::new(rows, cols);
+                    p.data.iter_mut().for_each(|v| *v = rng.gen_range(0.0..3.0));
+                    (p, (0..rows * cols).map(|_| rng.gen_bool(0.2)).collect())
+                })
+                .collect();
+            // Side by side: sample i of plane l at i * lanes + l.
+            let stack: Vec<f64> = (0..rows * cols).flat_map(|i| planes.iter().map(move |(p, _)| p.data[i])).collect();
+            ws.current = (0..rows * cols).flat_map(|i| planes.iter().map(move |(_, m)| m[i])).collect();
+            smooth(&stack, rows, cols, lanes, &mut ws);
+            for (l, (p, m)) in planes.iter().enumerate() {
+                let got: Vec<f64> = ws.background[l..].iter().step_by(lanes).copied().collect();
+                assert_eq!(got, reference_smooth(p, m, &ws.kernel_time, &ws.kernel_freq));
+            }
         }
     }
 }

@@ -30,79 +30,50 @@ impl Plane {
 /// One SumThreshold pass over `values` with mask `flags` (updated in place), along rows
 /// (`along_time = false`: runs over channels) or along columns (runs over time).
 pub fn sum_threshold(values: &Plane, flags: &mut [bool], chi1: f64, rho: f64, max_window: usize, along_time: bool) {
-    let mut scratch = Scratch::default();
-    sum_threshold_with(values, flags, chi1, rho, max_window, along_time, &mut scratch);
+    let mut s = Scratch::default();
+    let (rows, cols) = (values.rows, values.cols);
+    if along_time {
+        return sum_threshold_lanes(&values.data, flags, rows, &[chi1], rho, max_window, &mut s);
+    }
+    for r in 0..rows {
+        let line = r * cols..(r + 1) * cols;
+        sum_threshold_lanes(&values.data[line.clone()], &mut flags[line], cols, &[chi1], rho, max_window, &mut s);
+    }
 }
 
-/// Buffers reused from one plane to the next.
+/// Buffers reused from one call to the next.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    values: Vec<f64>,
-    flags: Vec<bool>,
     detected: Vec<bool>,
     sum: Vec<f64>,
     count: Vec<u32>,
     run: Vec<u32>,
+    chi: Vec<f64>,
 }
 
-/// [`sum_threshold`] with caller-owned buffers.
-///
-/// The work runs on a `len × lanes` layout (sample `k` of every line in one contiguous row), so
-/// each step of the sliding window updates all lines at once and vectorises. Along time that is
-/// the plane itself (lines are channels); along frequency the plane is transposed first.
-pub fn sum_threshold_with(
-    values: &Plane,
-    flags: &mut [bool],
-    chi1: f64,
-    rho: f64,
-    max_window: usize,
-    along_time: bool,
-    s: &mut Scratch,
-) {
-    let (rows, cols) = (values.rows, values.cols);
-    if along_time {
-        return lanes(&values.data, flags, rows, cols, chi1, rho, max_window, s);
-    }
-    let (mut v, mut f) = (std::mem::take(&mut s.values), std::mem::take(&mut s.flags));
-    transpose(&values.data, rows, cols, &mut v);
-    transpose(flags, rows, cols, &mut f);
-    lanes(&v, &mut f, cols, rows, chi1, rho, max_window, s);
-    for c in 0..cols {
-        for r in 0..rows {
-            flags[r * cols + c] = f[c * rows + r];
-        }
-    }
-    (s.values, s.flags) = (v, f);
-}
-
-fn transpose<T: Copy + Default>(a: &[T], rows: usize, cols: usize, out: &mut Vec<T>) {
-    out.clear();
-    out.resize(a.len(), T::default());
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = a[r * cols + c];
-        }
-    }
-}
-
-/// SumThreshold along the first axis of a `len × lanes` array: window sizes 1, 2, 4, … up to
-/// `max_window`; each one's detections join `flags` before the next size runs.
-#[allow(clippy::too_many_arguments)]
-fn lanes(
+/// SumThreshold along the first axis of a `len × lanes` array (sample `k` of every line in one
+/// contiguous row, so each step of the sliding window updates all lines at once and
+/// vectorises): window sizes 1, 2, 4, … up to `max_window`, each one's detections joining
+/// `flags` before the next size runs. Lane `j` uses threshold `chi1[j % chi1.len()]`; an
+/// infinite threshold detects nothing.
+pub fn sum_threshold_lanes(
     values: &[f64],
     flags: &mut [bool],
     len: usize,
-    lanes: usize,
-    chi1: f64,
+    chi1: &[f64],
     rho: f64,
     max_window: usize,
     s: &mut Scratch,
 ) {
+    let lanes = values.len() / len.max(1);
+    debug_assert!(values.len() == len * lanes && flags.len() == values.len() && lanes.is_multiple_of(chi1.len()));
     s.detected.clear();
     s.detected.resize(len * lanes, false);
     let mut m = 1usize;
     while m <= max_window.min(len) {
-        let chi = chi1 / rho.powf((m as f64).log2());
+        let drop = rho.powf((m as f64).log2());
+        s.chi.clear();
+        s.chi.extend(chi1.iter().cycle().take(lanes).map(|c| c / drop));
         // Sliding sums of the unflagged values of each line, and their count.
         let (sum, count) = (&mut s.sum, &mut s.count);
         sum.clear();
@@ -125,7 +96,7 @@ fn lanes(
             }
             let det = &mut s.detected[k * lanes..(k + 1) * lanes];
             if k + 1 >= m {
-                for (d, (&s, &n)) in det.iter_mut().zip(sum.iter().zip(count.iter())) {
+                for ((d, &chi), (&s, &n)) in det.iter_mut().zip(&s.chi).zip(sum.iter().zip(count.iter())) {
                     let limit = chi * n as f64;
                     *d = n > 0 && (s > limit || s < -limit);
                 }
@@ -201,7 +172,7 @@ pub fn sir_plane(flags: &mut [bool], rows: usize, cols: usize, eta_time: f64, et
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn check_sir(input: &str, eta: f64, expected: &str) {
@@ -246,7 +217,14 @@ mod tests {
     }
 
     /// The definition, line by line: what the lane layout must reproduce exactly.
-    fn reference(values: &Plane, flags: &mut [bool], chi1: f64, rho: f64, max_window: usize, along_time: bool) {
+    pub(crate) fn reference(
+        values: &Plane,
+        flags: &mut [bool],
+        chi1: f64,
+        rho: f64,
+        max_window: usize,
+        along_time: bool,
+    ) {
         let (n_lines, len) = if along_time { (values.cols, values.rows) } else { (values.rows, values.cols) };
         let at = |line: usize, k: usize| if along_time { k * values.cols + line } else { line * values.cols + k };
         let mut m = 1usize;
@@ -286,7 +264,6 @@ mod tests {
     fn the_lane_layout_flags_exactly_what_the_definition_does() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let mut scratch = Scratch::default();
         for _ in 0..200 {
             let (rows, cols) = (rng.gen_range(1..20), rng.gen_range(1..40));
             let mut p = Plane::new(rows, cols);
@@ -299,7 +276,7 @@ mod tests {
             let mut want = flags.clone();
             reference(&p, &mut want, chi1, 1.5, window, along_time);
             let mut got = flags.clone();
-            sum_threshold_with(&p, &mut got, chi1, 1.5, window, along_time, &mut scratch);
+            sum_threshold(&p, &mut got, chi1, 1.5, window, along_time);
             assert_eq!(got, want, "{rows}x{cols} window {window} along_time {along_time}");
         }
     }
