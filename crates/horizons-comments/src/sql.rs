@@ -685,21 +685,24 @@ mod tests {
     }
 
     /// The store's connections leave checkpoints to the checkpointer, which lets the WAL start
-    /// over once it passes its limit: the WAL file does not grow with what was written
-    /// (without checkpoints it would reach four times the limit here).
+    /// over once it passes its limit: the WAL file does not grow with what was written.
+    /// Without checkpoints it would hold all of it (eight times the limit here). With them it
+    /// stays near the limit plus what is written while a checkpoint copies, which on a loaded
+    /// machine (CI runs other tests beside this one) was seen at three times the limit, so
+    /// the bound is half of what was written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_checkpointer_keeps_the_wal_from_growing() {
         let (dir, store) = crate::store::sqlite_for_tests().await;
         let big = "x".repeat(128 * 1024);
-        let writes = 4 * WAL_RESET_FRAMES / 32;
+        let writes = 8 * WAL_RESET_FRAMES / 32;
         for i in 0..writes {
             let mut s = insert(&format!("big-{i}"), None);
             s.params[4] = Value::from(big.as_str());
             store.write(vec![s]).await.unwrap();
         }
         let wal = std::fs::metadata(dir.path().join("t.db-wal")).unwrap().len();
-        let limit = 5 * WAL_RESET_FRAMES as u64 * 4096 / 2;
-        assert!(wal < limit, "WAL file {wal} bytes after writing {} MiB", writes * 128 / 1024);
+        let written = writes as u64 * 128 * 1024;
+        assert!(wal < written / 2, "WAL file {wal} bytes after writing {} MiB", written >> 20);
         let rows = store.read(Stmt::new("SELECT COUNT(*) FROM outbox WHERE id LIKE 'big-%'")).await.unwrap();
         assert_eq!(rows.first().unwrap().get::<i64>(0), writes);
     }

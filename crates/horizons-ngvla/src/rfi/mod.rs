@@ -263,7 +263,29 @@ pub fn flag_plane(amp: &Plane, mask: &mut [bool], cfg: &RfiConfig) {
 
 /// [`flag_plane`] for a stack of `ws.active.len()` planes side by side (`[row][col][lane]`);
 /// an inactive lane keeps its mask.
+///
+/// On an x86-64 CPU with AVX2 and FMA the same code is compiled a second time for them (twice
+/// the lanes per instruction) and chosen at run time. Rust never fuses a multiply and an add
+/// on its own, so both builds compute the same numbers.
 fn flag_stack(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize, cfg: &RfiConfig, ws: &mut Workspace) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features `flag_stack_avx2` is compiled for (checked above).
+        // The workspace's one unsafe block: see ARCHITECTURE.md, "Unsafe code".
+        return unsafe { flag_stack_avx2(amp, mask, rows, cols, cfg, ws) };
+    }
+    flag_stack_portable(amp, mask, rows, cols, cfg, ws)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn flag_stack_avx2(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize, cfg: &RfiConfig, ws: &mut Workspace) {
+    flag_stack_portable(amp, mask, rows, cols, cfg, ws)
+}
+
+#[inline(always)]
+fn flag_stack_portable(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize, cfg: &RfiConfig, ws: &mut Workspace) {
     let lanes = ws.active.len();
     ws.entry.clear();
     ws.entry.extend_from_slice(mask);
@@ -314,6 +336,7 @@ fn flag_stack(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize, cfg: &Rf
 }
 
 /// `1.4826 × MAD`; `v` is reused for the deviations.
+#[inline(always)]
 fn mad_sigma(v: &mut [f64]) -> f64 {
     let Some(med) = crate::validate::timegrid::median(v) else { return 0.0 };
     for x in v.iter_mut() {
@@ -328,6 +351,7 @@ fn mad_sigma(v: &mut [f64]) -> f64 {
 /// Each pass adds one kernel tap to a whole row of the stack at a time (so it vectorises); per
 /// sample the taps are still added in the kernel's order, and a flagged sample adds exactly
 /// zero, so the result is the same as the sample-by-sample sum over unflagged neighbours.
+#[inline(always)]
 fn smooth(p: &[f64], rows: usize, cols: usize, lanes: usize, ws: &mut Workspace) {
     let n = p.len();
     let line = cols * lanes;
@@ -554,6 +578,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_portable_build_flags_what_the_dispatched_one_does() {
+        // On a CPU with AVX2 the dispatched build is the other one: both must agree.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let cfg = RfiConfig::default();
+        let (rows, cols, lanes) = (9, 33, 7);
+        let amp: Vec<f64> = (0..rows * cols * lanes)
+            .map(|_| rng.gen_range(0.0..1.0) + if rng.gen_bool(0.03) { rng.gen_range(3.0..20.0) } else { 0.0 })
+            .collect();
+        let mask: Vec<bool> = (0..amp.len()).map(|_| rng.gen_bool(0.05)).collect();
+        let mut ws = Workspace::new(&cfg);
+        ws.active = vec![true; lanes];
+        let mut dispatched = mask.clone();
+        flag_stack(&amp, &mut dispatched, rows, cols, &cfg, &mut ws);
+        ws.active = vec![true; lanes];
+        let mut portable = mask.clone();
+        flag_stack_portable(&amp, &mut portable, rows, cols, &cfg, &mut ws);
+        assert!(dispatched != mask, "something is flagged");
+        assert!(dispatched == portable);
     }
 
     #[test]

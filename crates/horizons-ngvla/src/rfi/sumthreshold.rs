@@ -56,6 +56,7 @@ pub struct Scratch {
 /// vectorises): window sizes 1, 2, 4, … up to `max_window`, each one's detections joining
 /// `flags` before the next size runs. Lane `j` uses threshold `chi1[j % chi1.len()]`; an
 /// infinite threshold detects nothing.
+#[inline(always)]
 pub fn sum_threshold_lanes(
     values: &[f64],
     flags: &mut [bool],
