@@ -184,19 +184,24 @@ impl Gridder for EsGridder {
         self.to_image(uv)
     }
 
+    /// The uv grid is **centred** as in [`grid_uv`](Self::grid_uv): the model goes in times
+    /// `(−1)^(x+y)`, which shifts its transform by `n/2` cells, so each kernel row read is one
+    /// contiguous run of cells (no wrapping of every tap's index).
     fn degrid(&self, model: &Image, u: &[f64], v: &[f64]) -> Vec<Complex32> {
         let n = self.geometry.padded();
         let npix = self.geometry.npix;
         let w = self.kernel.support;
+        let centre = (n / 2) as i64;
         let mut grid = vec![Complex64::new(0.0, 0.0); n * n];
         let half = (npix / 2) as i64;
+        let sign = |k: usize| if k.is_multiple_of(2) { 1.0 } else { -1.0 };
         for j in 0..npix.min(model.ny) {
             let y = Self::wrap(j as i64 - half, n);
             for i in 0..npix.min(model.nx) {
                 let m = model.data[j * model.nx + i];
                 if m != 0.0 {
                     let x = Self::wrap(i as i64 - half, n);
-                    grid[y * n + x] = Complex64::new(m / (self.correction[i] * self.correction[j]), 0.0);
+                    grid[y * n + x] = Complex64::new(sign(x + y) * m / (self.correction[i] * self.correction[j]), 0.0);
                 }
             }
         }
@@ -206,14 +211,14 @@ impl Gridder for EsGridder {
             .zip(v)
             .map(|(&uu, &vv)| {
                 let Some((gu, gv)) = self.grid_pos(uu, vv) else { return Complex32::new(0.0, 0.0) };
-                let u0 = self.table.weights(gu, &mut ku);
-                let v0 = self.table.weights(gv, &mut kv);
+                let u0 = (self.table.weights(gu, &mut ku) + centre) as usize;
+                let v0 = (self.table.weights(gv, &mut kv) + centre) as usize;
                 let mut acc = Complex64::new(0.0, 0.0);
                 for (b, wv) in kv.iter().enumerate() {
-                    let row = Self::wrap(v0 + b as i64, n) * n;
+                    let row = &grid[(v0 + b) * n + u0..][..w];
                     let mut r = Complex64::new(0.0, 0.0);
-                    for (a, wu) in ku.iter().enumerate() {
-                        r += grid[row + Self::wrap(u0 + a as i64, n)] * *wu;
+                    for (cell, wu) in row.iter().zip(&ku) {
+                        r += cell * *wu;
                     }
                     acc += r * *wv;
                 }
