@@ -37,7 +37,7 @@ impl EsKernel {
     #[inline]
     pub fn weights(&self, g: f64, out: &mut [f64]) -> i64 {
         let half = self.support as f64 / 2.0;
-        let k0 = (g - half).floor() as i64 + 1;
+        let k0 = crate::simd::floor(g - half) as i64 + 1;
         for (j, o) in out.iter_mut().enumerate().take(self.support) {
             *o = self.eval(k0 as f64 + j as f64 - g);
         }
@@ -95,10 +95,10 @@ impl KernelTable {
     pub fn weights(&self, g: f64, out: &mut [f64]) -> i64 {
         let os = Self::OVERSAMPLING;
         let half = self.support as f64 / 2.0;
-        let k0 = (g - half).floor() as i64 + 1;
+        let k0 = crate::simd::floor(g - half) as i64 + 1;
         // Tap j sits at t = (k0 − g) + j; its table position is (t + W/2)·OS = base + j·OS.
         let base = (k0 as f64 - g + half) * os as f64;
-        let i0 = base.floor();
+        let i0 = crate::simd::floor(base);
         let fr = base - i0;
         let i0 = i0 as usize;
         for (j, o) in out.iter_mut().enumerate().take(self.support) {

@@ -261,31 +261,19 @@ pub fn flag_plane(amp: &Plane, mask: &mut [bool], cfg: &RfiConfig) {
     flag_stack(&amp.data, mask, amp.rows, amp.cols, cfg, &mut ws);
 }
 
+crate::simd::avx2_fn! {
 /// [`flag_plane`] for a stack of `ws.active.len()` planes side by side (`[row][col][lane]`);
 /// an inactive lane keeps its mask.
 ///
-/// On an x86-64 CPU with AVX2 and FMA the same code is compiled a second time for them (twice
-/// the lanes per instruction) and chosen at run time. Rust never fuses a multiply and an add
-/// on its own, so both builds compute the same numbers.
-fn flag_stack(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize, cfg: &RfiConfig, ws: &mut Workspace) {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features `flag_stack_avx2` is compiled for (checked above).
-        // The workspace's one unsafe block: see ARCHITECTURE.md, "Unsafe code".
-        return unsafe { flag_stack_avx2(amp, mask, rows, cols, cfg, ws) };
-    }
-    flag_stack_portable(amp, mask, rows, cols, cfg, ws)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn flag_stack_avx2(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize, cfg: &RfiConfig, ws: &mut Workspace) {
-    flag_stack_portable(amp, mask, rows, cols, cfg, ws)
-}
-
-#[inline(always)]
-fn flag_stack_portable(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize, cfg: &RfiConfig, ws: &mut Workspace) {
+/// On an x86-64 CPU with AVX2 and FMA it runs compiled for them ([`crate::simd`]).
+fn flag_stack / flag_stack_portable(
+    amp: &[f64],
+    mask: &mut [bool],
+    rows: usize,
+    cols: usize,
+    cfg: &RfiConfig,
+    ws: &mut Workspace,
+) {
     let lanes = ws.active.len();
     ws.entry.clear();
     ws.entry.extend_from_slice(mask);
@@ -333,6 +321,7 @@ fn flag_stack_portable(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize,
         }
     }
     mask.copy_from_slice(&ws.current);
+}
 }
 
 /// `1.4826 × MAD`; `v` is reused for the deviations.
