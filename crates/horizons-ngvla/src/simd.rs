@@ -5,9 +5,8 @@
 //! picks that build at run time when the CPU has both; on other CPUs, and on other
 //! architectures, the baseline build runs. (A closure passed to one generic AVX2 function
 //! would be simpler, but the compiler does not inline the closure into it, so the closure's
-//! body stays a baseline build.) Rust never fuses a
-//! multiply and an add into an FMA on its own, so both builds compute the same numbers (a test of
-//! the flagger compares them).
+//! body stays a baseline build.) Rust never fuses a multiply and an add into an FMA on its
+//! own, so both builds compute the same numbers (a test of the flagger compares them).
 //!
 //! The macro holds the workspace's one `unsafe` block (see ARCHITECTURE.md, "Unsafe code").
 
