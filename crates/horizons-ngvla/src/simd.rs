@@ -14,7 +14,7 @@
 /// which runs that body compiled for AVX2 + FMA when the CPU has them (checked at run time)
 /// and `$portable` otherwise.
 ///
-/// ```ignore
+/// ```text
 /// avx2_fn! { fn sum / sum_portable(x: &[f64]) -> f64 { x.iter().sum() } }
 /// ```
 macro_rules! avx2_fn {

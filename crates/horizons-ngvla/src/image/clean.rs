@@ -117,18 +117,20 @@ pub fn clean(
             model.data[pj * npix + pi] += flux;
             subtracted = true;
             iterations += 1;
+            // Pixel i reads PSF column i − pi + pcx: the columns inside the PSF are one run.
+            let i_lo = (pi as i64 - pcx).max(0);
+            let i_hi = (pi as i64 - pcx + psf.nx as i64).min(npix as i64);
             for j in 0..npix as i64 {
                 let sj = j - pj as i64 + pcy;
-                if sj < 0 || sj >= psf.ny as i64 {
+                if sj < 0 || sj >= psf.ny as i64 || i_lo >= i_hi {
                     continue;
                 }
                 let row = &psf.data[sj as usize * psf.nx..(sj as usize + 1) * psf.nx];
                 let out = &mut work.data[j as usize * npix..(j as usize + 1) * npix];
-                for i in 0..npix as i64 {
-                    let si = i - pi as i64 + pcx;
-                    if si >= 0 && si < psf.nx as i64 {
-                        out[i as usize] -= flux * row[si as usize];
-                    }
+                let s_lo = (i_lo - pi as i64 + pcx) as usize;
+                let span = (i_hi - i_lo) as usize;
+                for (o, p) in out[i_lo as usize..i_hi as usize].iter_mut().zip(&row[s_lo..s_lo + span]) {
+                    *o -= flux * p;
                 }
             }
         }
