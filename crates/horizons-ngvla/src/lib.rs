@@ -21,7 +21,6 @@ pub mod pipeline;
 pub mod proto;
 pub mod rfi;
 pub mod sim;
-pub mod simd;
 pub mod sky;
 pub mod uvfits;
 pub mod validate;

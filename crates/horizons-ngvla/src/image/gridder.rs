@@ -189,7 +189,7 @@ impl Gridder for EsGridder {
 
 /// [`EsGridder::grid_uv`]'s loop: each sample spread onto the centred grid with the kernel;
 /// returns the sum of the weights of the samples that landed. (An AVX2 build of this loop and
-/// of [`interpolate`] through `simd::avx2_fn!` measured no faster: 191–194 vs 192–198 MB/s.)
+/// of [`interpolate`], as the flagger's stack is built, measured no faster: 191–194 vs 192–198 MB/s.)
 fn spread(g: &EsGridder, grid: &mut [Complex64], u: &[f64], v: &[f64], vis: &[Complex32], weights: &[f32]) -> f64 {
     let n = g.geometry.padded();
     let w = g.kernel.support;
