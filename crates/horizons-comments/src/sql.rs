@@ -468,7 +468,7 @@ fn wal_frames(db: &std::path::Path) -> Option<u32> {
 /// busy at once, so it tries again every millisecond until that one is done, for at most
 /// [`BACKSTOP_PATIENCE`].
 fn hold_the_wal(conn: &mut rusqlite::Connection, db: &std::path::Path) {
-    if !wal_frames(db).is_some_and(|f| f > WAL_HARD_FRAMES) {
+    if wal_frames(db).is_none_or(|f| f <= WAL_HARD_FRAMES) {
         return;
     }
     let since = std::time::Instant::now();
