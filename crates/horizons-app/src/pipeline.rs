@@ -265,7 +265,7 @@ pub fn split_roles(list: &str) -> Result<(Vec<StreamStage>, Vec<String>), AppErr
             Some(stage) => stages.push(StreamStage::parse(stage).ok_or_else(|| {
                 AppError::Usage(format!(
                     "unknown pipeline stage {stage:?} (pipeline:validate, pipeline:flag, pipeline:calibrate, \
-                     pipeline:image, pipeline:archive, pipeline:all)"
+                     pipeline:image, pipeline:archive, pipeline:srdp, pipeline:all)"
                 ))
             })?),
             None => others.push(name.to_string()),
@@ -276,7 +276,8 @@ pub fn split_roles(list: &str) -> Result<(Vec<StreamStage>, Vec<String>), AppErr
     Ok((stages, others))
 }
 
-/// The portal's store as the archive's catalog: one `products` row per archived run.
+/// The portal's store as the archive's catalog: one `products` row per archived run, marked
+/// when delivered.
 #[derive(Debug, Clone)]
 pub struct StoreCatalog(pub horizons_comments::Store);
 
@@ -305,9 +306,16 @@ impl Catalog for StoreCatalog {
             flag_fraction: r.flag_fraction,
             products_dir: a.products_dir.display().to_string(),
             created_at: horizons_comments::now_ms(),
+            delivered_at: None,
         };
         let inserted = horizons_comments::catalog::insert(&self.0, &row).await?;
         tracing::info!(run = a.run, inserted, "catalog row");
+        Ok(())
+    }
+
+    async fn delivered(&self, run: &str, at_ms: i64) -> Result<(), CatalogError> {
+        horizons_comments::catalog::mark_delivered(&self.0, run, at_ms).await?;
+        tracing::info!(run, "catalog row delivered");
         Ok(())
     }
 }
@@ -387,6 +395,7 @@ fn run_file(a: RunArgs) -> Result<(), AppError> {
     }
     bar.set_message("Archive");
     horizons_ngvla::archive::write_products(&products, &a.out).map_err(AppError::pipeline)?;
+    horizons_ngvla::archive::srdp::render(&a.out).map_err(AppError::pipeline)?;
     bar.inc(1);
     bar.finish_with_message(format!("done in {:.2?}", started.elapsed()));
     let r = &products.report;
@@ -421,7 +430,7 @@ mod tests {
     #[test]
     fn worker_roles_split_into_stages_and_the_rest() {
         check("pipeline:flag,pipeline:validate", &["validate", "flag"], &[]);
-        check("pipeline:all", &["validate", "flag", "calibrate", "image", "archive"], &[]);
+        check("pipeline:all", &["validate", "flag", "calibrate", "image", "archive", "srdp"], &[]);
         check("audit, pipeline:image", &["image"], &["audit"]);
         check("all", &[], &["all"]);
         let err = split_roles("pipeline:smooth").unwrap_err().to_string();

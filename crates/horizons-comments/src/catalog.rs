@@ -1,6 +1,7 @@
 //! The catalog of the ngVLA archive: one row per archived run (observation, field, time range,
 //! frequencies, restoring beam, rms, peak and its position, where the products are), written by
-//! the archive stage and read by the portal's `/api/products` routes.
+//! the archive stage, marked delivered by the delivery (SRDP) stage, and read by the portal's
+//! `/api/products` routes.
 //!
 //! Inserts are idempotent by run id: the archive stage is at-least-once (a run whose completing
 //! delivery comes again is archived again), and the second insert of a run changes nothing.
@@ -54,11 +55,21 @@ pub struct ProductRow {
     pub products_dir: String,
     /// When the row was written, ms since the Unix epoch.
     pub created_at: i64,
+    /// When the delivery stage delivered the run (thumbnail and manifest written, announced),
+    /// ms since the Unix epoch; `None` until then. [`insert`] ignores it: only
+    /// [`mark_delivered`] sets it.
+    pub delivered_at: Option<i64>,
 }
 
-const COLUMNS: &str = "run, observation, object, telescope, time_start_mjd_s, time_end_mjd_s, freq_min_hz, \
+/// The columns [`insert`] writes.
+const INSERTED: &str = "run, observation, object, telescope, time_start_mjd_s, time_end_mjd_s, freq_min_hz, \
      freq_max_hz, ra_deg, dec_deg, bmaj_arcsec, bmin_arcsec, bpa_deg, rms, peak, peak_ra_deg, peak_dec_deg, \
      flag_fraction, products_dir, created_at";
+
+/// The columns of a [`ProductRow`], in its order.
+const COLUMNS: &str = "run, observation, object, telescope, time_start_mjd_s, time_end_mjd_s, freq_min_hz, \
+     freq_max_hz, ra_deg, dec_deg, bmaj_arcsec, bmin_arcsec, bpa_deg, rms, peak, peak_ra_deg, peak_dec_deg, \
+     flag_fraction, products_dir, created_at, delivered_at";
 
 fn row_from(r: &AnyRow) -> ProductRow {
     ProductRow {
@@ -82,6 +93,7 @@ fn row_from(r: &AnyRow) -> ProductRow {
         flag_fraction: r.get(17),
         products_dir: r.get(18),
         created_at: r.get(19),
+        delivered_at: r.get(20),
     }
 }
 
@@ -108,7 +120,7 @@ pub async fn insert(store: &Store, row: &ProductRow) -> Result<bool, CommentsErr
         return Err(CommentsError::invalid("product", format!("{name} of run {} is {v}", row.run)));
     }
     let sql = format!(
-        "INSERT INTO products ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+        "INSERT INTO products ({INSERTED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20) ON CONFLICT (run) DO NOTHING"
     );
     let mut q = sqlx::query(&sql)
@@ -130,6 +142,22 @@ pub async fn insert(store: &Store, row: &ProductRow) -> Result<bool, CommentsErr
         == 1;
     tx.commit().await.map_err(|e| CommentsError::db("committing a catalog write", e))?;
     Ok(inserted)
+}
+
+/// Marks `run` delivered at `at_ms` unless it is already (the first time stays). A run with no
+/// row is an error: the archive stage records a run before delivery sees it.
+pub async fn mark_delivered(store: &Store, run: &str, at_ms: i64) -> Result<(), CommentsError> {
+    let found = sqlx::query("UPDATE products SET delivered_at = COALESCE(delivered_at, $2) WHERE run = $1")
+        .bind(run)
+        .bind(at_ms)
+        .execute(store.pool())
+        .await
+        .map_err(|e| CommentsError::db(format!("marking run {run} delivered"), e))?
+        .rows_affected();
+    if found == 0 {
+        return Err(CommentsError::not_found("product", run));
+    }
+    Ok(())
 }
 
 /// The row of `run`.
@@ -190,6 +218,7 @@ mod tests {
             flag_fraction: 0.0625,
             products_dir: format!("/data/products/{observation}/run-{run}"),
             created_at: 1_700_000_000_000,
+            delivered_at: None,
         }
     }
 
@@ -212,6 +241,12 @@ mod tests {
         assert_eq!(get(&store, "0190a").await.unwrap(), r, "floats round-trip exactly; the first row stays");
         assert_eq!(list(&store, None, 100, 0).await.unwrap().len(), 1);
         let err = get(&store, "nope").await.unwrap_err();
+        assert!(matches!(err, CommentsError::NotFound { .. }), "{err}");
+        // Delivery marks the row once; the first time stays.
+        mark_delivered(&store, "0190a", 1_700_000_000_500).await.unwrap();
+        mark_delivered(&store, "0190a", 1_700_000_009_000).await.unwrap();
+        assert_eq!(get(&store, "0190a").await.unwrap().delivered_at, Some(1_700_000_000_500));
+        let err = mark_delivered(&store, "nope", 1).await.unwrap_err();
         assert!(matches!(err, CommentsError::NotFound { .. }), "{err}");
     }
 

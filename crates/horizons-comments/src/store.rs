@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "job heartbeats", include_str!("../migrations/0003_job_heartbeats.sql")),
     (4, "inbox pruning", include_str!("../migrations/0004_inbox_pruning.sql")),
     (5, "products", include_str!("../migrations/0005_products.sql")),
+    (6, "products delivered", include_str!("../migrations/0006_products_delivered.sql")),
 ];
 
 /// Set on every SQLite connection: the pool's and [`crate::sql`]'s own.

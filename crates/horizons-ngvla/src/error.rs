@@ -68,6 +68,12 @@ pub enum NgvlaError {
     /// Encoding a PNG failed.
     #[error("png encoding: {0}")]
     Png(#[from] png::EncodingError),
+    /// Decoding a PNG failed.
+    #[error("png decoding: {0}")]
+    PngDecode(#[from] png::DecodingError),
+    /// A products directory no longer holds the files its manifest lists.
+    #[error("products changed since they were archived: {0}")]
+    Changed(String),
     /// Serialising JSON failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

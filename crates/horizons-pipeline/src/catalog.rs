@@ -1,6 +1,7 @@
-//! Where the archive stage records each archived run: a [`Catalog`]. The pipeline knows no
-//! database; the composition root hands the service a catalog (the portal's store, in
-//! `horizons-app`), or none, and then the archive writes files only.
+//! Where the archive stage records each archived run, and the delivery stage each delivered one:
+//! a [`Catalog`]. The pipeline knows no database; the composition root hands the service a
+//! catalog (the portal's store, in `horizons-app`), or none, and then the stages write files
+//! only.
 
 use std::path::Path;
 
@@ -33,4 +34,10 @@ pub trait Catalog: Send + Sync {
     /// An error makes the delivery retried (the archive then runs again, rewriting the same
     /// directory).
     async fn record(&self, run: Archived<'_>) -> Result<(), CatalogError>;
+
+    /// Marks `run` delivered (its thumbnail and manifest are in its products directory) at
+    /// `at_ms`, ms since the Unix epoch. Called by the delivery stage, at least once per run,
+    /// after the archive stage recorded it: a run delivered again keeps its first time. An error
+    /// makes the delivery retried.
+    async fn delivered(&self, run: &str, at_ms: i64) -> Result<(), CatalogError>;
 }

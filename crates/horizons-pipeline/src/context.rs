@@ -42,6 +42,9 @@ pub struct RunContext {
     pub imaging: Option<ImagingMeta>,
     /// From image.
     pub report: Option<Report>,
+    /// From archive: the run's products directory.
+    #[serde(default)]
+    pub products_dir: Option<String>,
 }
 
 impl RunContext {
@@ -60,6 +63,7 @@ impl RunContext {
             gains: None,
             imaging: None,
             report: None,
+            products_dir: None,
         }
     }
 }

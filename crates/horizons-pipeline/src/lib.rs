@@ -3,8 +3,9 @@
 //!
 //! ```text
 //!  pipeline ingest|simulate ─► ngvla.raw ─[validate]─► ngvla.valid ─[flag]─► ngvla.flagged ─[calibrate]─►
-//!  ngvla.calibrated ─[image]─► ngvla.images ─[archive]─► <products_dir>/<observation>/run-<id>/
+//!  ngvla.calibrated ─[image]─► ngvla.images ─[archive]─► ngvla.archive ─[srdp]─► ngvla.srdp
 //!                       (every stage) ─► ngvla.audit      [flag] ─► ngvla.alerts
+//!  archive and srdp write <products_dir>/<observation>/run-<id>/ and the catalog
 //! ```
 //!
 //! ## Framing ([`frame`])
@@ -39,7 +40,17 @@
 //! `.partial` directory and renames it, so a products directory that exists is complete, then
 //! records the run in the [`Catalog`] the service was given (`horizons-app` gives it the
 //! portal's database), keyed by run id so a redelivered run is recorded once; a catalog error
-//! retries the delivery.
+//! retries the delivery. A run archived again keeps the directory it has. The archive's output
+//! run on `ngvla.archive` carries the products directory (in the context) and its manifest
+//! (every file with size and SHA-256) as an artifact.
+//!
+//! ## Delivery (SRDP)
+//! The `srdp` stage checks the products directory against the archive's manifest (a file
+//! changed or missing since is a permanent failure, dead-lettered with the file named), adds
+//! what the portal serves without computing anything per request
+//! ([`horizons_ngvla::archive::srdp::render`]: `thumbnail.png` and `manifest.json`), marks the
+//! run delivered in the catalog, and announces it on `ngvla.srdp` as a [`service::ProductReady`]
+//! (files, checksums, the portal's links), which the `portal` reader group keeps.
 //!
 //! ## Failures
 //! A frame without the pipeline's headers, a block that does not decode, or one that fails
@@ -57,9 +68,9 @@
 //!   process (any subset of roles), or in separate processes one after another.
 //! - Replay of a time range ([`replay`]) publishes the runs found whole in the range again as
 //!   new runs; `bus replay` into a stage's group does not rebuild products (the stage drops
-//!   frames of finished runs as late duplicates). SRDP delivery is not a stage: the portal serves the
-//!   catalog rows and the archive's directories (`/api/products` in `horizons-api`), so the API
-//!   must see the archive's file system.
+//!   frames of finished runs as late duplicates).
+//! - The portal serves the catalog rows and the products directories (`/api/products` in
+//!   `horizons-api`), so the API must see the archive's file system.
 
 pub mod catalog;
 pub mod context;

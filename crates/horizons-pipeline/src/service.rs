@@ -10,10 +10,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use horizons_bus::envelope::HEADER_CORRELATION_ID;
 use horizons_bus::{now_millis, Backend, Context, Envelope, Handler, HandlerError, Millis, Router, Topic};
+use horizons_ngvla::archive::srdp::{self, Manifest};
 use horizons_ngvla::{proto, validate};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Archived, Catalog};
+use crate::context::RunContext;
 use crate::frame::{FrameHead, FrameKind, RunWriter, H_OBSERVATION, H_RUN};
 use crate::spool::{Complete, InputRecord, Spool};
 use crate::stages::{self, PRODUCTS_KEY};
@@ -34,7 +36,7 @@ pub struct ServiceConfig {
 /// What a stage did with one run: published on the audit topic as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// `ingest`, `validate`, `flag`, `calibrate`, `image` or `archive`.
+    /// `ingest`, `validate`, `flag`, `calibrate`, `image`, `archive` or `srdp`.
     pub stage: String,
     /// The run.
     pub run: String,
@@ -63,6 +65,48 @@ pub struct AuditRecord {
     pub started_ms: Millis,
     /// When it finished.
     pub finished_ms: Millis,
+}
+
+/// A delivered product, published on [`Topics::srdp`] (JSON, keyed by observation) once its
+/// thumbnail and manifest are written and the catalog marks it delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductReady {
+    /// The run.
+    pub run: String,
+    /// The observation.
+    pub observation: String,
+    /// The field (source name).
+    pub object: String,
+    /// The products directory on the archive host.
+    pub products_dir: String,
+    /// When it was delivered, ms since the Unix epoch.
+    pub delivered_ms: Millis,
+    /// Every file with its size and SHA-256 (as in its `manifest.json`).
+    pub files: Vec<horizons_ngvla::archive::srdp::ProductFile>,
+    /// Where the portal serves it: `detail`, `quicklook`, `thumbnail`, `manifest`.
+    pub links: BTreeMap<String, String>,
+}
+
+impl ProductReady {
+    fn new(ctx: &RunContext, dir: &std::path::Path, manifest: &Manifest, delivered_ms: Millis) -> Self {
+        let api = format!("/api/products/{}", ctx.run);
+        let file = |name: &str| format!("{api}/files/{name}");
+        let links = BTreeMap::from([
+            ("detail".to_string(), api.clone()),
+            ("quicklook".to_string(), file("image.png")),
+            ("thumbnail".to_string(), file(srdp::THUMBNAIL)),
+            ("manifest".to_string(), file(srdp::MANIFEST)),
+        ]);
+        ProductReady {
+            run: ctx.run.clone(),
+            observation: ctx.observation.id.clone(),
+            object: ctx.observation.object.clone(),
+            products_dir: dir.display().to_string(),
+            delivered_ms,
+            files: manifest.files.clone(),
+            links,
+        }
+    }
 }
 
 /// One frame a stage published.
@@ -301,7 +345,7 @@ impl StageHandler {
         };
         rec.parameters = out.parameters.clone();
         rec.products_dir = out.products_dir.as_ref().map(|d| d.display().to_string());
-        if let (Some(catalog), Some(dir)) = (&self.service.catalog, &out.products_dir) {
+        if let (Stage::Archive, Some(catalog), Some(dir)) = (stage, &self.service.catalog, &out.products_dir) {
             let ctx = &out.context;
             let archived = Archived {
                 run: &ctx.run,
@@ -317,6 +361,25 @@ impl StageHandler {
             rec.output_topic = Some(topic.to_string());
             rec.outputs = frames.iter().map(OutputRecord::of).collect();
             self.service.publish_all(frames, &format!("the {} output of run {}", stage.name(), head.run)).await?;
+        }
+        if let (Some(manifest), Some(dir)) = (&out.delivered, &out.products_dir) {
+            let delivered_ms = now_millis();
+            if let Some(catalog) = &self.service.catalog {
+                catalog
+                    .delivered(&head.run, delivered_ms)
+                    .await
+                    .map_err(|source| PipelineError::Catalog { run: head.run.clone(), source })?;
+                rec.parameters["catalog"] = serde_json::Value::Bool(true);
+            }
+            let ready = ProductReady::new(&out.context, dir, manifest, delivered_ms);
+            let env = Envelope::new(self.service.topics.srdp.clone(), serde_json::to_vec(&ready)?)
+                .with_key(&ready.observation)
+                .with_header(H_RUN, &head.run)
+                .with_header(H_OBSERVATION, &head.observation)
+                .with_header(HEADER_CORRELATION_ID, &head.run);
+            rec.output_topic = Some(self.service.topics.srdp.to_string());
+            rec.outputs.push(OutputRecord::of(&env));
+            self.service.publish_all(vec![env], "the delivered product").await?;
         }
         if !out.alerts.is_empty() {
             let alerts = out

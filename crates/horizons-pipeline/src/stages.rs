@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use horizons_ngvla::archive::srdp::{self, Manifest};
 use horizons_ngvla::image::{self, CleanOutput, Image, ImagingProducts};
 use horizons_ngvla::model::VisBlock;
 use horizons_ngvla::pipeline::{build_report, Products};
@@ -17,8 +18,12 @@ use crate::spool::Complete;
 use crate::topology::Stage;
 use crate::{PipelineError, Result};
 
-/// The key image artifacts travel under on the images topic.
+/// The key image artifacts travel under on the images topic, and the manifest on the archive
+/// topic.
 pub const PRODUCTS_KEY: &str = "products";
+
+/// The artifact that carries the archive's manifest ([`srdp::manifest`], JSON) to delivery.
+pub const MANIFEST_ARTIFACT: &str = "manifest";
 
 /// What a stage made of a run.
 #[derive(Debug)]
@@ -31,8 +36,10 @@ pub struct StageOutput {
     pub artifacts: Vec<(String, Vec<u8>)>,
     /// Alerts raised (flag stage).
     pub alerts: Vec<Alert>,
-    /// Where the products were written (archive stage).
+    /// Where the products were written (archive stage) or delivered from (delivery).
     pub products_dir: Option<PathBuf>,
+    /// What was delivered (delivery stage): the manifest written with the products.
+    pub delivered: Option<Manifest>,
     /// The parameters the stage ran with, for the audit record.
     pub parameters: serde_json::Value,
 }
@@ -67,6 +74,7 @@ pub fn run(stage: Stage, c: &Complete, products_root: &Path) -> Result<StageOutp
         artifacts: vec![],
         alerts: vec![],
         products_dir: None,
+        delivered: None,
         parameters,
     };
     match stage {
@@ -192,22 +200,43 @@ pub fn run(stage: Stage, c: &Complete, products_root: &Path) -> Result<StageOutp
             };
             let dir = products_dir(products_root, &ctx);
             write_whole(&products, &dir)?;
+            let manifest = srdp::manifest(&dir).map_err(science(stage))?;
+            ctx.products_dir = Some(dir.display().to_string());
             let parameters = serde_json::json!({ "products_dir": dir.display().to_string() });
-            Ok(StageOutput { products_dir: Some(dir), ..out(ctx, vec![], parameters) })
+            let artifacts = vec![(MANIFEST_ARTIFACT.to_string(), serde_json::to_vec(&manifest)?)];
+            Ok(StageOutput { products_dir: Some(dir), artifacts, ..out(ctx, vec![], parameters) })
+        }
+        Stage::Deliver => {
+            let dir = PathBuf::from(ctx.need("the products directory", &ctx.products_dir)?);
+            let archived = c.artifacts.get(MANIFEST_ARTIFACT).ok_or_else(|| {
+                PipelineError::Inconsistent(format!("run {} reached delivery without the archive's manifest", ctx.run))
+            })?;
+            let archived: Manifest = serde_json::from_slice(archived)?;
+            srdp::verify(&dir, &archived).map_err(science(stage))?;
+            let manifest = srdp::render(&dir).map_err(science(stage))?;
+            let parameters = serde_json::json!({
+                "products_dir": dir.display().to_string(),
+                "thumbnail_max_side": srdp::THUMBNAIL_MAX_SIDE,
+            });
+            Ok(StageOutput { products_dir: Some(dir), delivered: Some(manifest), ..out(ctx, vec![], parameters) })
         }
     }
 }
 
 /// Writes the products into `<dir>.partial` and renames it to `dir`, so a products directory that
-/// exists is complete (a run processed again after a crash replaces its directory).
+/// exists is complete. A run archived again (its completing delivery came back after a crash)
+/// keeps the directory it has: the same run gives the same products, and delivery may have added
+/// its files to it already.
 fn write_whole(products: &Products, dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        tracing::info!(dir = %dir.display(), "products of this run are archived already; kept");
+        return Ok(());
+    }
     let tmp = dir.with_extension("partial");
-    for d in [&tmp, dir] {
-        match std::fs::remove_dir_all(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(PipelineError::io("removing", d)(e)),
-        }
+    match std::fs::remove_dir_all(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(PipelineError::io("removing", &tmp)(e)),
     }
     horizons_ngvla::archive::write_products(products, &tmp).map_err(science(Stage::Archive))?;
     std::fs::rename(&tmp, dir).map_err(PipelineError::io("renaming into place", dir))

@@ -17,11 +17,14 @@ pub enum Stage {
     Image,
     /// Products on disk.
     Archive,
+    /// Science-ready data products (SRDP): delivered to the portal.
+    Deliver,
 }
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 5] = [Stage::Validate, Stage::Flag, Stage::Calibrate, Stage::Image, Stage::Archive];
+    pub const ALL: [Stage; 6] =
+        [Stage::Validate, Stage::Flag, Stage::Calibrate, Stage::Image, Stage::Archive, Stage::Deliver];
 
     /// The name used in roles (`pipeline:<name>`), group names and audit records.
     pub fn name(self) -> &'static str {
@@ -31,7 +34,14 @@ impl Stage {
             Stage::Calibrate => "calibrate",
             Stage::Image => "image",
             Stage::Archive => "archive",
+            Stage::Deliver => "srdp",
         }
+    }
+
+    /// Whether the stage writes to the [`crate::Catalog`] (archive: a row per run; delivery:
+    /// marks it delivered).
+    pub fn uses_catalog(self) -> bool {
+        matches!(self, Stage::Archive | Stage::Deliver)
     }
 
     /// The stage called `name`.
@@ -47,17 +57,20 @@ impl Stage {
             Stage::Calibrate => &t.flagged,
             Stage::Image => &t.calibrated,
             Stage::Archive => &t.images,
+            Stage::Deliver => &t.archived,
         }
     }
 
-    /// The topic the stage publishes its output run on (`None`: the archive writes files).
+    /// The topic the stage publishes its output run on (`None`: delivery ends the chain; it
+    /// announces each delivered product on [`Topics::srdp`]).
     pub fn output(self, t: &Topics) -> Option<&Topic> {
         match self {
             Stage::Validate => Some(&t.valid),
             Stage::Flag => Some(&t.flagged),
             Stage::Calibrate => Some(&t.calibrated),
             Stage::Image => Some(&t.images),
-            Stage::Archive => None,
+            Stage::Archive => Some(&t.archived),
+            Stage::Deliver => None,
         }
     }
 }
@@ -75,6 +88,10 @@ pub struct Topics {
     pub calibrated: Topic,
     /// Images and the report.
     pub images: Topic,
+    /// Archived runs: where each run's products are, and their manifest.
+    pub archived: Topic,
+    /// Delivered products (JSON [`crate::service::ProductReady`], one per run), for the portal.
+    pub srdp: Topic,
     /// Anomaly alerts (JSON, one per alert).
     pub alerts: Topic,
     /// Audit records (JSON, one per stage and run).
@@ -91,6 +108,8 @@ impl Topics {
             flagged: t("flagged")?,
             calibrated: t("calibrated")?,
             images: t("images")?,
+            archived: t("archive")?,
+            srdp: t("srdp")?,
             alerts: t("alerts")?,
             audit: t("audit")?,
         })
@@ -120,6 +139,7 @@ impl Topics {
         let reader = |name: &str| GroupSpec::new(name).ordering(OrderingMode::BlockKey);
         top.topic(TopicSpec::new(self.alerts.clone()).group(reader(ALERTS_READER)))
             .topic(TopicSpec::new(self.audit.clone()).group(reader(AUDIT_READER)))
+            .topic(TopicSpec::new(self.srdp.clone()).group(reader(PRODUCTS_READER)))
     }
 }
 
@@ -127,6 +147,8 @@ impl Topics {
 pub const AUDIT_READER: &str = "cli-audit";
 /// The alerts topic's reader group.
 pub const ALERTS_READER: &str = "alerts";
+/// The delivered-products topic's reader group.
+pub const PRODUCTS_READER: &str = "portal";
 
 #[cfg(test)]
 mod tests {
@@ -139,7 +161,8 @@ mod tests {
         for w in Stage::ALL.windows(2) {
             assert_eq!(w[0].output(&t), Some(w[1].input(&t)), "{:?} feeds {:?}", w[0], w[1]);
         }
-        assert_eq!(Stage::Archive.output(&t), None);
+        assert_eq!(Stage::Deliver.output(&t), None);
+        assert_eq!(t.archived.as_str(), "x.ngvla.archive");
         for s in Stage::ALL {
             assert_eq!(Stage::parse(s.name()), Some(s));
         }

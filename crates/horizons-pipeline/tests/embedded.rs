@@ -94,18 +94,70 @@ async fn streamed_run_writes_the_products_of_pipeline_run() {
     let reference = pipeline::run_file(&file, &Options::default()).unwrap();
     let ref_dir = r.dir.path().join("reference");
     horizons_ngvla::archive::write_products(&reference, &ref_dir).unwrap();
-    // The archive marks the run done after writing every product.
-    wait_for(&r.dir.path().join("spool/archive/done").join(&summary.run), 300).await;
+    horizons_ngvla::archive::srdp::render(&ref_dir).unwrap();
+    // Delivery marks the run done after adding the thumbnail and the manifest.
+    wait_for(&r.dir.path().join("spool/srdp/done").join(&summary.run), 300).await;
     let obs = std::fs::read_dir(&obs_dir).unwrap().next().expect("one observation directory").unwrap();
     let out = obs.path().join(format!("run-{}", summary.run));
     for name in ["report.json", "gains.json", "flags-summary.json", "alerts.json"] {
         let (a, b) = (std::fs::read(ref_dir.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
         assert!(a == b, "{name} differs between pipeline run and the stream");
     }
-    for name in ["dirty.fits", "psf.fits", "image.fits", "residual.fits", "model.fits"] {
+    for name in
+        ["dirty.fits", "psf.fits", "image.fits", "residual.fits", "model.fits", "thumbnail.png", "manifest.json"]
+    {
         let (a, b) = (std::fs::read(ref_dir.join(name)).unwrap(), std::fs::read(out.join(name)).unwrap());
         assert!(a == b, "{name} differs between pipeline run and the stream");
     }
+    r.stop().await;
+}
+
+/// Delivery checks the products against the archive's manifest: a file changed in between is
+/// a permanent failure, dead-lettered with the file named, and nothing is announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_refuses_products_changed_since_they_were_archived() {
+    let upstream = [Stage::Validate, Stage::Flag, Stage::Calibrate, Stage::Image, Stage::Archive];
+    let r = start(&upstream).await;
+    let sim = horizons_ngvla::sim::Simulator::new(horizons_ngvla::sim::SimConfig {
+        n_ant: 10,
+        n_chan: 8,
+        n_int: 4,
+        max_radius_m: 3000.0,
+        noise_jy: 0.01,
+        ..Default::default()
+    });
+    let mut opts = Options::default();
+    (opts.imaging.npix, opts.imaging.cell_arcsec) = (128, 0.1);
+    let mut run = RunPublisher::new(&r.service, "simulated".into(), sim.observation().clone(), opts);
+    for k in 0..4 {
+        run.publish(&sim.block(k).0).await.unwrap();
+    }
+    let summary = run.finish().await.unwrap();
+    wait_for(&r.dir.path().join("spool/archive/done").join(&summary.run), 300).await;
+    let obs = std::fs::read_dir(r.dir.path().join("products")).unwrap().next().unwrap().unwrap();
+    let products = obs.path().join(format!("run-{}", summary.run));
+    std::fs::write(products.join("gains.json"), b"{}").unwrap();
+
+    let deliver = r.service.routes(Router::new(r.bus.clone()), &[Stage::Deliver]).unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let c = cancel.clone();
+        async move { deliver.run(c).await.unwrap() }
+    });
+    let archived = r.service.topics().archived.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let dead = r.bus.dlq_list(&archived, "srdp", 10).await.unwrap();
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "no dead letter from delivery after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(dead[0].reason.contains("changed since they were archived: gains.json"), "{}", dead[0].reason);
+    assert!(!products.join("manifest.json").exists(), "nothing delivered");
+    cancel.cancel();
+    task.await.unwrap();
     r.stop().await;
 }
 
@@ -243,6 +295,7 @@ async fn a_run_half_spooled_before_a_restart_completes_after_it() {
 struct FlakyCatalog {
     calls: std::sync::atomic::AtomicUsize,
     rows: std::sync::Mutex<Vec<(String, String, f64, PathBuf)>>,
+    delivered: std::sync::Mutex<Vec<String>>,
 }
 
 #[async_trait::async_trait]
@@ -256,10 +309,16 @@ impl Catalog for FlakyCatalog {
         self.rows.lock().unwrap().push(row);
         Ok(())
     }
+
+    async fn delivered(&self, run: &str, _at_ms: i64) -> Result<(), CatalogError> {
+        assert!(self.rows.lock().unwrap().iter().any(|r| r.0 == run), "delivered after it was recorded");
+        self.delivered.lock().unwrap().push(run.to_string());
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_simulated_run_is_archived_and_recorded_in_the_catalog_after_a_failed_try() {
+async fn a_simulated_run_is_archived_recorded_after_a_failed_try_and_delivered() {
     let catalog = Arc::new(FlakyCatalog::default());
     let r = start_with(&Stage::ALL, Some(catalog.clone())).await;
     let sim = horizons_ngvla::sim::Simulator::new(horizons_ngvla::sim::SimConfig {
@@ -288,5 +347,21 @@ async fn a_simulated_run_is_archived_and_recorded_in_the_catalog_after_a_failed_
     assert_eq!((run_id, observation), (&summary.run, &summary.observation));
     assert!((peak - 1.0).abs() < 0.1, "a 1 Jy source at the phase centre: peak {peak}");
     assert!(dir.ends_with(format!("run-{}", summary.run)) && dir.join("image.png").is_file());
+
+    // Delivery: marked in the catalog, thumbnail and manifest written, announced on srdp.
+    wait_for(&r.dir.path().join("spool/srdp/done").join(&summary.run), 60).await;
+    assert_eq!(*catalog.delivered.lock().unwrap(), std::slice::from_ref(&summary.run));
+    let manifest: horizons_ngvla::archive::srdp::Manifest =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    horizons_ngvla::archive::srdp::verify(dir, &manifest).unwrap();
+    let srdp = r.service.topics().srdp.clone();
+    let sub = r.bus.subscribe(&srdp, horizons_pipeline::topology::PRODUCTS_READER, Default::default()).await.unwrap();
+    let d = sub.next_timeout(Duration::from_secs(10)).await.expect("a product announced on srdp");
+    let ready: horizons_pipeline::service::ProductReady = serde_json::from_slice(&d.envelope.payload).unwrap();
+    assert_eq!((ready.run.as_str(), ready.observation.as_str()), (summary.run.as_str(), summary.observation.as_str()));
+    assert_eq!(ready.files, manifest.files);
+    assert!(ready.files.iter().any(|f| f.name == "thumbnail.png"));
+    assert_eq!(ready.links["thumbnail"], format!("/api/products/{}/files/thumbnail.png", summary.run));
+    d.ack().await.unwrap();
     r.stop().await;
 }

@@ -110,7 +110,7 @@ fn streamed_stages_in_separate_processes_give_pipeline_runs_products() {
     assert_eq!(summary["wire"]["blocks"], 15);
     assert!(summary["wire"]["max_bytes"].as_u64().unwrap() <= 1 << 20);
 
-    for stage in ["validate", "flag", "calibrate", "image", "archive"] {
+    for stage in ["validate", "flag", "calibrate", "image", "archive", "srdp"] {
         run_stage(&d, stage, &run);
     }
     let streamed = products_of(&d, &run);
@@ -124,6 +124,10 @@ fn streamed_stages_in_separate_processes_give_pipeline_runs_products() {
         worst.insert(f, close(&a, &b, f));
     }
     assert!(worst.values().all(|&w| w == 0.0), "largest relative differences: {worst:?}");
+    // Delivery's files: the same thumbnail, and a manifest with the same sizes and checksums.
+    for f in ["thumbnail.png", "manifest.json"] {
+        assert!(std::fs::read(reference.join(f)).unwrap() == std::fs::read(streamed.join(f)).unwrap(), "{f} differs");
+    }
     let report = json(&std::fs::read(streamed.join("report.json")).unwrap());
     for key in ["peak", "rms", "beam", "flag_fraction", "total_flag_fraction"] {
         assert!(!report[key].is_null(), "report.json has {key}");
@@ -135,7 +139,7 @@ fn streamed_stages_in_separate_processes_give_pipeline_runs_products() {
     let records: Vec<serde_json::Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| json(l.as_bytes())).collect();
     let stages: Vec<&str> = records.iter().map(|r| r["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["ingest", "validate", "flag", "calibrate", "image", "archive"]);
+    assert_eq!(stages, ["ingest", "validate", "flag", "calibrate", "image", "archive", "srdp"]);
     for r in &records {
         assert_eq!(r["run"], run.as_str());
         assert_eq!(r["outcome"], "ok", "{}", r["stage"]);
@@ -191,7 +195,7 @@ fn stages_on_a_broker(d: &Deployment) {
     let summary = json(&out.stdout);
     assert_eq!(summary["wire"]["blocks"], 15);
     let run = summary["run"].as_str().unwrap().to_string();
-    for stage in ["validate", "flag", "calibrate", "image", "archive"] {
+    for stage in ["validate", "flag", "calibrate", "image", "archive", "srdp"] {
         run_stage(d, stage, &run);
     }
     let streamed = products_of(d, &run);
@@ -208,7 +212,7 @@ fn stages_on_a_broker(d: &Deployment) {
         .collect();
     records.sort_by_key(|r| r["finished_ms"].as_i64());
     let stages: Vec<&str> = records.iter().map(|r| r["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["ingest", "validate", "flag", "calibrate", "image", "archive"]);
+    assert_eq!(stages, ["ingest", "validate", "flag", "calibrate", "image", "archive", "srdp"]);
     // Per spectral window, every stage received its blocks in order from the broker.
     for r in &records {
         for (key, ok) in r["in_order"].as_object().unwrap() {
@@ -233,7 +237,7 @@ fn replaying_a_time_range_reproduces_its_products() {
     let run = json(&out.stdout)["run"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(20));
     let t1 = now_ms();
-    for stage in ["validate", "flag", "calibrate", "image", "archive"] {
+    for stage in ["validate", "flag", "calibrate", "image", "archive", "srdp"] {
         run_stage(&d, stage, &run);
     }
 
@@ -263,7 +267,7 @@ fn replaying_a_time_range_reproduces_its_products() {
     let new_run = replayed[0]["run"]["run"].as_str().unwrap().to_string();
     assert_ne!(new_run, run);
     assert_eq!(replayed[0]["run"]["wire"]["blocks"], 15);
-    for stage in ["validate", "flag", "calibrate", "image", "archive"] {
+    for stage in ["validate", "flag", "calibrate", "image", "archive", "srdp"] {
         run_stage(&d, stage, &new_run);
     }
     let (original, rebuilt) = (products_of(&d, &run), products_of(&d, &new_run));
@@ -317,7 +321,7 @@ fn horizons_up_runs_the_stages_with_pipeline_in_up() {
     assert!(out.status.success(), "pipeline ingest: {}", String::from_utf8_lossy(&out.stderr));
     let run = json(&out.stdout)["run"].as_str().unwrap().to_string();
     let server = d.start(&["up"], &[("HORIZONS_CONFIG", config.to_str().unwrap())]);
-    let done = d.dir().join("pipeline/spool/archive/done").join(&run);
+    let done = d.dir().join("pipeline/spool/srdp/done").join(&run);
     let deadline = Instant::now() + Duration::from_secs(300);
     while !done.exists() {
         assert!(Instant::now() < deadline, "horizons up did not finish run {run} within 300 s");
@@ -325,7 +329,9 @@ fn horizons_up_runs_the_stages_with_pipeline_in_up() {
     }
     let (status, stderr) = server.stop();
     assert!(status.success(), "up did not stop cleanly: {stderr}");
-    assert!(products_of(&d, &run).join("report.json").is_file());
+    for f in ["report.json", "thumbnail.png", "manifest.json"] {
+        assert!(products_of(&d, &run).join(f).is_file(), "{f}");
+    }
 }
 
 /// Angular distance, arcseconds (small angles).
@@ -359,7 +365,7 @@ fn a_simulated_run_goes_through_the_stage_workers_and_matches_its_truth() {
     // At 20 integrations a second, the fourth is published no earlier than 0.15 s after the first.
     assert!(summary["seconds"].as_f64().unwrap() >= 0.15, "--rate not kept: {summary}");
 
-    for stage in ["validate", "flag", "calibrate", "image", "archive"] {
+    for stage in ["validate", "flag", "calibrate", "image", "archive", "srdp"] {
         run_stage(&d, stage, &run);
     }
     let products = products_of(&d, &run);
@@ -460,6 +466,7 @@ async fn products_are_served(server: &support::Server, run: &str, dir: &std::pat
         assert_eq!(&row[column], field, "catalog column {column}");
     }
     assert_eq!(row["products_dir"], dir.to_str().unwrap());
+    assert!(row["delivered_at"].as_i64().unwrap() >= row["created_at"].as_i64().unwrap(), "delivered: {row}");
     let observation = row["observation"].as_str().unwrap();
     let (_, same) = as_json(get(format!("/api/products?observation={observation}&limit=10")).await).await;
     assert_eq!(same.as_array().map(Vec::len), Some(1));
@@ -478,6 +485,8 @@ async fn products_are_served(server: &support::Server, run: &str, dir: &std::pat
         ("image.fits", "application/fits", &b"SIMPLE  ="[..]),
         ("dirty.fits", "application/fits", &b"SIMPLE  ="[..]),
         ("report.json", "application/json", &b"{"[..]),
+        ("thumbnail.png", "image/png", &b"\x89PNG"[..]),
+        ("manifest.json", "application/json", &b"{"[..]),
     ] {
         assert_eq!(files[name]["content_type"], ctype, "{name}");
         let r = get(format!("/api/products/{run}/files/{name}")).await;

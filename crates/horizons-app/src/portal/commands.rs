@@ -49,9 +49,9 @@ pub enum SearchCommand {
 pub struct WorkerArgs {
     /// Roles to run, comma-separated: audit, notify, search, moderation, jobs, or all; and the
     /// ngVLA pipeline's stages pipeline:validate, pipeline:flag, pipeline:calibrate,
-    /// pipeline:image, pipeline:archive, or pipeline:all (of these only the archive uses the
-    /// database, for its catalog rows; they run in a worker of their own: do not mix them with
-    /// the portal's roles).
+    /// pipeline:image, pipeline:archive, pipeline:srdp, or pipeline:all (of these only the
+    /// archive and srdp use the database, for the catalog rows; they run in a worker of their
+    /// own: do not mix them with the portal's roles).
     #[arg(long, default_value = "all")]
     pub role: String,
     /// Jobs run at a time by the jobs role.
@@ -167,8 +167,9 @@ pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
 async fn pipeline_worker(cfg: Config, stages: &[horizons_pipeline::Stage]) -> Result<(), AppError> {
     let cancel = CancellationToken::new();
     let _prom = crate::telemetry::install_metrics(cancel.child_token())?;
-    // Only the archive writes to the database (its catalog rows); the other stages need none.
-    let store = if stages.contains(&horizons_pipeline::Stage::Archive) {
+    // Only the archive and delivery write to the database (the catalog rows); the other stages
+    // need none.
+    let store = if stages.iter().any(|s| s.uses_catalog()) {
         Some(Store::connect(&super::database_url(&cfg)?).await.map_err(AppError::Portal)?)
     } else {
         None

@@ -4,9 +4,11 @@
 //! Files written by [`write_products`] into the output directory:
 //! `dirty.fits`, `psf.fits`, `image.fits` (restored), `residual.fits`, `model.fits`,
 //! `image.png`, `gains.json`, `flags-summary.json`, `alerts.json`, `report.json`.
+//! Delivery ([`srdp::render`]) adds `thumbnail.png` and `manifest.json`.
 
 pub mod png;
 pub mod report;
+pub mod srdp;
 
 use std::path::Path;
 
