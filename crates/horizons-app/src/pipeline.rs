@@ -170,6 +170,22 @@ pub async fn run(mut flags: Overrides, cmd: PipelineCommand) -> Result<(), AppEr
             let sim = tokio::task::spawn_blocking(move || horizons_ngvla::sim::Simulator::new(sim_cfg))
                 .await
                 .map_err(|e| AppError::Task(format!("laying out the array: {e}")))?;
+            if let Some(dir) = a.score.clone() {
+                let summary = tokio::task::spawn_blocking(move || simulate::score_run(&a, &sim, &opts, &dir))
+                    .await
+                    .map_err(|e| AppError::Task(format!("scoring: {e}")))??;
+                crate::bus::println_flush(serde_json::to_string(&summary).expect("scores serialise"))?;
+                let missed: Vec<String> = summary
+                    .checks
+                    .iter()
+                    .filter(|(_, c)| !c.pass)
+                    .map(|(name, c)| format!("{name} {} (target {})", c.value, c.target))
+                    .collect();
+                return match missed.is_empty() {
+                    true => Ok(()),
+                    false => Err(AppError::Check(format!("targets missed: {}", missed.join(", ")))),
+                };
+            }
             let sim = Arc::new(sim);
             on_the_bus(&cfg, |service| async move {
                 let c = sim.config();

@@ -46,6 +46,9 @@ fn flagging_precision_and_recall_against_injected_rfi() {
     assert!(tp > 1000, "too little RFI injected to score");
     assert!(precision >= 0.9, "precision {precision}");
     assert!(recall >= 0.9, "recall {recall}");
+    // `pipeline simulate --score` scores the same way.
+    let s = horizons_ngvla::sim::score::flags(&sim, &blocks);
+    assert_eq!((s.true_positives, s.false_positives, s.missed), (tp, fp, fn_));
 }
 
 #[test]
@@ -84,6 +87,10 @@ fn stefcal_recovers_true_gains_at_high_snr() {
     eprintln!("gains: worst amplitude error {:.4} %, worst phase error {:.4}°", 100.0 * worst_amp, worst_deg);
     assert!(worst_amp <= 0.01, "amplitude error {worst_amp}");
     assert!(worst_deg <= 1.0, "phase error {worst_deg}°");
+    // `pipeline simulate --score` scores the same way.
+    let s = horizons_ngvla::sim::score::gains(&sim, &table).unwrap();
+    assert_eq!((s.compared, s.unsolved), (4 * 2 * 214, 0));
+    assert!((s.worst_amplitude - worst_amp).abs() < 1e-12 && (s.worst_phase_deg - worst_deg).abs() < 1e-9, "{s:?}");
 }
 
 #[test]
@@ -107,6 +114,7 @@ fn point_sources_are_recovered_at_their_positions() {
     });
     let (blocks, _) = sim.run();
     let (mut blocks, _) = horizons_ngvla::validate::validate(blocks, &Default::default()).unwrap();
+    let sky_model = sky.clone();
     let table = calibrate::solve(&blocks, &CalConfig { model: sky, ..Default::default() }).unwrap();
     calibrate::apply(&mut blocks, &table);
     let cfg = ImagingConfig { npix: 512, cell_arcsec, ..Default::default() };
@@ -122,5 +130,11 @@ fn point_sources_are_recovered_at_their_positions() {
         let (sx, sy) = stats::refine_peak(&im.restored, *i, *j);
         assert!((sx - x).hypot(sy - y) <= 0.5, "source at ({x}, {y}) found at ({sx:.2}, {sy:.2})");
         assert!((v / f - 1.0).abs() < 0.1, "flux {v} vs {f}");
+    }
+    // `pipeline simulate --score` finds the same.
+    let scores = horizons_ngvla::sim::score::sources(&sky_model, &im.restored, &im.clean.residual, cell_arcsec);
+    for s in &scores {
+        assert!(s.position_error_arcsec.unwrap() <= 0.5 * cell_arcsec, "{s:?}");
+        assert!((s.flux_ratio.unwrap() - 1.0).abs() < 0.1, "{s:?}");
     }
 }

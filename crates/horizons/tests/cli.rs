@@ -349,3 +349,45 @@ fn pipeline_simulate_bad_flags_fail_naming_the_flag() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// `pipeline simulate --score DIR` runs the pipeline in this process, writes the products and
+/// `score.json`, and fails naming the target a run misses: here the gain amplitudes of one
+/// solution over four integrations whose phases drift 20° apart from each other (the averaged
+/// data decorrelate), against one solution per integration.
+#[test]
+fn pipeline_simulate_score_checks_the_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    #[rustfmt::skip]
+    let base = [
+        "pipeline", "simulate", "--antennas", "12", "--channels", "8", "--integrations", "4",
+        "--max-radius-m", "3000", "--noise-jy", "0.01", "--source", "2.0,-1.5,1.0", "--no-rfi",
+        "--npix", "128", "--cell-arcsec", "0.1", "--phase-drift-deg", "20",
+    ];
+    let good = dir.path().join("good");
+    let mut args = base.to_vec();
+    args.extend(["--solint", "10", "--score", dir_arg(&good)]);
+    let out = json(&ok(&args));
+    assert_eq!(out["pass"], true, "{out}");
+    assert_eq!(out["snr"], 100.0);
+    assert!(out["gains"]["worst_phase_deg"].as_f64().unwrap() <= 1.0, "{out}");
+    let source = &out["sources"][0];
+    assert_eq!((source["ra_offset_arcsec"].as_f64(), source["flux_jy"].as_f64()), (Some(2.0), Some(1.0)));
+    assert!(source["position_error_arcsec"].as_f64().unwrap() <= 0.05, "{out}");
+    assert!(out["not_checked"]["flag_precision_and_recall"].as_str().unwrap().contains("--no-rfi"));
+    for f in ["score.json", "report.json", "gains.json", "image.fits", "thumbnail.png", "manifest.json"] {
+        assert!(good.join(f).is_file(), "{f}");
+    }
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(good.join("score.json")).unwrap()).unwrap();
+    assert_eq!(written["checks"], out["checks"]);
+
+    let bad = dir.path().join("bad");
+    let mut args = base.to_vec();
+    args.extend(["--score", dir_arg(&bad)]);
+    let err = fails(&args);
+    assert!(err.contains("targets missed: gain_amplitude_error"), "{err}");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(bad.join("score.json")).unwrap()).unwrap();
+    assert_eq!(written["checks"]["gain_amplitude_error"]["pass"], false);
+    // Publishing options make no sense without a bus.
+    let err = fails(&["pipeline", "simulate", "--score", dir_arg(&bad), "--backend", "embedded"]);
+    assert!(err.contains("--backend"), "{err}");
+}

@@ -8,6 +8,13 @@
 //! whose model is known (with the default sky, a 1 Jy point at the phase centre, that is the
 //! pipeline's default model anyway).
 //!
+//! With `--score DIR` it publishes nothing: the pipeline runs in this process on the simulated
+//! observation (what `pipeline run` does with a file), writes the products into `DIR`, and scores
+//! them against the truth ([`horizons_ngvla::sim::score`]): flag precision and recall against the
+//! injected RFI, gain errors against the true gains, each point source's recovered position and
+//! flux. The scores go to stdout and `DIR/score.json`, with the targets checked; a target
+//! missed makes the command fail after printing.
+//!
 //! Truth files (`--truth DIR`, created):
 //! - `simulation.json`: the settings, the run and observation ids, the array's size.
 //! - `sky.json`: the point sources, as offsets, direction cosines and `(ra, dec)`.
@@ -25,6 +32,7 @@ use std::time::{Duration, Instant};
 use horizons_ngvla::calibrate::gains_json::GainsJson;
 use horizons_ngvla::calibrate::{GainTable, Solution};
 use horizons_ngvla::model::VisBlock;
+use horizons_ngvla::sim::score::{self, FlagScore, GainScore, SourceScore};
 use horizons_ngvla::sim::{RfiInjection, SimConfig, Simulator};
 use horizons_ngvla::sky::{self, PointSource, SkyModel};
 use horizons_pipeline::ingest::{IngestSummary, RunPublisher};
@@ -87,6 +95,10 @@ pub struct SimulateArgs {
     /// Backend to publish to; defaults to `bus.backend` from the configuration.
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
+    /// Publish nothing: run the pipeline in this process, write its products into DIR and score
+    /// them against the truth (DIR/score.json, and stdout); fails if a target is missed.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["backend", "rate"])]
+    pub score: Option<PathBuf>,
     /// Science options, carried with the run to every stage.
     #[command(flatten)]
     pub science: ScienceArgs,
@@ -301,6 +313,130 @@ pub async fn simulate(
         mb_per_sec: bytes as f64 / 1e6 / seconds,
         truth: args.truth.as_ref().map(|d| d.display().to_string()),
     })
+}
+
+/// What `pipeline simulate --score DIR` prints and writes as `DIR/score.json`.
+#[derive(Debug, Serialize)]
+pub struct ScoreSummary {
+    /// The simulation.
+    pub simulation: SimFigures,
+    /// Where the products went.
+    pub products: String,
+    /// Per-visibility signal-to-noise of the brightest source: its flux over the noise σ.
+    pub snr: f64,
+    /// Flags after validation and flagging against the injected RFI.
+    pub flags: FlagScore,
+    /// Gain solutions against the true gains (`null` without a reference antenna).
+    pub gains: Option<GainScore>,
+    /// Each true point source and the restored image's peak matched to it.
+    pub sources: Vec<SourceScore>,
+    /// The targets checked, by name.
+    pub checks: BTreeMap<&'static str, Check>,
+    /// Targets not checked, and why.
+    pub not_checked: BTreeMap<&'static str, &'static str>,
+    /// Whether every check passed.
+    pub pass: bool,
+    /// Seconds to simulate, process and score.
+    pub seconds: f64,
+}
+
+/// One target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// The figure.
+    pub value: f64,
+    /// The target, as text (`>= 0.9`).
+    pub target: &'static str,
+    /// Whether the figure meets it.
+    pub pass: bool,
+}
+
+/// The targets for a simulated run: flag precision and recall ≥ 0.9 (when RFI is
+/// injected); gains within 1 % and 1° at a per-visibility SNR ≥ 50; every point source
+/// recovered within half a pixel of its position.
+fn checks(s: &ScoreSummary, cell_arcsec: f64) -> (BTreeMap<&'static str, Check>, BTreeMap<&'static str, &'static str>) {
+    let (mut c, mut skipped) = (BTreeMap::new(), BTreeMap::new());
+    let mut check = |name, value: f64, target, pass| {
+        c.insert(name, Check { value, target, pass });
+    };
+    if s.flags.rfi_cells > 0 {
+        check("flag_precision", s.flags.precision, ">= 0.9", s.flags.precision >= 0.9);
+        check("flag_recall", s.flags.recall, ">= 0.9", s.flags.recall >= 0.9);
+    } else {
+        skipped.insert("flag_precision_and_recall", "no RFI injected (--no-rfi)");
+    }
+    match &s.gains {
+        Some(g) if s.snr >= 50.0 => {
+            check("gain_amplitude_error", g.worst_amplitude, "<= 0.01", g.worst_amplitude <= 0.01);
+            check("gain_phase_error_deg", g.worst_phase_deg, "<= 1", g.worst_phase_deg <= 1.0);
+        }
+        Some(_) => {
+            skipped.insert("gains", "per-visibility SNR below 50 (the target holds from SNR 50)");
+        }
+        None => {
+            skipped.insert("gains", "no reference antenna in the solutions");
+        }
+    }
+    let worst = s.sources.iter().map(|x| x.position_error_arcsec.unwrap_or(f64::INFINITY)).fold(0.0, f64::max);
+    check("source_position_error_arcsec", worst, "<= half a pixel", worst <= 0.5 * cell_arcsec);
+    (c, skipped)
+}
+
+/// `pipeline simulate --score DIR`: simulates every integration, runs the pipeline on them in
+/// this process, writes the products into `dir` and scores them against the truth.
+pub fn score_run(
+    args: &SimulateArgs,
+    sim: &Simulator,
+    opts: &horizons_ngvla::pipeline::Options,
+    dir: &Path,
+) -> Result<ScoreSummary, AppError> {
+    let started = Instant::now();
+    let cfg = sim.config();
+    let bar = progress_bar(cfg.n_int as u64);
+    let mut tally = RfiTally::default();
+    let mut blocks = Vec::with_capacity(cfg.n_int);
+    for k in 0..cfg.n_int {
+        let (block, truth) = sim.block(k);
+        tally.add(sim, &truth);
+        blocks.push(block);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(truth) = &args.truth {
+        write_truth(truth, sim, "in-process (--score)", &tally)?;
+    }
+    eprintln!("simulate: running the pipeline on {} integrations in this process", cfg.n_int);
+    let products =
+        horizons_ngvla::pipeline::run_blocks(sim.observation().clone(), blocks, opts).map_err(AppError::Pipeline)?;
+    horizons_ngvla::archive::write_products(&products, dir).map_err(AppError::Pipeline)?;
+    horizons_ngvla::archive::srdp::render(dir).map_err(AppError::Pipeline)?;
+    let im = &products.imaging;
+    let brightest = cfg.sky.sources.iter().map(|s| s.flux_jy).fold(0.0, f64::max);
+    let mut summary = ScoreSummary {
+        simulation: SimFigures {
+            antennas: cfg.n_ant,
+            baselines: sim.baselines().len(),
+            channels: cfg.n_chan,
+            integrations: cfg.n_int,
+            sources: cfg.sky.sources.len(),
+            rfi_cells: tally.flagged,
+            rfi_fraction: tally.flagged as f64 / tally.cells.max(1) as f64,
+        },
+        products: dir.display().to_string(),
+        snr: if cfg.noise_jy > 0.0 { brightest / cfg.noise_jy } else { f64::INFINITY },
+        flags: score::flags(sim, &products.flagged_blocks),
+        gains: score::gains(sim, &products.gains),
+        sources: score::sources(&cfg.sky, &im.restored, &im.clean.residual, opts.imaging.cell_arcsec),
+        checks: BTreeMap::new(),
+        not_checked: BTreeMap::new(),
+        pass: false,
+        seconds: 0.0,
+    };
+    (summary.checks, summary.not_checked) = checks(&summary, opts.imaging.cell_arcsec);
+    summary.pass = summary.checks.values().all(|c| c.pass);
+    summary.seconds = started.elapsed().as_secs_f64();
+    write_json(&dir.join("score.json"), &summary)?;
+    Ok(summary)
 }
 
 /// A bar over the integrations on stderr (drawn only when stderr is a terminal).

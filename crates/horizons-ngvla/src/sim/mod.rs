@@ -11,6 +11,7 @@
 
 pub mod array;
 pub mod rfi;
+pub mod score;
 
 use num_complex::{Complex32, Complex64};
 use rand::rngs::StdRng;
@@ -19,6 +20,10 @@ use rand::{Rng, SeedableRng};
 use crate::model::{Antenna, Baseline, Observation, Polarization, SpectralWindow, VisBlock};
 use crate::sky::SkyModel;
 pub use rfi::{RfiEvent, RfiInjection};
+
+/// Time stamp of integration 0, seconds since MJD 0 (MJD 60 000); integration `k` is stamped
+/// `T0_MJD_S + k · interval`.
+pub const T0_MJD_S: f64 = 60_000.0 * 86_400.0;
 
 /// Simulator settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,7 +186,7 @@ impl Simulator {
     pub fn block(&self, k: usize) -> (VisBlock, Vec<bool>) {
         let c = &self.cfg;
         let mut rng = StdRng::seed_from_u64(c.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(k as u64 + 1)));
-        let time_mjd_s = 60_000.0 * 86_400.0 + k as f64 * c.interval_s;
+        let time_mjd_s = T0_MJD_S + k as f64 * c.interval_s;
         let h = ((k as f64 - (c.n_int as f64 - 1.0) / 2.0) * c.interval_s) * 2.0 * std::f64::consts::PI / 86_164.1;
         let (dec, lat) = (c.dec_deg.to_radians(), c.lat_deg.to_radians());
         let n = self.baselines.len() * c.n_chan * 4;
@@ -239,8 +244,46 @@ impl Simulator {
         (b, truth)
     }
 
+    /// The RFI truth of integration `k` (`[baseline][channel]`, true = RFI injected), as
+    /// [`Simulator::block`] gives it, without making the visibilities.
+    pub fn rfi_truth(&self, k: usize) -> Vec<bool> {
+        let n_chan = self.cfg.n_chan;
+        let mut truth = vec![false; self.baselines.len() * n_chan];
+        for e in self.events.iter().filter(|e| e.profile(k) > 0.0) {
+            let (c0, c1) = (e.chans.0.saturating_sub(e.leak), (e.chans.1 + e.leak).min(n_chan));
+            for &bi in &e.baselines {
+                truth[bi * n_chan + c0..bi * n_chan + c1].fill(true);
+            }
+        }
+        truth
+    }
+
     /// Every integration, in order, with its truth.
     pub fn run(&self) -> (Vec<VisBlock>, Vec<Vec<bool>>) {
         (0..self.cfg.n_int).map(|k| self.block(k)).unzip()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rfi_truth_is_the_blocks() {
+        let sim = Simulator::new(SimConfig {
+            n_ant: 10,
+            n_chan: 24,
+            n_int: 8,
+            rfi: Some(RfiInjection { spikes_per_baseline: 1.0, ..Default::default() }),
+            seed: 9,
+            ..Default::default()
+        });
+        let mut cells = 0;
+        for k in 0..8 {
+            let truth = sim.rfi_truth(k);
+            assert_eq!(truth, sim.block(k).1, "integration {k}");
+            cells += truth.iter().filter(|&&t| t).count();
+        }
+        assert!(cells > 0);
     }
 }
