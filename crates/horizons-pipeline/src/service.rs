@@ -82,7 +82,7 @@ pub struct ProductReady {
     /// When it was delivered, ms since the Unix epoch.
     pub delivered_ms: Millis,
     /// Every file with its size and SHA-256 (as in its `manifest.json`).
-    pub files: Vec<horizons_ngvla::archive::srdp::ProductFile>,
+    pub files: Vec<srdp::ProductFile>,
     /// Where the portal serves it: `detail`, `quicklook`, `thumbnail`, `manifest`.
     pub links: BTreeMap<String, String>,
 }
