@@ -128,12 +128,20 @@ pub struct ScienceArgs {
     /// Skip the RFI flagger.
     #[arg(long)]
     pub no_flag: bool,
+    /// Flagger iterations after the sensitivity schedule, at its last sensitivity, each with the
+    /// background refitted without what the one before found (0–8).
+    #[arg(long, default_value_t = 2)]
+    pub rfi_refits: usize,
 }
 
 impl ScienceArgs {
     /// The pipeline options these flags select.
     pub fn options(&self) -> Result<Options, AppError> {
+        if self.rfi_refits > 8 {
+            return Err(AppError::Usage(format!("--rfi-refits must be 0..=8, got {}", self.rfi_refits)));
+        }
         let mut opts = Options { flag_rfi: !self.no_flag, ..Options::default() };
+        opts.rfi.refits = self.rfi_refits;
         opts.imaging.npix = self.npix;
         opts.imaging.cell_arcsec = self.cell_arcsec;
         opts.imaging.weighting = self.weighting.parse::<Weighting>().map_err(AppError::Usage)?;

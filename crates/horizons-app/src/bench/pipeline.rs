@@ -68,6 +68,9 @@ pub struct BenchPipelineArgs {
     /// Runs of each stage; the fastest counts.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
+    /// Flagger iterations after its sensitivity schedule (as `pipeline run --rfi-refits`).
+    #[arg(long, default_value_t = 2)]
+    pub rfi_refits: usize,
     /// The ducc0 comparison: `auto` runs it if the venv works and reports why not otherwise,
     /// `require` fails without it, `off` skips it.
     #[arg(long, value_enum, default_value = "auto")]
@@ -144,6 +147,8 @@ pub struct PipelineBenchReport {
     pub cores: usize,
     /// Runs per stage (fastest counts).
     pub repeats: usize,
+    /// The flagger's iterations after its sensitivity schedule.
+    pub rfi_refits: usize,
     /// The data.
     pub input: InputReport,
     /// Per-stage figures, in chain order.
@@ -187,6 +192,9 @@ fn check(a: &BenchPipelineArgs) -> Result<(), AppError> {
     if let Some(c) = a.cell_arcsec.filter(|c| !(*c > 0.0 && c.is_finite())) {
         return usage(format!("--cell-arcsec must be a positive number, got {c}"));
     }
+    if a.rfi_refits > 8 {
+        return usage(format!("--rfi-refits must be 0..=8, got {}", a.rfi_refits));
+    }
     if a.repeats == 0 || a.repeats > 100 {
         return usage(format!("--repeats must be 1..=100, got {}", a.repeats));
     }
@@ -207,6 +215,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         return Err(AppError::Usage(format!("{source}: the input has no visibilities")));
     }
     let mut opts = Options::default();
+    opts.rfi.refits = args.rfi_refits;
     opts.imaging.npix = args.npix;
     opts.imaging.cell_arcsec = match (args.cell_arcsec, kind) {
         (Some(c), _) => c,
@@ -306,6 +315,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         cpu: cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         repeats: args.repeats,
+        rfi_refits: args.rfi_refits,
         input,
         stages: timer.stages,
         ducc0: ducc,
