@@ -3,8 +3,9 @@
 //! The chain, each stage a module: [`uvfits`] (reader) → [`model`] blocks ([`proto`] on the
 //! wire) → [`validate`] (shape, NaN/Inf, time grid, dead antennas) → [`rfi`] (SumThreshold + SIR,
 //! MAD alerts) → [`calibrate`] (StEFCal, `gains.json`) → [`image`] (weighting, gridding, FFT,
-//! CLEAN, restoring beam) → [`archive`] (FITS, PNG, report). [`pipeline::run_file`] runs them all
-//! in-process; [`sim`] makes synthetic data with recorded truth to score the stages against.
+//! CLEAN, restoring beam) → [`archive`] (FITS, PNG, report; [`archive::srdp`] for delivery).
+//! [`pipeline::run_file`] runs them all in-process; [`sim`] makes synthetic data with recorded
+//! truth, and [`sim::score`] scores the stages' output against it.
 //!
 //! Nothing here knows the bus: stages take blocks and return blocks plus a report, so the same
 //! functions run in `horizons pipeline run` and behind the bus consumers of `horizons-pipeline`.
