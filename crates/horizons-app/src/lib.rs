@@ -58,7 +58,7 @@ pub enum Command {
     /// Measure.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// The ngVLA pipeline: validate, flag, calibrate, image and archive visibilities.
+    /// The ngVLA pipeline: validate, flag, calibrate, image, archive and deliver visibilities.
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
     /// Prints a bearer token for the portal API (signed with this data dir's secret).

@@ -39,7 +39,8 @@ pub enum PipelineCommand {
     Ingest(IngestArgs),
     /// Publish a simulated ngVLA-like observation onto the bus as one run for the stage workers,
     /// at a chosen rate, with its truth (sky, gains, RFI) written for scoring; prints a JSON
-    /// summary.
+    /// summary. With --score DIR, run the pipeline on it in this process instead and score the
+    /// products against the truth.
     Simulate(simulate::SimulateArgs),
     /// Publish again, as new runs, the runs whose raw blocks were stored in a time range (the
     /// stage workers then rebuild their products under the new run ids); prints a JSON summary
