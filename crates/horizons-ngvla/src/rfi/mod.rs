@@ -227,6 +227,7 @@ struct Workspace {
     amp: Vec<f64>,
     active: Vec<bool>,
     done: Vec<bool>,
+    changed: Vec<bool>,
     chi: Vec<f64>,
     entry: Vec<bool>,
     current: Vec<bool>,
@@ -257,6 +258,7 @@ impl Workspace {
             amp: Vec::new(),
             active: Vec::new(),
             done: Vec::new(),
+            changed: Vec::new(),
             chi: Vec::new(),
             entry: Vec::new(),
             current: Vec::new(),
@@ -317,7 +319,17 @@ fn flag_stack_portable(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize,
     ws.current.extend_from_slice(mask);
     ws.done.clear();
     ws.done.extend(ws.active.iter().map(|a| !a));
+    let mut previous = None;
     for s in cfg.schedule() {
+        // A plane whose last iteration left its mask as it was is at a fixed point for another
+        // iteration at the same sensitivity (same mask, same background, same σ, same flags):
+        // the refits stop there.
+        if previous == Some(s) {
+            for (d, &c) in ws.done.iter_mut().zip(&ws.changed) {
+                *d |= !c;
+            }
+        }
+        previous = Some(s);
         if ws.done.iter().all(|&d| d) {
             break;
         }
@@ -350,9 +362,14 @@ fn flag_stack_portable(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize,
             let (v, f) = (&ws.resid[r * line..(r + 1) * line], &mut mask[r * line..(r + 1) * line]);
             sumthreshold::sum_threshold_lanes(v, f, cols, &ws.chi, cfg.rho, cfg.max_window_freq, st);
         }
-        for (i, (c, m)) in ws.current.iter_mut().zip(mask.iter()).enumerate() {
-            if !ws.done[i % lanes] {
-                *c = *m;
+        ws.changed.clear();
+        ws.changed.resize(lanes, false);
+        for (crow, mrow) in ws.current.chunks_mut(lanes).zip(mask.chunks(lanes)) {
+            for (l, (c, &m)) in crow.iter_mut().zip(mrow).enumerate() {
+                if !ws.done[l] {
+                    ws.changed[l] |= *c != m;
+                    *c = m;
+                }
             }
         }
     }
