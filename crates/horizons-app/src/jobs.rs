@@ -391,8 +391,8 @@ impl JobKind for PipelineRun {
         tokio::task::spawn_blocking(move || {
             let products = horizons_ngvla::pipeline::run_file(&input, &horizons_ngvla::pipeline::Options::default())
                 .map_err(|e| JobError::Permanent(format!("{}: {e}", input.display())))?;
-            horizons_ngvla::archive::write_products(&products, &out)
-                .and_then(|()| horizons_ngvla::archive::srdp::render(&out).map(drop))
+            horizons_ngvla::archive::write_delivered(&products, &out)
+                .map(drop)
                 .map_err(|e| JobError::Retryable(format!("writing products to {}: {e}", out.display())))
         })
         .await

@@ -138,11 +138,8 @@ pub struct ScienceArgs {
 impl ScienceArgs {
     /// The pipeline options these flags select.
     pub fn options(&self) -> Result<Options, AppError> {
-        if self.rfi_refits > 8 {
-            return Err(AppError::Usage(format!("--rfi-refits must be 0..=8, got {}", self.rfi_refits)));
-        }
         let mut opts = Options { flag_rfi: !self.no_flag, ..Options::default() };
-        opts.rfi.refits = self.rfi_refits;
+        opts.rfi.refits = rfi_refits(self.rfi_refits)?;
         opts.imaging.npix = self.npix;
         opts.imaging.cell_arcsec = self.cell_arcsec;
         opts.imaging.weighting = self.weighting.parse::<Weighting>().map_err(AppError::Usage)?;
@@ -150,6 +147,14 @@ impl ScienceArgs {
         opts.calibration.solution_interval_s = self.solint;
         opts.calibration.chans_per_solution = self.chans_per_solution;
         Ok(opts)
+    }
+}
+
+/// `--rfi-refits N` checked: 0..=8.
+pub(crate) fn rfi_refits(n: usize) -> Result<usize, AppError> {
+    match n {
+        0..=8 => Ok(n),
+        _ => Err(AppError::Usage(format!("--rfi-refits must be 0..=8, got {n}"))),
     }
 }
 
@@ -419,8 +424,7 @@ fn run_file(a: RunArgs) -> Result<(), AppError> {
         bar.inc(1);
     }
     bar.set_message("Archive");
-    horizons_ngvla::archive::write_products(&products, &a.out).map_err(AppError::pipeline)?;
-    horizons_ngvla::archive::srdp::render(&a.out).map_err(AppError::pipeline)?;
+    horizons_ngvla::archive::write_delivered(&products, &a.out).map_err(AppError::pipeline)?;
     bar.inc(1);
     bar.finish_with_message(format!("done in {:.2?}", started.elapsed()));
     let r = &products.report;

@@ -61,15 +61,17 @@ pub struct ProductRow {
     pub delivered_at: Option<i64>,
 }
 
-/// The columns [`insert`] writes.
-const INSERTED: &str = "run, observation, object, telescope, time_start_mjd_s, time_end_mjd_s, freq_min_hz, \
-     freq_max_hz, ra_deg, dec_deg, bmaj_arcsec, bmin_arcsec, bpa_deg, rms, peak, peak_ra_deg, peak_dec_deg, \
-     flag_fraction, products_dir, created_at";
+/// The columns [`insert`] writes: those of a [`ProductRow`] but the last, `delivered_at`.
+macro_rules! inserted {
+    () => {
+        "run, observation, object, telescope, time_start_mjd_s, time_end_mjd_s, freq_min_hz, freq_max_hz, \
+         ra_deg, dec_deg, bmaj_arcsec, bmin_arcsec, bpa_deg, rms, peak, peak_ra_deg, peak_dec_deg, \
+         flag_fraction, products_dir, created_at"
+    };
+}
 
 /// The columns of a [`ProductRow`], in its order.
-const COLUMNS: &str = "run, observation, object, telescope, time_start_mjd_s, time_end_mjd_s, freq_min_hz, \
-     freq_max_hz, ra_deg, dec_deg, bmaj_arcsec, bmin_arcsec, bpa_deg, rms, peak, peak_ra_deg, peak_dec_deg, \
-     flag_fraction, products_dir, created_at, delivered_at";
+const COLUMNS: &str = concat!(inserted!(), ", delivered_at");
 
 fn row_from(r: &AnyRow) -> ProductRow {
     ProductRow {
@@ -119,11 +121,13 @@ pub async fn insert(store: &Store, row: &ProductRow) -> Result<bool, CommentsErr
     if let Some((name, v)) = numbers.iter().find(|(_, v)| !v.is_finite()) {
         return Err(CommentsError::invalid("product", format!("{name} of run {} is {v}", row.run)));
     }
-    let sql = format!(
-        "INSERT INTO products ({INSERTED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, $19, $20) ON CONFLICT (run) DO NOTHING"
+    let sql = concat!(
+        "INSERT INTO products (",
+        inserted!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+         ON CONFLICT (run) DO NOTHING"
     );
-    let mut q = sqlx::query(&sql)
+    let mut q = sqlx::query(sql)
         .bind(row.run.as_str())
         .bind(row.observation.as_str())
         .bind(row.object.as_str())

@@ -276,6 +276,7 @@ impl Connection {
             .name(name.to_string())
             .spawn(move || {
                 let mut conn = None;
+                let mut wal = WalIndex::new(&path);
                 while let Ok(first) = queue.recv() {
                     let Some(gate) = &gate else {
                         let rows = open_once(&mut conn, &path).and_then(|c| run_sqlite(c, &first.stmts, false));
@@ -288,7 +289,7 @@ impl Connection {
                     match open_once(&mut conn, &path) {
                         Ok(c) => {
                             run_group(c, group);
-                            hold_the_wal(c, &path);
+                            hold_the_wal(c, &mut wal);
                         }
                         Err(e) => fail_all(group, e),
                     }
@@ -445,16 +446,35 @@ const WAL_RESET_FRAMES: i64 = 8_192;
 /// checkpointer is doing: the WAL's hard limit (64 MiB of 4 KiB pages, plus one group).
 const WAL_HARD_FRAMES: u32 = 2 * WAL_RESET_FRAMES as u32;
 
-/// Frames in `db`'s WAL now: `mxFrame` of the WAL-index header at the start of the `-shm`
-/// file (offset 16, native byte order; <https://www.sqlite.org/walformat.html>). `None` when
-/// there is no such file to read.
-fn wal_frames(db: &std::path::Path) -> Option<u32> {
-    use std::io::Read;
-    let mut shm = db.as_os_str().to_owned();
-    shm.push("-shm");
-    let mut header = [0u8; 20];
-    std::fs::File::open(shm).ok()?.read_exact(&mut header).ok()?;
-    Some(u32::from_ne_bytes(header[16..20].try_into().expect("four bytes")))
+/// A database's WAL index (its `-shm` file), kept open by the writer thread so that reading
+/// the WAL's size after a commit is one read.
+struct WalIndex {
+    shm: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl WalIndex {
+    fn new(db: &std::path::Path) -> WalIndex {
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        WalIndex { shm: shm.into(), file: None }
+    }
+
+    /// Frames in the WAL now: `mxFrame` of the WAL-index header at the start of the `-shm`
+    /// file (offset 16, native byte order; <https://www.sqlite.org/walformat.html>). `None`
+    /// when there is no such file to read (it is opened again next time).
+    fn frames(&mut self) -> Option<u32> {
+        use std::os::unix::fs::FileExt;
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.shm).ok();
+        }
+        let mut header = [0u8; 20];
+        if self.file.as_ref()?.read_exact_at(&mut header, 0).is_err() {
+            self.file = None;
+            return None;
+        }
+        Some(u32::from_ne_bytes(header[16..20].try_into().expect("four bytes")))
+    }
 }
 
 /// The writer's backstop for the checkpointer (called after each group commit, with the
@@ -467,8 +487,8 @@ fn wal_frames(db: &std::path::Path) -> Option<u32> {
 /// A checkpoint already running (the checkpointer's, or another process's) makes this one
 /// busy at once, so it tries again every millisecond until that one is done, for at most
 /// [`BACKSTOP_PATIENCE`].
-fn hold_the_wal(conn: &mut rusqlite::Connection, db: &std::path::Path) {
-    if wal_frames(db).is_none_or(|f| f <= WAL_HARD_FRAMES) {
+fn hold_the_wal(conn: &mut rusqlite::Connection, wal: &mut WalIndex) {
+    if wal.frames().is_none_or(|f| f <= WAL_HARD_FRAMES) {
         return;
     }
     let since = std::time::Instant::now();

@@ -212,8 +212,7 @@ pub fn run(stage: Stage, c: &Complete, products_root: &Path) -> Result<StageOutp
                 PipelineError::Inconsistent(format!("run {} reached delivery without the archive's manifest", ctx.run))
             })?;
             let archived: Manifest = serde_json::from_slice(archived)?;
-            srdp::verify(&dir, &archived).map_err(science(stage))?;
-            let manifest = srdp::render(&dir).map_err(science(stage))?;
+            let manifest = srdp::deliver(&dir, &archived).map_err(science(stage))?;
             let parameters = serde_json::json!({
                 "products_dir": dir.display().to_string(),
                 "thumbnail_max_side": srdp::THUMBNAIL_MAX_SIDE,

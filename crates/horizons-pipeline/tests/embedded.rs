@@ -93,8 +93,7 @@ async fn streamed_run_writes_the_products_of_pipeline_run() {
     let obs_dir = r.dir.path().join("products");
     let reference = pipeline::run_file(&file, &Options::default()).unwrap();
     let ref_dir = r.dir.path().join("reference");
-    horizons_ngvla::archive::write_products(&reference, &ref_dir).unwrap();
-    horizons_ngvla::archive::srdp::render(&ref_dir).unwrap();
+    horizons_ngvla::archive::write_delivered(&reference, &ref_dir).unwrap();
     // Delivery marks the run done after adding the thumbnail and the manifest.
     wait_for(&r.dir.path().join("spool/srdp/done").join(&summary.run), 300).await;
     let obs = std::fs::read_dir(&obs_dir).unwrap().next().expect("one observation directory").unwrap();
@@ -118,21 +117,7 @@ async fn streamed_run_writes_the_products_of_pipeline_run() {
 async fn delivery_refuses_products_changed_since_they_were_archived() {
     let upstream = [Stage::Validate, Stage::Flag, Stage::Calibrate, Stage::Image, Stage::Archive];
     let r = start(&upstream).await;
-    let sim = horizons_ngvla::sim::Simulator::new(horizons_ngvla::sim::SimConfig {
-        n_ant: 10,
-        n_chan: 8,
-        n_int: 4,
-        max_radius_m: 3000.0,
-        noise_jy: 0.01,
-        ..Default::default()
-    });
-    let mut opts = Options::default();
-    (opts.imaging.npix, opts.imaging.cell_arcsec) = (128, 0.1);
-    let mut run = RunPublisher::new(&r.service, "simulated".into(), sim.observation().clone(), opts);
-    for k in 0..4 {
-        run.publish(&sim.block(k).0).await.unwrap();
-    }
-    let summary = run.finish().await.unwrap();
+    let summary = publish_small_simulated_run(&r.service).await;
     wait_for(&r.dir.path().join("spool/archive/done").join(&summary.run), 300).await;
     let obs = std::fs::read_dir(r.dir.path().join("products")).unwrap().next().unwrap().unwrap();
     let products = obs.path().join(format!("run-{}", summary.run));
@@ -290,6 +275,27 @@ async fn a_run_half_spooled_before_a_restart_completes_after_it() {
     bus.close().await.unwrap();
 }
 
+/// Publishes a simulated run of 10 antennas, 8 channels and 4 integrations (a point source at
+/// the phase centre) block by block, as `pipeline simulate` does.
+async fn publish_small_simulated_run(service: &Service) -> horizons_pipeline::ingest::IngestSummary {
+    let sim = horizons_ngvla::sim::Simulator::new(horizons_ngvla::sim::SimConfig {
+        n_ant: 10,
+        n_chan: 8,
+        n_int: 4,
+        max_radius_m: 3000.0,
+        noise_jy: 0.01,
+        ..Default::default()
+    });
+    // A 3 km array resolves ~0.4": pixels of 0.1" so the PSF's main lobe can be fitted.
+    let mut opts = Options::default();
+    (opts.imaging.npix, opts.imaging.cell_arcsec) = (128, 0.1);
+    let mut run = RunPublisher::new(service, "simulated".into(), sim.observation().clone(), opts);
+    for k in 0..4 {
+        run.publish(&sim.block(k).0).await.unwrap();
+    }
+    run.finish().await.unwrap()
+}
+
 /// A catalog in memory whose first call fails, as a database that is briefly unavailable.
 #[derive(Default)]
 struct FlakyCatalog {
@@ -321,23 +327,7 @@ impl Catalog for FlakyCatalog {
 async fn a_simulated_run_is_archived_recorded_after_a_failed_try_and_delivered() {
     let catalog = Arc::new(FlakyCatalog::default());
     let r = start_with(&Stage::ALL, Some(catalog.clone())).await;
-    let sim = horizons_ngvla::sim::Simulator::new(horizons_ngvla::sim::SimConfig {
-        n_ant: 10,
-        n_chan: 8,
-        n_int: 4,
-        max_radius_m: 3000.0,
-        noise_jy: 0.01,
-        ..Default::default()
-    });
-    // A 3 km array resolves ~0.4": pixels of 0.1" so the PSF's main lobe can be fitted.
-    let mut opts = Options::default();
-    (opts.imaging.npix, opts.imaging.cell_arcsec) = (128, 0.1);
-    // Blocks published one by one, as they are made (`pipeline simulate`).
-    let mut run = RunPublisher::new(&r.service, "simulated".into(), sim.observation().clone(), opts);
-    for k in 0..4 {
-        run.publish(&sim.block(k).0).await.unwrap();
-    }
-    let summary = run.finish().await.unwrap();
+    let summary = publish_small_simulated_run(&r.service).await;
     assert_eq!((summary.wire.blocks, summary.messages, summary.keys.clone()), (4, 5, vec!["spw-0".to_string()]));
     wait_for(&r.dir.path().join("spool/archive/done").join(&summary.run), 300).await;
     assert_eq!(catalog.calls.load(std::sync::atomic::Ordering::SeqCst), 2, "the failed try is retried once");

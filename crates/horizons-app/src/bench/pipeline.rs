@@ -192,9 +192,7 @@ fn check(a: &BenchPipelineArgs) -> Result<(), AppError> {
     if let Some(c) = a.cell_arcsec.filter(|c| !(*c > 0.0 && c.is_finite())) {
         return usage(format!("--cell-arcsec must be a positive number, got {c}"));
     }
-    if a.rfi_refits > 8 {
-        return usage(format!("--rfi-refits must be 0..=8, got {}", a.rfi_refits));
-    }
+    crate::pipeline::rfi_refits(a.rfi_refits)?;
     if a.repeats == 0 || a.repeats > 100 {
         return usage(format!("--repeats must be 1..=100, got {}", a.repeats));
     }

@@ -229,6 +229,21 @@ pub struct SimFigures {
     pub rfi_fraction: f64,
 }
 
+impl SimFigures {
+    fn of(sim: &Simulator, tally: &RfiTally) -> SimFigures {
+        let cfg = sim.config();
+        SimFigures {
+            antennas: cfg.n_ant,
+            baselines: sim.baselines().len(),
+            channels: cfg.n_chan,
+            integrations: cfg.n_int,
+            sources: cfg.sky.sources.len(),
+            rfi_cells: tally.flagged,
+            rfi_fraction: tally.flagged as f64 / tally.cells.max(1) as f64,
+        }
+    }
+}
+
 /// The RFI mask as it was made, counted.
 #[derive(Debug, Clone, Default, Serialize)]
 struct RfiTally {
@@ -299,15 +314,7 @@ pub async fn simulate(
     bar.finish_and_clear();
     Ok(SimulateSummary {
         ingest,
-        simulation: SimFigures {
-            antennas: cfg.n_ant,
-            baselines: sim.baselines().len(),
-            channels: cfg.n_chan,
-            integrations: cfg.n_int,
-            sources: cfg.sky.sources.len(),
-            rfi_cells: tally.flagged,
-            rfi_fraction: tally.flagged as f64 / tally.cells.max(1) as f64,
-        },
+        simulation: SimFigures::of(&sim, &tally),
         seconds,
         blocks_per_sec: cfg.n_int as f64 / seconds,
         mb_per_sec: bytes as f64 / 1e6 / seconds,
@@ -354,19 +361,25 @@ pub struct Check {
 /// The targets for a simulated run: flag precision and recall ≥ 0.9 (when RFI is
 /// injected); gains within 1 % and 1° at a per-visibility SNR ≥ 50; every point source
 /// recovered within half a pixel of its position.
-fn checks(s: &ScoreSummary, cell_arcsec: f64) -> (BTreeMap<&'static str, Check>, BTreeMap<&'static str, &'static str>) {
+fn checks(
+    flags: &FlagScore,
+    gains: Option<&GainScore>,
+    sources: &[SourceScore],
+    snr: f64,
+    cell_arcsec: f64,
+) -> (BTreeMap<&'static str, Check>, BTreeMap<&'static str, &'static str>) {
     let (mut c, mut skipped) = (BTreeMap::new(), BTreeMap::new());
     let mut check = |name, value: f64, target, pass| {
         c.insert(name, Check { value, target, pass });
     };
-    if s.flags.rfi_cells > 0 {
-        check("flag_precision", s.flags.precision, ">= 0.9", s.flags.precision >= 0.9);
-        check("flag_recall", s.flags.recall, ">= 0.9", s.flags.recall >= 0.9);
+    if flags.rfi_cells > 0 {
+        check("flag_precision", flags.precision, ">= 0.9", flags.precision >= 0.9);
+        check("flag_recall", flags.recall, ">= 0.9", flags.recall >= 0.9);
     } else {
         skipped.insert("flag_precision_and_recall", "no RFI injected (--no-rfi)");
     }
-    match &s.gains {
-        Some(g) if s.snr >= 50.0 => {
+    match gains {
+        Some(g) if snr >= 50.0 => {
             check("gain_amplitude_error", g.worst_amplitude, "<= 0.01", g.worst_amplitude <= 0.01);
             check("gain_phase_error_deg", g.worst_phase_deg, "<= 1", g.worst_phase_deg <= 1.0);
         }
@@ -377,7 +390,7 @@ fn checks(s: &ScoreSummary, cell_arcsec: f64) -> (BTreeMap<&'static str, Check>,
             skipped.insert("gains", "no reference antenna in the solutions");
         }
     }
-    let worst = s.sources.iter().map(|x| x.position_error_arcsec.unwrap_or(f64::INFINITY)).fold(0.0, f64::max);
+    let worst = sources.iter().map(|x| x.position_error_arcsec.unwrap_or(f64::INFINITY)).fold(0.0, f64::max);
     check("source_position_error_arcsec", worst, "<= half a pixel", worst <= 0.5 * cell_arcsec);
     (c, skipped)
 }
@@ -408,33 +421,26 @@ pub fn score_run(
     eprintln!("simulate: running the pipeline on {} integrations in this process", cfg.n_int);
     let products =
         horizons_ngvla::pipeline::run_blocks(sim.observation().clone(), blocks, opts).map_err(AppError::Pipeline)?;
-    horizons_ngvla::archive::write_products(&products, dir).map_err(AppError::Pipeline)?;
-    horizons_ngvla::archive::srdp::render(dir).map_err(AppError::Pipeline)?;
+    horizons_ngvla::archive::write_delivered(&products, dir).map_err(AppError::Pipeline)?;
     let im = &products.imaging;
     let brightest = cfg.sky.sources.iter().map(|s| s.flux_jy).fold(0.0, f64::max);
-    let mut summary = ScoreSummary {
-        simulation: SimFigures {
-            antennas: cfg.n_ant,
-            baselines: sim.baselines().len(),
-            channels: cfg.n_chan,
-            integrations: cfg.n_int,
-            sources: cfg.sky.sources.len(),
-            rfi_cells: tally.flagged,
-            rfi_fraction: tally.flagged as f64 / tally.cells.max(1) as f64,
-        },
+    let snr = if cfg.noise_jy > 0.0 { brightest / cfg.noise_jy } else { f64::INFINITY };
+    let flags = score::flags(sim, &products.flagged_blocks);
+    let gains = score::gains(sim, &products.gains);
+    let sources = score::sources(&cfg.sky, &im.restored, &im.clean.residual, opts.imaging.cell_arcsec);
+    let (checks, not_checked) = checks(&flags, gains.as_ref(), &sources, snr, opts.imaging.cell_arcsec);
+    let summary = ScoreSummary {
+        simulation: SimFigures::of(sim, &tally),
         products: dir.display().to_string(),
-        snr: if cfg.noise_jy > 0.0 { brightest / cfg.noise_jy } else { f64::INFINITY },
-        flags: score::flags(sim, &products.flagged_blocks),
-        gains: score::gains(sim, &products.gains),
-        sources: score::sources(&cfg.sky, &im.restored, &im.clean.residual, opts.imaging.cell_arcsec),
-        checks: BTreeMap::new(),
-        not_checked: BTreeMap::new(),
-        pass: false,
-        seconds: 0.0,
+        snr,
+        flags,
+        gains,
+        sources,
+        pass: checks.values().all(|c| c.pass),
+        checks,
+        not_checked,
+        seconds: started.elapsed().as_secs_f64(),
     };
-    (summary.checks, summary.not_checked) = checks(&summary, opts.imaging.cell_arcsec);
-    summary.pass = summary.checks.values().all(|c| c.pass);
-    summary.seconds = started.elapsed().as_secs_f64();
     write_json(&dir.join("score.json"), &summary)?;
     Ok(summary)
 }

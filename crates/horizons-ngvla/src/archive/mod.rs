@@ -42,6 +42,13 @@ fn json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     std::fs::write(path, text).map_err(|e| NgvlaError::io("writing", path, e))
 }
 
+/// [`write_products`], then what delivery adds ([`srdp::render`]): a run's directory as
+/// `pipeline run` leaves it.
+pub fn write_delivered(p: &Products, dir: &Path) -> Result<srdp::Manifest> {
+    write_products(p, dir)?;
+    srdp::render(dir)
+}
+
 /// Writes every product of a run into `dir` (created if missing).
 pub fn write_products(p: &Products, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| NgvlaError::io("creating", dir, e))?;

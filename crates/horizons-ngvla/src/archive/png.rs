@@ -23,11 +23,16 @@ pub fn write_png(path: &Path, img: &Image) -> Result<()> {
         }
     }
     let file = std::fs::File::create(path).map_err(|e| NgvlaError::io("creating", path, e))?;
-    let mut enc = png::Encoder::new(BufWriter::new(file), img.nx as u32, img.ny as u32);
+    encode_grey(BufWriter::new(file), img.nx, img.ny, &pixels)
+}
+
+/// Encodes `pixels` (8-bit greyscale, `w` × `h`, top row first) as PNG into `out`.
+pub(crate) fn encode_grey(out: impl std::io::Write, w: usize, h: usize, pixels: &[u8]) -> Result<()> {
+    let mut enc = png::Encoder::new(out, w as u32, h as u32);
     enc.set_color(png::ColorType::Grayscale);
     enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header()?;
-    w.write_image_data(&pixels)?;
-    w.finish()?;
+    let mut writer = enc.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
     Ok(())
 }

@@ -9,7 +9,8 @@
 //!   not) with its size and SHA-256, for downloads and integrity checks.
 //!
 //! [`manifest`] lists a directory the same way without writing anything; the archive stage sends
-//! that list downstream, and [`verify`] checks a directory against it before delivery.
+//! that list downstream, and [`deliver`] checks the directory against it ([`verify`]) before it
+//! renders.
 
 use std::io::Read;
 use std::path::Path;
@@ -140,23 +141,36 @@ fn thumbnail(dir: &Path) -> Result<Vec<u8>> {
     let f = w.max(h).div_ceil(THUMBNAIL_MAX_SIDE).max(1);
     let (small, tw, th) = shrink(&pixels[..w * h], w, h, f);
     let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, tw as u32, th as u32);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc.write_header()?;
-    writer.write_image_data(&small)?;
-    writer.finish()?;
+    super::png::encode_grey(&mut out, tw, th, &small)?;
     Ok(out)
+}
+
+/// Writes the thumbnail into `dir`, then the manifest: `files` (the directory's other files,
+/// hashed already) with the thumbnail's entry put in; returns the manifest.
+fn finish(dir: &Path, mut files: Vec<ProductFile>) -> Result<Manifest> {
+    let thumb = thumbnail(dir)?;
+    write_whole(dir, THUMBNAIL, &thumb)?;
+    files.retain(|f| f.name != THUMBNAIL);
+    let sha256 = hex::encode(Sha256::digest(&thumb));
+    files.push(ProductFile { name: THUMBNAIL.into(), bytes: thumb.len() as u64, sha256 });
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let m = Manifest { files };
+    write_whole(dir, MANIFEST, &serde_json::to_vec_pretty(&m)?)?;
+    Ok(m)
 }
 
 /// Writes the thumbnail and then the manifest into `dir` (a products directory written by
 /// [`super::write_products`]) and returns the manifest. Running it again rewrites both with
 /// the same contents.
 pub fn render(dir: &Path) -> Result<Manifest> {
-    write_whole(dir, THUMBNAIL, &thumbnail(dir)?)?;
-    let m = manifest(dir)?;
-    write_whole(dir, MANIFEST, &serde_json::to_vec_pretty(&m)?)?;
-    Ok(m)
+    finish(dir, manifest(dir)?.files)
+}
+
+/// [`render`] for a directory that must still hold the files `archived` lists ([`verify`]);
+/// the manifest lists those files and the thumbnail, each file read once.
+pub fn deliver(dir: &Path, archived: &Manifest) -> Result<Manifest> {
+    verify(dir, archived)?;
+    finish(dir, archived.files.clone())
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ impl RfiConfig {
     /// The sensitivity of each iteration: [`RfiConfig::sensitivities`], then
     /// [`RfiConfig::refits`] more of the last.
     pub fn schedule(&self) -> impl Iterator<Item = f64> + '_ {
-        let last = self.sensitivities.last().copied().unwrap_or(1.0);
+        let [.., last] = self.sensitivities;
         self.sensitivities.iter().copied().chain(std::iter::repeat_n(last, self.refits))
     }
 }

@@ -89,8 +89,7 @@ pub struct GainScore {
 
 /// Scores `table` against `sim`'s true gains. `None` when the table has no reference antenna.
 pub fn gains(sim: &Simulator, table: &GainTable) -> Option<GainScore> {
-    let reference = table.antennas.iter().position(|&a| Some(a) == table.reference_antenna)?;
-    let ref_index = table.antennas[reference] as usize - 1;
+    let ref_index = table.reference_antenna.filter(|r| table.antennas.contains(r))? as usize - 1;
     let n_int = sim.config().n_int as u64;
     let mut s = GainScore { compared: 0, unsolved: 0, worst_amplitude: 0.0, worst_phase_deg: 0.0 };
     for sol in &table.solutions {
