@@ -48,7 +48,7 @@
 //! The `srdp` stage checks the products directory against the archive's manifest (a file
 //! changed or missing since is a permanent failure, dead-lettered with the file named), adds
 //! what the portal serves without computing anything per request
-//! ([`horizons_ngvla::archive::srdp::render`]: `thumbnail.png` and `manifest.json`), marks the
+//! ([`horizons_ngvla::archive::srdp::deliver`]: `thumbnail.png` and `manifest.json`), marks the
 //! run delivered in the catalog, and announces it on `ngvla.srdp` as a [`service::ProductReady`]
 //! (files, checksums, the portal's links), which the `portal` reader group keeps.
 //!
