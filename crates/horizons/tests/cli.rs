@@ -280,11 +280,11 @@ const TINY_SIM: [&str; 10] =
 fn bench_pipeline_prints_one_json_object_with_every_stage() {
     let mut args = vec!["bench", "pipeline"];
     args.extend(TINY_SIM);
-    args.extend(["--ducc0", "off"]);
+    args.extend(["--ducc0", "off", "--aoflagger", "off"]);
     let out = ok(&args);
     assert_eq!(out.lines().count(), 1, "{out}");
     let r = json(&out);
-    for key in ["mb_definition", "cpu", "cores", "repeats", "input", "stages", "ducc0"] {
+    for key in ["mb_definition", "cpu", "cores", "repeats", "input", "stages", "ducc0", "aoflagger"] {
         assert!(r.get(key).is_some(), "missing {key}: {r}");
     }
     // 8 antennas: 28 baselines x 8 channels x 4 products x 4 integrations, 8 bytes each.
@@ -300,11 +300,12 @@ fn bench_pipeline_prints_one_json_object_with_every_stage() {
     assert!(r["stages"][5]["samples_per_sec"].as_f64().is_some_and(|x| x > 0.0), "{r}");
     assert_eq!(r["ducc0"]["available"], false);
     assert_eq!(r["ducc0"]["reason"], "skipped (--ducc0 off)");
+    assert_eq!(r["aoflagger"]["reason"], "skipped (--aoflagger off)");
 
     // Without a ducc0 venv, `auto` (the default) reports why and still succeeds …
     let mut args = vec!["bench", "pipeline"];
     args.extend(TINY_SIM);
-    args.extend(["--ducc0-python", "/nonexistent/python"]);
+    args.extend(["--ducc0-python", "/nonexistent/python", "--aoflagger", "off"]);
     let r = json(&ok(&args));
     assert_eq!(r["ducc0"]["available"], false);
     let reason = r["ducc0"]["reason"].as_str().unwrap();
@@ -313,6 +314,44 @@ fn bench_pipeline_prints_one_json_object_with_every_stage() {
     args.extend(["--ducc0", "require"]);
     let err = fails(&args);
     assert!(err.contains("ducc0 not available") && err.contains("/nonexistent/python"), "{err}");
+}
+
+/// The flagging comparison against the real AOFlagger (`scripts/test` installs it with
+/// `bash scripts/aoflagger-venv`; a missing venv fails here, it is not skipped).
+#[test]
+fn bench_pipeline_flags_side_by_side_with_aoflagger() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/venv-aoflagger/bin/python");
+    assert!(python.exists(), "{} is missing: run `bash scripts/aoflagger-venv`", python.display());
+    let python = python.to_str().unwrap();
+    let sim = ["--simulate", "--antennas", "8", "--channels", "32", "--integrations", "16", "--npix", "64", "--json"];
+    let mut args = vec!["bench", "pipeline"];
+    args.extend(sim);
+    args.extend(["--ducc0", "off", "--aoflagger", "require", "--aoflagger-python", python]);
+    let r = json(&ok(&args));
+    let a = &r["aoflagger"];
+    assert_eq!(a["available"], true, "{a}");
+    assert!(a["version"].as_str().is_some_and(|v| v.starts_with('3')), "{a}");
+    assert_eq!(a["strategy"], "generic-default.lua", "{a}");
+    // 28 baselines x 32 channels x 16 integrations.
+    assert_eq!(a["cells"], 28 * 32 * 16, "{a}");
+    for field in ["cpu_seconds", "mb_per_sec_per_core", "ours_mb_per_sec_per_core", "speed_ratio"] {
+        assert!(a[field].as_f64().is_some_and(|x| x > 0.0), "{field} of {a}");
+    }
+    // The simulator injects RFI on most baselines: both flaggers find some of it, and each
+    // flagger's score is the one its own flags give against the truth.
+    let frac = |k: &str| a[k].as_f64().unwrap();
+    assert!(frac("ours_flagged_fraction") > 0.0 && frac("aoflagger_flagged_fraction") > 0.0, "{a}");
+    assert!((0.0..=1.0).contains(&frac("agreement")), "{a}");
+    let truth = &a["truth"];
+    for who in ["ours", "aoflagger"] {
+        assert!(truth[who]["true_positives"].as_u64().unwrap() > 0, "{who}: {truth}");
+    }
+    assert!(truth["ours"]["recall"].as_f64().unwrap() >= 0.9, "{truth}");
+
+    // A strategy file that does not exist is AOFlagger's error, named.
+    args.extend(["--aoflagger-strategy", "/nonexistent.lua"]);
+    let err = fails(&args);
+    assert!(err.contains("AOFlagger not available") && err.contains("nonexistent.lua"), "{err}");
 }
 
 #[test]
@@ -324,6 +363,7 @@ fn bench_pipeline_bad_flags_fail_clearly() {
         (vec!["bench", "pipeline", "--simulate", "--npix", "30"], "--npix must be even and 32..=16384"),
         (vec!["bench", "pipeline", "--simulate", "--antennas", "2"], "--antennas must be 4..=1000"),
         (vec!["bench", "pipeline", "--simulate", "--ducc0", "maybe"], "maybe"),
+        (vec!["bench", "pipeline", "--simulate", "--aoflagger", "perhaps"], "perhaps"),
         (vec!["bench", "pipeline", "--source", "/nonexistent.uvfits"], "reading /nonexistent.uvfits"),
     ] {
         let err = fails(&args);

@@ -20,22 +20,11 @@ use horizons_ngvla::image::{Geometry, Image};
 use num_complex::Complex32;
 use serde::{Deserialize, Serialize};
 
-use super::pipeline::BenchPipelineArgs;
+use super::pipeline::{BenchPipelineArgs, CompareMode};
 use crate::error::AppError;
 
 /// The script, compiled in so that the bench runs from any directory.
 const SCRIPT: &str = include_str!("../../../../scripts/ducc0-grid.py");
-
-/// Whether to compare with ducc0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Ducc0Mode {
-    /// Compare if ducc0 can be run; otherwise report why not.
-    Auto,
-    /// Compare, and fail if ducc0 cannot be run.
-    Require,
-    /// Skip the comparison.
-    Off,
-}
 
 /// Our side of the comparison.
 #[derive(Debug)]
@@ -119,7 +108,7 @@ pub fn compare(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<Ducc0Report,
         off_grid_weight_fraction: if total_weight > 0.0 { 1.0 - ours.gridded_weight / total_weight } else { 0.0 },
         runs: Vec::new(),
     };
-    if args.ducc0 == Ducc0Mode::Off {
+    if args.ducc0 == CompareMode::Off {
         report.reason = Some("skipped (--ducc0 off)".into());
         return Ok(report);
     }
@@ -146,7 +135,7 @@ pub fn compare(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<Ducc0Report,
             }
             Ok(report)
         }
-        Err(reason) if args.ducc0 == Ducc0Mode::Auto => {
+        Err(reason) if args.ducc0 == CompareMode::Auto => {
             report.reason = Some(reason);
             Ok(report)
         }

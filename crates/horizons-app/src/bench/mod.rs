@@ -15,8 +15,9 @@
 //! ratio of messages per second at every size.
 //!
 //! The other benches have their own modules: [`api`], [`jobs`], and [`pipeline`] (the ngVLA
-//! stages per core, with [`ducc0`]'s gridder side by side).
+//! stages per core, with [`ducc0`]'s gridder and [`aoflagger`]'s flagger side by side).
 
+pub mod aoflagger;
 pub mod api;
 pub mod commits;
 pub mod ducc0;

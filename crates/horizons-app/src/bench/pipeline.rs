@@ -1,6 +1,7 @@
 //! `horizons bench pipeline`: each stage function of `horizons_ngvla` timed on the same data —
 //! a uvfits file (`--source`) or the correlator simulator (`--simulate`) — and, side by side in
-//! the same run, our dirty-image gridder against ducc0's `wgridder` ([`super::ducc0`]).
+//! the same run, our dirty-image gridder against ducc0's `wgridder` ([`super::ducc0`]) and our
+//! flag stage against AOFlagger ([`super::aoflagger`]).
 //!
 //! **MB** is the size of the observation's raw visibilities: every complex sample of every
 //! baseline, channel, polarisation product and integration (flagged ones included) at 8 bytes
@@ -33,7 +34,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use num_complex::Complex32;
 use serde::Serialize;
 
-use super::ducc0::{self, Ducc0Mode, Ducc0Report};
+use super::aoflagger::{self, AoflaggerReport};
+use super::ducc0::{self, Ducc0Report};
 use crate::error::AppError;
 
 /// `horizons bench pipeline`.
@@ -74,7 +76,7 @@ pub struct BenchPipelineArgs {
     /// The ducc0 comparison: `auto` runs it if the venv works and reports why not otherwise,
     /// `require` fails without it, `off` skips it.
     #[arg(long, value_enum, default_value = "auto")]
-    pub ducc0: Ducc0Mode,
+    pub ducc0: CompareMode,
     /// Python with ducc0 installed (`bash scripts/ducc0-venv` makes this one).
     #[arg(long, value_name = "PATH", default_value = ".cache/venv-ducc0/bin/python")]
     pub ducc0_python: PathBuf,
@@ -84,9 +86,31 @@ pub struct BenchPipelineArgs {
     /// ducc0's requested accuracy (our kernel: support 8, ~1e-6).
     #[arg(long, default_value_t = 1e-6)]
     pub ducc0_epsilon: f64,
+    /// The AOFlagger comparison: `auto` runs it if the venv works and reports why not
+    /// otherwise, `require` fails without it, `off` skips it.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub aoflagger: CompareMode,
+    /// Python with AOFlagger installed (`bash scripts/aoflagger-venv` makes this one).
+    #[arg(long, value_name = "PATH", default_value = ".cache/venv-aoflagger/bin/python")]
+    pub aoflagger_python: PathBuf,
+    /// AOFlagger's strategy: `generic`, `jvla` or a .lua file; default `jvla` for a file (the
+    /// EVLA data), `generic` for simulated data.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub aoflagger_strategy: Option<String>,
     /// Print exactly one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Whether to run a side-by-side comparison with a reference implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareMode {
+    /// Compare if the reference can be run; otherwise report why not.
+    Auto,
+    /// Compare, and fail if the reference cannot be run.
+    Require,
+    /// Skip the comparison.
+    Off,
 }
 
 /// What was measured on.
@@ -155,6 +179,8 @@ pub struct PipelineBenchReport {
     pub stages: Vec<StageReport>,
     /// The side-by-side gridding comparison.
     pub ducc0: Ducc0Report,
+    /// The side-by-side flagging comparison.
+    pub aoflagger: AoflaggerReport,
 }
 
 const MB_DEFINITION: &str = "raw visibilities of the input (all baselines, channels, polarisation products, \
@@ -163,6 +189,8 @@ integrations, flagged included) x 8 bytes (Complex32), 10^6 bytes; the same MB f
 const DEFAULT_ANTENNAS: usize = 64;
 
 const STAGES: [&str; 8] = ["wire", "validate", "flag", "calibrate", "image", "grid", "fft", "clean"];
+/// Steps of the progress bar besides the stages: the AOFlagger and ducc0 comparisons.
+const COMPARISONS: u64 = 2;
 
 /// Runs the benchmark.
 pub async fn run(args: BenchPipelineArgs) -> Result<(), AppError> {
@@ -208,7 +236,7 @@ fn check(a: &BenchPipelineArgs) -> Result<(), AppError> {
 fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
     let bar = progress_bar(args.json);
     bar.set_message("loading the input");
-    let (observation, raw, kind, source) = load(&args)?;
+    let (observation, raw, kind, source, sim) = load(&args)?;
     if raw.is_empty() {
         return Err(AppError::Usage(format!("{source}: the input has no visibilities")));
     }
@@ -256,6 +284,19 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
             Ok(blocks)
         },
     )?;
+    bar.set_message("aoflagger");
+    let aof = aoflagger::compare(
+        &args,
+        &aoflagger::Ours {
+            input: &valid,
+            output: &flagged,
+            seconds: timer.seconds("flag"),
+            mb,
+            sim: sim.as_ref(),
+            default_strategy: if kind == "file" { "jvla" } else { "generic" },
+        },
+    )?;
+    bar.inc(1);
     drop(valid);
     let calibrated = timer.time(
         "calibrate",
@@ -317,6 +358,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         input,
         stages: timer.stages,
         ducc0: ducc,
+        aoflagger: aof,
     };
     if args.json {
         return crate::bus::println_flush(serde_json::to_string(&report).expect("report serialises"));
@@ -366,6 +408,7 @@ fn text(r: &PipelineBenchReport) -> String {
         );
     }
     t += &ducc0::text(&r.ducc0);
+    t += &aoflagger::text(&r.aoflagger);
     t
 }
 
@@ -426,13 +469,15 @@ impl Timer<'_> {
     }
 }
 
-fn load(
-    args: &BenchPipelineArgs,
-) -> Result<(horizons_ngvla::model::Observation, Vec<VisBlock>, &'static str, String), AppError> {
+/// The observation, its raw blocks, `file` or `simulated`, a description, and the simulator
+/// (for its truth) when simulated.
+type Loaded = (horizons_ngvla::model::Observation, Vec<VisBlock>, &'static str, String, Option<Simulator>);
+
+fn load(args: &BenchPipelineArgs) -> Result<Loaded, AppError> {
     if let Some(path) = &args.source {
         let uv = UvFits::open(path).map_err(AppError::Pipeline)?;
         let raw = uv.to_blocks();
-        return Ok((uv.observation, raw, "file", path.display().to_string()));
+        return Ok((uv.observation, raw, "file", path.display().to_string(), None));
     }
     let cfg = SimConfig {
         n_ant: args.antennas.unwrap_or(DEFAULT_ANTENNAS),
@@ -447,7 +492,7 @@ fn load(
     );
     let sim = Simulator::new(cfg);
     let (raw, _) = sim.run();
-    Ok((sim.observation().clone(), raw, "simulated", source))
+    Ok((sim.observation().clone(), raw, "simulated", source, Some(sim)))
 }
 
 /// The pixel size that keeps the longest baseline's samples on the padded grid with a margin.
@@ -471,7 +516,7 @@ fn progress_bar(json: bool) -> ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(STAGES.len() as u64 + 1), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(Some(STAGES.len() as u64 + COMPARISONS), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
