@@ -230,8 +230,23 @@ impl Backend for KafkaBus {
         Some(self)
     }
 
+    /// Stops every member of this process and waits (up to `admin_timeout`) until each has
+    /// committed what is settled and left its group, so that the group rebalances at once
+    /// instead of after the session timeout; then flushes the producer.
     async fn close(&self) -> Result<(), BusError> {
         self.inner.closed.store(true, Ordering::Release);
+        for m in self.inner.members.lock().values().flatten() {
+            m.stop.store(true, Ordering::Release);
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.admin_timeout;
+        // A member's thread takes itself off the list once its consumer is closed.
+        while !self.inner.members.lock().is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("closing the kafka backend: a group member did not leave within admin_timeout");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let (p, timeout) = (self.inner.producer.clone(), self.inner.cfg.publish_timeout);
         tokio::task::spawn_blocking(move || p.flush(timeout))
             .await
