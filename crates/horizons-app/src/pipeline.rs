@@ -131,8 +131,11 @@ pub struct ScienceArgs {
     pub no_flag: bool,
     /// Flagger iterations after the sensitivity schedule, at its last sensitivity, each with the
     /// background refitted without what the one before found (0–8).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 0)]
     pub rfi_refits: usize,
+    /// Also flag runs of residuals below −χ (AOFlagger's two-sided SumThreshold).
+    #[arg(long)]
+    pub rfi_flag_dips: bool,
 }
 
 impl ScienceArgs {
@@ -140,6 +143,7 @@ impl ScienceArgs {
     pub fn options(&self) -> Result<Options, AppError> {
         let mut opts = Options { flag_rfi: !self.no_flag, ..Options::default() };
         opts.rfi.refits = rfi_refits(self.rfi_refits)?;
+        opts.rfi.flag_dips = self.rfi_flag_dips;
         opts.imaging.npix = self.npix;
         opts.imaging.cell_arcsec = self.cell_arcsec;
         opts.imaging.weighting = self.weighting.parse::<Weighting>().map_err(AppError::Usage)?;

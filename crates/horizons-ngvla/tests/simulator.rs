@@ -51,8 +51,9 @@ fn flagging_precision_and_recall_against_injected_rfi() {
     assert_eq!((s.true_positives, s.false_positives, s.missed), (tp, fp, fn_));
 }
 
-/// The same targets on the shapes where the flagger fell short before its refits (precision
-/// 0.61 at 32 channels × 8 integrations, 0.85 at 64 × 8), with a bright sky (7 σ per sample,
+/// The same targets on the shapes where the flagger once fell short (two-sided SumThreshold
+/// without refits: precision 0.61 at 32 channels × 8 integrations, 0.85 at 64 × 8), with a
+/// bright sky (7 σ per sample,
 /// so RFI also cancels signal and the residual goes both ways) as `pipeline simulate` makes by
 /// default.
 #[test]

@@ -71,8 +71,11 @@ pub struct BenchPipelineArgs {
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
     /// Flagger iterations after its sensitivity schedule (as `pipeline run --rfi-refits`).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 0)]
     pub rfi_refits: usize,
+    /// Two-sided SumThreshold (as `pipeline run --rfi-flag-dips`).
+    #[arg(long)]
+    pub rfi_flag_dips: bool,
     /// The ducc0 comparison: `auto` runs it if the venv works and reports why not otherwise,
     /// `require` fails without it, `off` skips it.
     #[arg(long, value_enum, default_value = "auto")]
@@ -173,6 +176,8 @@ pub struct PipelineBenchReport {
     pub repeats: usize,
     /// The flagger's iterations after its sensitivity schedule.
     pub rfi_refits: usize,
+    /// Whether the flagger's SumThreshold is two-sided.
+    pub rfi_flag_dips: bool,
     /// The data.
     pub input: InputReport,
     /// Per-stage figures, in chain order.
@@ -242,6 +247,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
     }
     let mut opts = Options::default();
     opts.rfi.refits = args.rfi_refits;
+    opts.rfi.flag_dips = args.rfi_flag_dips;
     opts.imaging.npix = args.npix;
     opts.imaging.cell_arcsec = match (args.cell_arcsec, kind) {
         (Some(c), _) => c,
@@ -355,6 +361,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         repeats: args.repeats,
         rfi_refits: args.rfi_refits,
+        rfi_flag_dips: args.rfi_flag_dips,
         input,
         stages: timer.stages,
         ducc0: ducc,

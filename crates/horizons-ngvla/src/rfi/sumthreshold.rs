@@ -3,8 +3,10 @@
 //!
 //! SumThreshold flags every run of `M` consecutive samples (M = 1, 2, 4, … along time and along
 //! frequency) whose mean exceeds `χ_M = χ_1 / ρ^{log₂ M}`; already-flagged samples are left out
-//! of the mean. Sign matters: RFI adds power, so runs above `+χ_M` and below `−χ_M` are tested
-//! separately — a mean of absolute values would flag long runs of pure noise.
+//! of the mean. Sign matters: the mean is of the signed residuals (a mean of absolute values
+//! would flag long runs of pure noise), and by default only runs above `+χ_M` are flagged: RFI
+//! adds power to amplitudes, while a run below `−χ_M` is mostly where the background was pulled
+//! up by RFI next to it. [`Rule::dips`] also flags runs below `−χ_M`, as AOFlagger does.
 //!
 //! SIR dilates a mask: a sample is flagged if some interval containing it is at least
 //! `(1 − η)` flagged. With prefix sums of `f − (1 − η)` that is one pass each way (O(N)).
@@ -27,17 +29,29 @@ impl Plane {
     }
 }
 
+/// How the threshold follows the window: `χ_M = χ_1 / ρ^{log₂ M}` for `M` = 1, 2, 4, … up to
+/// `max_window`; with `dips`, runs below `−χ_M` are flagged too.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rule {
+    /// Threshold decrease per doubling of the window.
+    pub rho: f64,
+    /// Longest window.
+    pub max_window: usize,
+    /// Also flag runs whose mean is below `−χ_M`.
+    pub dips: bool,
+}
+
 /// One SumThreshold pass over `values` with mask `flags` (updated in place), along rows
 /// (`along_time = false`: runs over channels) or along columns (runs over time).
-pub fn sum_threshold(values: &Plane, flags: &mut [bool], chi1: f64, rho: f64, max_window: usize, along_time: bool) {
+pub fn sum_threshold(values: &Plane, flags: &mut [bool], chi1: f64, rule: Rule, along_time: bool) {
     let mut s = Scratch::default();
     let (rows, cols) = (values.rows, values.cols);
     if along_time {
-        return sum_threshold_lanes(&values.data, flags, rows, &[chi1], rho, max_window, &mut s);
+        return sum_threshold_lanes(&values.data, flags, rows, &[chi1], rule, &mut s);
     }
     for r in 0..rows {
         let line = r * cols..(r + 1) * cols;
-        sum_threshold_lanes(&values.data[line.clone()], &mut flags[line], cols, &[chi1], rho, max_window, &mut s);
+        sum_threshold_lanes(&values.data[line.clone()], &mut flags[line], cols, &[chi1], rule, &mut s);
     }
 }
 
@@ -57,15 +71,8 @@ pub struct Scratch {
 /// `flags` before the next size runs. Lane `j` uses threshold `chi1[j % chi1.len()]`; an
 /// infinite threshold detects nothing.
 #[inline(always)]
-pub fn sum_threshold_lanes(
-    values: &[f64],
-    flags: &mut [bool],
-    len: usize,
-    chi1: &[f64],
-    rho: f64,
-    max_window: usize,
-    s: &mut Scratch,
-) {
+pub fn sum_threshold_lanes(values: &[f64], flags: &mut [bool], len: usize, chi1: &[f64], rule: Rule, s: &mut Scratch) {
+    let Rule { rho, max_window, dips } = rule;
     let lanes = values.len() / len.max(1);
     debug_assert!(values.len() == len * lanes && flags.len() == values.len() && lanes.is_multiple_of(chi1.len()));
     s.detected.clear();
@@ -99,7 +106,7 @@ pub fn sum_threshold_lanes(
             if k + 1 >= m {
                 for ((d, &chi), (&s, &n)) in det.iter_mut().zip(&s.chi).zip(sum.iter().zip(count.iter())) {
                     let limit = chi * n as f64;
-                    *d = n > 0 && (s > limit || s < -limit);
+                    *d = n > 0 && (s > limit || dips && s < -limit);
                 }
             } else {
                 det.fill(false);
@@ -218,14 +225,8 @@ pub(crate) mod tests {
     }
 
     /// The definition, line by line: what the lane layout must reproduce exactly.
-    pub(crate) fn reference(
-        values: &Plane,
-        flags: &mut [bool],
-        chi1: f64,
-        rho: f64,
-        max_window: usize,
-        along_time: bool,
-    ) {
+    pub(crate) fn reference(values: &Plane, flags: &mut [bool], chi1: f64, rule: Rule, along_time: bool) {
+        let Rule { rho, max_window, .. } = rule;
         let (n_lines, len) = if along_time { (values.cols, values.rows) } else { (values.rows, values.cols) };
         let at = |line: usize, k: usize| if along_time { k * values.cols + line } else { line * values.cols + k };
         let mut m = 1usize;
@@ -247,7 +248,8 @@ pub(crate) mod tests {
                             cnt -= 1;
                         }
                     }
-                    if k + 1 >= m && cnt > 0 && (sum > chi * cnt as f64 || sum < -chi * cnt as f64) {
+                    let limit = chi * cnt as f64;
+                    if k + 1 >= m && cnt > 0 && (sum > limit || rule.dips && sum < -limit) {
                         for j in k + 1 - m..=k {
                             newly[at(line, j)] = true;
                         }
@@ -274,11 +276,12 @@ pub(crate) mod tests {
             }
             let flags: Vec<bool> = (0..rows * cols).map(|_| rng.gen_bool(0.1)).collect();
             let (chi1, window, along_time) = (rng.gen_range(1.0..6.0), rng.gen_range(1..70), rng.gen_bool(0.5));
+            let rule = Rule { rho: 1.5, max_window: window, dips: rng.gen_bool(0.5) };
             let mut want = flags.clone();
-            reference(&p, &mut want, chi1, 1.5, window, along_time);
+            reference(&p, &mut want, chi1, rule, along_time);
             let mut got = flags.clone();
-            sum_threshold(&p, &mut got, chi1, 1.5, window, along_time);
-            assert_eq!(got, want, "{rows}x{cols} window {window} along_time {along_time}");
+            sum_threshold(&p, &mut got, chi1, rule, along_time);
+            assert_eq!(got, want, "{rows}x{cols} {rule:?} along_time {along_time}");
         }
     }
 
@@ -294,11 +297,25 @@ pub(crate) mod tests {
             p.data[r * 64 + 10] = 2.5;
         }
         let mut flags = vec![false; p.data.len()];
-        sum_threshold(&p, &mut flags, 6.0, 1.5, 64, true);
-        sum_threshold(&p, &mut flags, 6.0, 1.5, 64, false);
+        let rule = Rule { rho: 1.5, max_window: 64, dips: false };
+        sum_threshold(&p, &mut flags, 6.0, rule, true);
+        sum_threshold(&p, &mut flags, 6.0, rule, false);
         for r in 0..8 {
             assert!(flags[r * 64 + 10]);
         }
         assert_eq!(flags.iter().filter(|&&f| f).count(), 8);
+    }
+
+    #[test]
+    fn dips_are_flagged_only_when_asked() {
+        let mut p = Plane::new(1, 32);
+        p.data[5] = 9.0;
+        p.data[20] = -9.0;
+        for dips in [false, true] {
+            let mut flags = vec![false; 32];
+            sum_threshold(&p, &mut flags, 6.0, Rule { rho: 1.5, max_window: 8, dips }, false);
+            let flagged: Vec<usize> = (0..32).filter(|&i| flags[i]).collect();
+            assert_eq!(flagged, if dips { vec![5, 20] } else { vec![5] }, "dips {dips}");
+        }
     }
 }
