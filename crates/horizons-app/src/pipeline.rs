@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use horizons_ngvla::image::Weighting;
 use horizons_ngvla::pipeline::{self, Options, Stage};
+use horizons_ngvla::rfi::RfiConfig;
 
 use crate::backend::BackendKind;
 use crate::config::{Config, Overrides};
@@ -129,6 +130,15 @@ pub struct ScienceArgs {
     /// Skip the RFI flagger.
     #[arg(long)]
     pub no_flag: bool,
+    /// The flagger's options.
+    #[command(flatten)]
+    pub rfi: RfiArgs,
+}
+
+/// The flagger's options, for every command that runs it (`pipeline run|ingest|simulate`,
+/// `bench pipeline`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RfiArgs {
     /// Flagger iterations after the sensitivity schedule, at its last sensitivity, each with the
     /// background refitted without what the one before found (0–8).
     #[arg(long, default_value_t = 0)]
@@ -138,12 +148,23 @@ pub struct ScienceArgs {
     pub rfi_flag_dips: bool,
 }
 
+impl RfiArgs {
+    /// Sets these options on `cfg`; `--rfi-refits` must be 0..=8.
+    pub fn apply(&self, cfg: &mut RfiConfig) -> Result<(), AppError> {
+        if self.rfi_refits > 8 {
+            return Err(AppError::Usage(format!("--rfi-refits must be 0..=8, got {}", self.rfi_refits)));
+        }
+        cfg.refits = self.rfi_refits;
+        cfg.flag_dips = self.rfi_flag_dips;
+        Ok(())
+    }
+}
+
 impl ScienceArgs {
     /// The pipeline options these flags select.
     pub fn options(&self) -> Result<Options, AppError> {
         let mut opts = Options { flag_rfi: !self.no_flag, ..Options::default() };
-        opts.rfi.refits = rfi_refits(self.rfi_refits)?;
-        opts.rfi.flag_dips = self.rfi_flag_dips;
+        self.rfi.apply(&mut opts.rfi)?;
         opts.imaging.npix = self.npix;
         opts.imaging.cell_arcsec = self.cell_arcsec;
         opts.imaging.weighting = self.weighting.parse::<Weighting>().map_err(AppError::Usage)?;
@@ -151,14 +172,6 @@ impl ScienceArgs {
         opts.calibration.solution_interval_s = self.solint;
         opts.calibration.chans_per_solution = self.chans_per_solution;
         Ok(opts)
-    }
-}
-
-/// `--rfi-refits N` checked: 0..=8.
-pub(crate) fn rfi_refits(n: usize) -> Result<usize, AppError> {
-    match n {
-        0..=8 => Ok(n),
-        _ => Err(AppError::Usage(format!("--rfi-refits must be 0..=8, got {n}"))),
     }
 }
 

@@ -14,20 +14,24 @@
 //!
 //! AOFlagger is optional, as ducc0 is: `auto` reports why it did not run, `require` fails.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
-
 use horizons_ngvla::model::VisBlock;
+use horizons_ngvla::rfi;
 use horizons_ngvla::sim::{score, Simulator};
 use num_complex::Complex32;
 use serde::{Deserialize, Serialize};
 
-use super::pipeline::{BenchPipelineArgs, CompareMode};
+use super::pipeline::BenchPipelineArgs;
+use super::reference::Reference;
 use crate::error::AppError;
 
-/// The script, compiled in so that the bench runs from any directory.
-const SCRIPT: &str = include_str!("../../../../scripts/aoflagger-flag.py");
+/// AOFlagger through `scripts/aoflagger-flag.py`, compiled in so that the bench runs from any
+/// directory.
+const AOFLAGGER: Reference = Reference {
+    name: "AOFlagger",
+    flag: "aoflagger",
+    script: "aoflagger-flag.py",
+    text: include_str!("../../../../scripts/aoflagger-flag.py"),
+};
 
 /// Our side of the comparison.
 #[derive(Debug)]
@@ -122,16 +126,11 @@ impl Group {
     }
 }
 
-/// Groups blocks by spectral window, in integration order, as our flagger does.
+/// The planes our flagger works on ([`rfi::planes`]), with their shapes.
 fn groups(blocks: &[VisBlock]) -> Vec<Group> {
-    let mut by_spw: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (i, b) in blocks.iter().enumerate() {
-        by_spw.entry(b.spw).or_default().push(i);
-    }
-    by_spw
-        .into_values()
-        .map(|mut idx| {
-            idx.sort_by_key(|&i| blocks[i].integration);
+    rfi::planes(blocks)
+        .into_iter()
+        .map(|idx| {
             let first = &blocks[idx[0]];
             Group { cols: first.n_chan, npol: first.pols.len(), baselines: first.baselines.len(), blocks: idx }
         })
@@ -146,12 +145,8 @@ pub fn compare(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<AoflaggerRep
         ours_mb_per_sec_per_core: per_sec(ours.seconds),
         ..AoflaggerReport::default()
     };
-    if args.aoflagger == CompareMode::Off {
-        report.reason = Some("skipped (--aoflagger off)".into());
-        return Ok(report);
-    }
     let groups = groups(ours.input);
-    match run_aoflagger(args, ours, &groups) {
+    match AOFLAGGER.decide(args.aoflagger, || run_aoflagger(args, ours, &groups))? {
         Ok((out, flags)) => {
             report.available = true;
             report.version = Some(out.version);
@@ -165,14 +160,10 @@ pub fn compare(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<AoflaggerRep
             report.truth = ours
                 .sim
                 .map(|sim| TruthScores { ours: score::flags(sim, ours.output), aoflagger: score::flags(sim, &theirs) });
-            Ok(report)
         }
-        Err(reason) if args.aoflagger == CompareMode::Auto => {
-            report.reason = Some(reason);
-            Ok(report)
-        }
-        Err(reason) => Err(AppError::Bench(format!("AOFlagger comparison (--aoflagger require): {reason}"))),
+        Err(reason) => report.reason = Some(reason),
     }
+    Ok(report)
 }
 
 /// Whether every polarisation of (baseline `bl`, channel `c`) is flagged.
@@ -188,18 +179,6 @@ fn run_aoflagger(
     ours: &Ours<'_>,
     groups: &[Group],
 ) -> Result<(ScriptOutput, Vec<u8>), String> {
-    let python = &args.aoflagger_python;
-    if !python.exists() {
-        return Err(format!(
-            "AOFlagger not available: {} does not exist (create it with `bash scripts/aoflagger-venv`, or pass --aoflagger-python)",
-            python.display()
-        ));
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("horizons-bench-aoflagger-")
-        .tempdir()
-        .map_err(|e| format!("creating a temporary directory: {e}"))?;
-    let d = dir.path();
     let cells: usize = groups.iter().map(Group::cells).sum();
     let (mut planes, mut entry) = (Vec::new(), Vec::with_capacity(cells));
     for g in groups {
@@ -228,35 +207,13 @@ fn run_aoflagger(
             "rows": g.rows(), "cols": g.cols, "npol": g.npol, "baselines": g.baselines,
         })).collect::<Vec<_>>(),
     });
-    write(d, "params.json", params.to_string().into_bytes())?;
-    write(d, "planes.f32", planes)?;
-    write(d, "entry.u8", entry)?;
-    write(d, "aoflagger-flag.py", SCRIPT.as_bytes().to_vec())?;
-    let out = Command::new(python)
-        .arg(d.join("aoflagger-flag.py"))
-        .arg(d)
-        .output()
-        .map_err(|e| format!("AOFlagger not available: running {}: {e}", python.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "AOFlagger not available: {} aoflagger-flag.py exited with {}: {}",
-            python.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let parsed: ScriptOutput = serde_json::from_str(stdout.trim())
-        .map_err(|e| format!("aoflagger-flag.py printed something that is not its JSON ({e}): {stdout:?}"))?;
-    let flags = std::fs::read(d.join("flags.u8")).map_err(|e| format!("reading AOFlagger's flags.u8: {e}"))?;
+    let inputs = vec![("params.json", params.to_string().into_bytes()), ("planes.f32", planes), ("entry.u8", entry)];
+    let (dir, parsed): (_, ScriptOutput) = AOFLAGGER.run_script(&args.aoflagger_python, inputs)?;
+    let flags = std::fs::read(dir.path().join("flags.u8")).map_err(|e| format!("reading AOFlagger's flags.u8: {e}"))?;
     if flags.len() != cells {
         return Err(format!("AOFlagger's flags.u8 has {} bytes, expected {cells}", flags.len()));
     }
     Ok((parsed, flags))
-}
-
-fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<(), String> {
-    std::fs::write(dir.join(name), bytes).map_err(|e| format!("writing {name} for AOFlagger: {e}"))
 }
 
 /// `input` with AOFlagger's flags added: a flagged cell flags every polarisation, as ours does.

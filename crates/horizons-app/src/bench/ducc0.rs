@@ -13,18 +13,21 @@
 //! ducc0 is optional: in `auto` mode a missing venv or a failing import is reported as
 //! `"available": false` with the reason, so CI needs no Python; `require` makes it an error.
 
-use std::path::Path;
-use std::process::Command;
-
 use horizons_ngvla::image::{Geometry, Image};
 use num_complex::Complex32;
 use serde::{Deserialize, Serialize};
 
-use super::pipeline::{BenchPipelineArgs, CompareMode};
+use super::pipeline::BenchPipelineArgs;
+use super::reference::Reference;
 use crate::error::AppError;
 
-/// The script, compiled in so that the bench runs from any directory.
-const SCRIPT: &str = include_str!("../../../../scripts/ducc0-grid.py");
+/// ducc0 through `scripts/ducc0-grid.py`, compiled in so that the bench runs from any directory.
+const DUCC0: Reference = Reference {
+    name: "ducc0",
+    flag: "ducc0",
+    script: "ducc0-grid.py",
+    text: include_str!("../../../../scripts/ducc0-grid.py"),
+};
 
 /// Our side of the comparison.
 #[derive(Debug)]
@@ -108,11 +111,7 @@ pub fn compare(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<Ducc0Report,
         off_grid_weight_fraction: if total_weight > 0.0 { 1.0 - ours.gridded_weight / total_weight } else { 0.0 },
         runs: Vec::new(),
     };
-    if args.ducc0 == CompareMode::Off {
-        report.reason = Some("skipped (--ducc0 off)".into());
-        return Ok(report);
-    }
-    match run_ducc0(args, ours) {
+    match DUCC0.decide(args.ducc0, || run_ducc0(args, ours))? {
         Ok((out, images)) => {
             report.available = true;
             report.version = Some(out.version);
@@ -133,30 +132,14 @@ pub fn compare(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<Ducc0Report,
                     rms_diff_rel: (sq / img.len().max(1) as f64).sqrt() / peak,
                 });
             }
-            Ok(report)
         }
-        Err(reason) if args.ducc0 == CompareMode::Auto => {
-            report.reason = Some(reason);
-            Ok(report)
-        }
-        Err(reason) => Err(AppError::Bench(format!("ducc0 comparison (--ducc0 require): {reason}"))),
+        Err(reason) => report.reason = Some(reason),
     }
+    Ok(report)
 }
 
 /// Writes the inputs, runs the script, reads its images; the error says what failed.
 fn run_ducc0(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<(ScriptOutput, Vec<Vec<f64>>), String> {
-    let python = &args.ducc0_python;
-    if !python.exists() {
-        return Err(format!(
-            "ducc0 not available: {} does not exist (create it with `bash scripts/ducc0-venv`, or pass --ducc0-python)",
-            python.display()
-        ));
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("horizons-bench-ducc0-")
-        .tempdir()
-        .map_err(|e| format!("creating a temporary directory: {e}"))?;
-    let d = dir.path();
     let threads = if args.ducc0_threads.is_empty() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         if cores > 1 {
@@ -174,28 +157,15 @@ fn run_ducc0(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<(ScriptOutput,
         "threads": threads,
         "repeats": args.repeats,
     });
-    write(d, "params.json", params.to_string().into_bytes())?;
-    write(d, "u.f64", ours.u.iter().flat_map(|x| x.to_le_bytes()).collect())?;
-    write(d, "v.f64", ours.v.iter().flat_map(|x| x.to_le_bytes()).collect())?;
-    write(d, "vis.c64", ours.vis.iter().flat_map(|c| [c.re.to_le_bytes(), c.im.to_le_bytes()].concat()).collect())?;
-    write(d, "w.f32", ours.weights.iter().flat_map(|x| x.to_le_bytes()).collect())?;
-    write(d, "ducc0-grid.py", SCRIPT.as_bytes().to_vec())?;
-    let out = Command::new(python)
-        .arg(d.join("ducc0-grid.py"))
-        .arg(d)
-        .output()
-        .map_err(|e| format!("ducc0 not available: running {}: {e}", python.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ducc0 not available: {} ducc0-grid.py exited with {}: {}",
-            python.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let parsed: ScriptOutput = serde_json::from_str(stdout.trim())
-        .map_err(|e| format!("ducc0-grid.py printed something that is not its JSON ({e}): {stdout:?}"))?;
+    let inputs = vec![
+        ("params.json", params.to_string().into_bytes()),
+        ("u.f64", ours.u.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        ("v.f64", ours.v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        ("vis.c64", ours.vis.iter().flat_map(|c| [c.re.to_le_bytes(), c.im.to_le_bytes()].concat()).collect()),
+        ("w.f32", ours.weights.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    ];
+    let (dir, parsed): (_, ScriptOutput) = DUCC0.run_script(&args.ducc0_python, inputs)?;
+    let d = dir.path();
     let n = ours.geometry.npix * ours.geometry.npix;
     let mut images = Vec::new();
     for run in &parsed.runs {
@@ -207,10 +177,6 @@ fn run_ducc0(args: &BenchPipelineArgs, ours: &Ours<'_>) -> Result<(ScriptOutput,
         images.push(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect());
     }
     Ok((parsed, images))
-}
-
-fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<(), String> {
-    std::fs::write(dir.join(name), bytes).map_err(|e| format!("writing {name} for ducc0: {e}"))
 }
 
 /// The comparison as text.

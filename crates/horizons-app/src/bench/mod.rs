@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod raw;
 pub mod raw_amqp;
 pub mod raw_kafka;
+pub mod reference;
 
 use std::io::IsTerminal;
 use std::time::Duration;

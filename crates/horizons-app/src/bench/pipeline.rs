@@ -36,6 +36,7 @@ use serde::Serialize;
 
 use super::aoflagger::{self, AoflaggerReport};
 use super::ducc0::{self, Ducc0Report};
+use super::reference::CompareMode;
 use crate::error::AppError;
 
 /// `horizons bench pipeline`.
@@ -70,12 +71,9 @@ pub struct BenchPipelineArgs {
     /// Runs of each stage; the fastest counts.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// Flagger iterations after its sensitivity schedule (as `pipeline run --rfi-refits`).
-    #[arg(long, default_value_t = 0)]
-    pub rfi_refits: usize,
-    /// Two-sided SumThreshold (as `pipeline run --rfi-flag-dips`).
-    #[arg(long)]
-    pub rfi_flag_dips: bool,
+    /// The flagger's options, as for `pipeline run`.
+    #[command(flatten)]
+    pub rfi: crate::pipeline::RfiArgs,
     /// The ducc0 comparison: `auto` runs it if the venv works and reports why not otherwise,
     /// `require` fails without it, `off` skips it.
     #[arg(long, value_enum, default_value = "auto")]
@@ -103,17 +101,6 @@ pub struct BenchPipelineArgs {
     /// Print exactly one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Whether to run a side-by-side comparison with a reference implementation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CompareMode {
-    /// Compare if the reference can be run; otherwise report why not.
-    Auto,
-    /// Compare, and fail if the reference cannot be run.
-    Require,
-    /// Skip the comparison.
-    Off,
 }
 
 /// What was measured on.
@@ -225,7 +212,7 @@ fn check(a: &BenchPipelineArgs) -> Result<(), AppError> {
     if let Some(c) = a.cell_arcsec.filter(|c| !(*c > 0.0 && c.is_finite())) {
         return usage(format!("--cell-arcsec must be a positive number, got {c}"));
     }
-    crate::pipeline::rfi_refits(a.rfi_refits)?;
+    a.rfi.apply(&mut rfi::RfiConfig::default())?; // a bad value fails before the input is loaded
     if a.repeats == 0 || a.repeats > 100 {
         return usage(format!("--repeats must be 1..=100, got {}", a.repeats));
     }
@@ -246,8 +233,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         return Err(AppError::Usage(format!("{source}: the input has no visibilities")));
     }
     let mut opts = Options::default();
-    opts.rfi.refits = args.rfi_refits;
-    opts.rfi.flag_dips = args.rfi_flag_dips;
+    args.rfi.apply(&mut opts.rfi)?;
     opts.imaging.npix = args.npix;
     opts.imaging.cell_arcsec = match (args.cell_arcsec, kind) {
         (Some(c), _) => c,
@@ -360,8 +346,8 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         cpu: cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         repeats: args.repeats,
-        rfi_refits: args.rfi_refits,
-        rfi_flag_dips: args.rfi_flag_dips,
+        rfi_refits: args.rfi.rfi_refits,
+        rfi_flag_dips: args.rfi.rfi_flag_dips,
         input,
         stages: timer.stages,
         ducc0: ducc,

@@ -134,18 +134,29 @@ pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
     flag_in_stacks(blocks, cfg, STACK_SAMPLES)
 }
 
+/// How [`flag`] lays blocks out as time × frequency planes: per spectral window (in id order),
+/// the indices of its blocks in integration order, one plane row each.
+pub fn planes(blocks: &[VisBlock]) -> Vec<Vec<usize>> {
+    let mut by_spw: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, b) in blocks.iter().enumerate() {
+        by_spw.entry(b.spw).or_default().push(i);
+    }
+    let mut out: Vec<Vec<usize>> = by_spw.into_values().collect();
+    for idx in &mut out {
+        idx.sort_by_key(|&i| blocks[i].integration);
+    }
+    out
+}
+
 /// [`flag`] with stacks of at most `stack_samples` samples per polarisation (at least one
 /// baseline each).
 fn flag_in_stacks(blocks: &mut [VisBlock], cfg: &RfiConfig, stack_samples: usize) -> Result<RfiReport> {
     let mut report = RfiReport::default();
     let mut ws = Workspace::new(cfg);
-    let mut by_spw: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (i, b) in blocks.iter().enumerate() {
+    for b in blocks.iter() {
         b.check_shape()?;
-        by_spw.entry(b.spw).or_default().push(i);
     }
-    for idx in by_spw.values_mut() {
-        idx.sort_by_key(|&i| blocks[i].integration);
+    for idx in planes(blocks) {
         let first = &blocks[idx[0]];
         if idx
             .iter()
@@ -375,10 +386,10 @@ fn flag_stack_portable(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize,
         mask.copy_from_slice(&ws.entry);
         let st = &mut ws.sum_threshold;
         sumthreshold::sum_threshold_lanes(&ws.resid, mask, rows, &ws.chi, cfg.rule(cfg.max_window_time), st);
-        let line = cols * lanes;
+        let (line, along_freq) = (cols * lanes, cfg.rule(cfg.max_window_freq));
         for r in 0..rows {
             let (v, f) = (&ws.resid[r * line..(r + 1) * line], &mut mask[r * line..(r + 1) * line]);
-            sumthreshold::sum_threshold_lanes(v, f, cols, &ws.chi, cfg.rule(cfg.max_window_freq), st);
+            sumthreshold::sum_threshold_lanes(v, f, cols, &ws.chi, along_freq, st);
         }
         ws.changed.clear();
         ws.changed.resize(lanes, false);
