@@ -186,13 +186,16 @@ async fn higher_priorities_start_first() {
     for (_, id) in &ids {
         r.until(id, JobState::Succeeded, 120).await;
     }
-    // Start order: attempt start times, ties broken by the order the worker recorded them.
-    let mut started = Vec::new();
-    for (p, id) in &ids {
-        started.push((store::attempts(&r.store, id).await.unwrap()[0].started_at, *p));
-    }
-    started.sort();
-    let order: Vec<i64> = started.iter().map(|s| s.1).collect();
+    // Start order: attempt start times (ms), ties broken by the order the worker recorded them
+    // (SQLite's rowid), not by priority, which would put the lower one first.
+    let priority: std::collections::HashMap<&str, i64> = ids.iter().map(|(p, id)| (id.as_str(), *p)).collect();
+    let started: Vec<String> =
+        sqlx::query_scalar("SELECT job_id FROM job_attempts WHERE attempt = 1 ORDER BY started_at, rowid")
+            .fetch_all(r.store.pool())
+            .await
+            .unwrap();
+    let order: Vec<i64> = started.iter().map(|id| priority[id.as_str()]).collect();
+    assert_eq!(order.len(), ids.len());
     let (mut ordered, mut pairs) = (0u64, 0u64);
     for i in 0..order.len() {
         for j in i + 1..order.len() {
