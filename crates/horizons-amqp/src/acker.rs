@@ -2,7 +2,11 @@
 //! copy it needs (the retry, the dead letter) was confirmed. A crash in between duplicates
 //! the message; it never loses it.
 //!
-//! - `Ack`: `basic.ack`.
+//! The ack itself is the member's task's to send ([`crate::acks`]: settles of a burst leave in
+//! one `basic.ack` with `multiple`), so a settle returns once the task has it; a channel lost
+//! before the frame left delivers the message again.
+//!
+//! - `Ack`: `basic.ack`, without waiting ([`horizons_bus::Acker::settle_now`]).
 //! - `RetryAfter` in a `requeue` group: a copy with the attempt count and errors in its
 //!   headers goes through the delay ladder back to the same queue, then the original is acked.
 //!   In a `block-key` group the member keeps the message (still unacked) and hands it out again
@@ -18,7 +22,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use horizons_bus::{BusError, DeadLetter, Envelope, FailureRecord, OrderingMode, Settlement};
-use lapin::options::BasicAckOptions;
 
 use crate::codec::Trail;
 use crate::member::{transition, Cmd, Entry, SlotState, DONE, HANDED, SETTLING};
@@ -38,7 +41,6 @@ pub(crate) struct AmqpAcker {
     pub ctx: Arc<GroupCtx>,
     pub token: u64,
     pub state: SlotState,
-    pub lapin: lapin::Acker,
     pub env: Envelope,
     pub attempt: u32,
     pub trail: Trail,
@@ -53,7 +55,6 @@ impl AmqpAcker {
             ctx,
             token,
             state,
-            lapin: e.lapin.clone(),
             env: e.env.clone(),
             attempt: e.attempt,
             trail: e.trail.clone(),
@@ -62,30 +63,24 @@ impl AmqpAcker {
         }
     }
 
-    async fn ack(&self) -> Result<(), BusError> {
-        match self.lapin.ack(BasicAckOptions::default()).await {
-            Ok(true) => Ok(()),
-            // The channel is gone, so the broker requeued the message.
-            Ok(false) | Err(_) => Err(BusError::LeaseExpired),
-        }
+    /// Hands the ack to the member's task; `LeaseExpired` if the subscription is gone.
+    fn ack(&self) -> Result<(), BusError> {
+        self.state.store(DONE, std::sync::atomic::Ordering::Release);
+        self.ctx.cmd.send(Cmd::Settled { token: self.token }).map_err(|_| BusError::LeaseExpired)
     }
 
-    async fn copy_then_ack(&self, copy: Outgoing) -> Result<(), BusError> {
-        self.ctx.inner.send(vec![copy]).await?;
-        self.ack().await
-    }
-
-    async fn apply(&self, s: Settlement) -> Result<(), BusError> {
+    /// Publishes the copy a settle needs; the ack follows once it is confirmed.
+    async fn copy(&self, s: Settlement) -> Result<(), BusError> {
         let layout = &self.ctx.layout;
-        match s {
-            Settlement::Ack => self.ack().await,
+        let copy = match s {
+            Settlement::Ack => return Ok(()),
             Settlement::RetryAfter { delay, error } => {
                 let trail = Trail {
                     attempts: self.attempt,
                     first_error: self.trail.first_error.clone().or_else(|| Some(error.clone())),
                     last_error: Some(error),
                 };
-                self.copy_then_ack(Outgoing::to_queue(&self.env, &trail, layout.target(&self.env), delay)).await
+                Outgoing::to_queue(&self.env, &trail, layout.target(&self.env), delay)
             }
             Settlement::DeadLetter { reason, error } => {
                 let failures = FailureRecord {
@@ -95,9 +90,10 @@ impl AmqpAcker {
                 };
                 let position = format!("{}#{}", layout.queues[self.queue], self.tag);
                 let dead = DeadLetter::encode(&self.env, &layout.group, &reason, &failures, &position);
-                self.copy_then_ack(Outgoing::to_queue(&dead, &Trail::default(), &layout.dlq, Duration::ZERO)).await
+                Outgoing::to_queue(&dead, &Trail::default(), &layout.dlq, Duration::ZERO)
             }
-        }
+        };
+        self.ctx.inner.send(vec![copy]).await
     }
 }
 
@@ -112,18 +108,24 @@ impl horizons_bus::Acker for AmqpAcker {
             let cmd = Cmd::RetryInPlace { token: self.token, delay: *delay, error: error.clone() };
             return self.ctx.cmd.send(cmd).map_err(|_| BusError::LeaseExpired);
         }
-        match self.apply(s).await {
-            Ok(()) => {
-                self.state.store(DONE, std::sync::atomic::Ordering::Release);
-                let _ = self.ctx.cmd.send(Cmd::Settled { token: self.token });
-                Ok(())
-            }
+        match self.copy(s).await {
+            Ok(()) => self.ack(),
             Err(e) => {
                 // Not settled: the lease (or the channel's loss) gives the message back.
                 transition(&self.state, SETTLING, HANDED);
                 Err(e)
             }
         }
+    }
+
+    fn settle_now(&mut self, s: &Settlement) -> Option<Result<(), BusError>> {
+        if !matches!(s, Settlement::Ack) {
+            return None;
+        }
+        if !transition(&self.state, HANDED, SETTLING) {
+            return Some(Err(BusError::LeaseExpired));
+        }
+        Some(self.ack())
     }
 
     fn release(self: Box<Self>) {

@@ -1,7 +1,8 @@
 //! Subscribing: one channel per member, `basic.qos` = the member's prefetch for each of the
 //! group's queues, manual acks; a task drives the member's [`Member`] state and hands
 //! deliveries to the subscription one at a time, so the choice of what goes next (priority,
-//! key blocking) is made as late as possible.
+//! key blocking) is made as late as possible. Settles come back to the task, which acks them
+//! in batches ([`crate::acks`]).
 //!
 //! The task outlives outages: when the channel or connection dies it drops what the dead
 //! channel delivered (the broker requeues it, counting a return), waits for the supervisor's
@@ -16,12 +17,13 @@ use futures::{FutureExt, Stream};
 use horizons_bus::{
     BusError, Delivery, GroupSpec, OrderingMode, Position, SubscribeOptions, Subscriber, Subscription, Topic,
 };
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::acker::{AmqpAcker, GroupCtx};
+use crate::acks::Acks;
 use crate::codec;
 use crate::member::{Action, Entry, Member};
 use crate::topology::{self, Layout};
@@ -101,6 +103,7 @@ enum End {
 struct Driver {
     ctx: Arc<GroupCtx>,
     member: Member,
+    acks: Acks<lapin::Acker>,
     cmd_rx: flume::Receiver<crate::member::Cmd>,
     tx: flume::Sender<Delivery>,
     cancel: CancellationToken,
@@ -130,6 +133,7 @@ impl Driver {
             let (ch, gen) = (s.ch.clone(), s.gen);
             let end = self.session(s).await;
             self.member.lost();
+            self.acks.clear();
             match end {
                 End::Cancelled => {
                     let _ = tokio::time::timeout(Duration::from_secs(5), ch.close(200, "unsubscribed".into())).await;
@@ -146,6 +150,7 @@ impl Driver {
 
     /// Takes a delivery from the broker; one over the size limit goes straight to the DLQ.
     fn push(&mut self, e: Entry) {
+        self.acks.delivered(e.tag);
         let size = e.env.wire_size();
         let max = self.ctx.layout.max_bytes;
         self.member.push(e);
@@ -168,9 +173,24 @@ impl Driver {
         }
     }
 
-    async fn act(&self, actions: impl IntoIterator<Item = Action>) {
-        for Action::Requeue(acker) in actions {
-            let _ = acker.reject(BasicRejectOptions { requeue: true }).await;
+    /// Sends rejects at once and keeps acks for the next [`Driver::flush`].
+    async fn act(&mut self, actions: impl IntoIterator<Item = Action>, now: Instant) {
+        for action in actions {
+            match action {
+                Action::Requeue { tag, acker } => {
+                    self.acks.forget(tag);
+                    let _ = acker.reject(BasicRejectOptions { requeue: true }).await;
+                }
+                Action::Ack { tag, acker } => self.acks.settled(tag, acker, now),
+            }
+        }
+    }
+
+    /// Sends the acks that are due, in order (a multiple ack must not overtake a reject).
+    async fn flush(&mut self, now: Instant) {
+        for f in self.acks.flush(now) {
+            // `false`: the channel is gone, and the broker requeued the message.
+            let _ = f.acker.ack(BasicAckOptions { multiple: f.multiple }).await;
         }
     }
 
@@ -182,8 +202,9 @@ impl Driver {
         loop {
             let now = Instant::now();
             let expired = self.member.expire(now);
-            self.act(expired).await;
-            let mut wake = self.member.next_due().filter(|t| *t > now);
+            self.act(expired, now).await;
+            self.flush(now).await;
+            let mut wake = self.member.next_due().into_iter().chain(self.acks.due()).filter(|t| *t > now).min();
             if slot.is_none() {
                 match self.member.next_ready(now) {
                     Ok(e) => {
@@ -215,9 +236,10 @@ impl Driver {
                 cmd = self.cmd_rx.recv_async() => {
                     let now = Instant::now();
                     // Settles come in bursts: take every one that is waiting.
-                    for cmd in cmd.into_iter().chain(self.cmd_rx.try_iter()) {
+                    let cmds: Vec<_> = cmd.into_iter().chain(self.cmd_rx.try_iter()).collect();
+                    for cmd in cmds {
                         let action = self.member.command(cmd, now);
-                        self.act(action).await;
+                        self.act(action, now).await;
                     }
                 }
                 d = s.deliveries.next() => {
@@ -284,7 +306,7 @@ impl Subscriber for AmqpBus {
         let (tx, rx) = flume::bounded(prefetch / 16);
         let cancel = CancellationToken::new();
         let ctx = Arc::new(GroupCtx { inner: self.inner.clone(), layout, cmd: cmd_tx });
-        let driver = Driver { ctx, member, cmd_rx, tx, cancel: cancel.clone(), prefetch };
+        let driver = Driver { ctx, member, acks: Acks::default(), cmd_rx, tx, cancel: cancel.clone(), prefetch };
         tokio::spawn(driver.run(Some(session)));
         Ok(Subscription::new(rx, Box::new(Guard(cancel))))
     }

@@ -46,6 +46,7 @@
 //! - **Credentials**: the URL's password is never printed ([`config::SecretUrl`]).
 
 pub mod acker;
+pub(crate) mod acks;
 pub mod codec;
 pub mod config;
 pub mod connection;

@@ -56,7 +56,7 @@ pub(crate) struct Entry {
 /// What the acker tells the member after the user settled or dropped a delivery.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    /// Acked at the broker (after any retry or dead-letter copy was confirmed).
+    /// Done: ack it at the broker (after any retry or dead-letter copy was confirmed).
     Settled { token: u64 },
     /// Dropped unsettled.
     Release { token: u64 },
@@ -68,7 +68,9 @@ pub(crate) enum Cmd {
 #[derive(Debug)]
 pub(crate) enum Action {
     /// `basic.reject` with requeue.
-    Requeue(lapin::Acker),
+    Requeue { tag: u64, acker: lapin::Acker },
+    /// `basic.ack`, batched with others ([`crate::acks`]).
+    Ack { tag: u64, acker: lapin::Acker },
 }
 
 struct InFlight {
@@ -222,7 +224,7 @@ impl Member {
                     }
                 }
                 self.freed(f.entry.queue, now);
-                None
+                Some(Action::Ack { tag: f.entry.tag, acker: f.entry.lapin })
             }
             Cmd::Release { token } => {
                 let f = self.in_flight.remove(&token)?;
@@ -244,7 +246,7 @@ impl Member {
         match self.mode {
             OrderingMode::Requeue => {
                 self.freed(e.queue, now);
-                Some(Action::Requeue(e.lapin))
+                Some(Action::Requeue { tag: e.tag, acker: e.lapin })
             }
             OrderingMode::BlockKey => {
                 if let Some(k) = &e.env.key {
@@ -332,7 +334,7 @@ mod tests {
         m.taken(token, now);
         // Level 9's prefetch (1) is held by the consumer: wait for its refill before level 2.
         assert_eq!(m.next_ready(now).unwrap_err(), Some(now + grace));
-        assert!(m.command(Cmd::Settled { token }, now).is_none());
+        assert!(matches!(m.command(Cmd::Settled { token }, now), Some(Action::Ack { tag: 2, .. })));
         assert!(m.next_ready(now).is_err(), "a settle with a full window expects a refill");
         m.push(entry(9, 3, None));
         assert_eq!(seq(&m.next_ready(now).unwrap()), 3);
@@ -371,7 +373,7 @@ mod tests {
         m.taken(token, now);
         assert!(m.expire(now + vt / 2).is_empty());
         let actions = m.expire(now + vt);
-        assert!(matches!(actions.as_slice(), [Action::Requeue(_)]));
+        assert!(matches!(actions.as_slice(), [Action::Requeue { tag: 1, .. }]));
         assert!(!transition(&state, HANDED, SETTLING), "a stale delivery cannot be settled");
     }
 }

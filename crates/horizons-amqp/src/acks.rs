@@ -1,0 +1,241 @@
+//! Acks in batches: one `basic.ack` with `multiple` for every run of settled deliveries.
+//!
+//! A consuming channel numbers its deliveries 1, 2, 3, …; `basic.ack(tag, multiple)` acks
+//! every delivery up to `tag` at once. [`Acks`] keeps the channel's open deliveries (pushed,
+//! neither acked nor rejected) in tag order and, when asked, acks the settled run at the
+//! bottom with one frame. A settled delivery above one still open (a slow handler, a message
+//! buffered behind a higher priority, a `block-key` retry) cannot be covered by a multiple
+//! ack; it waits up to [`HOLD`] for the gap to close, then is acked on its own, so unacked
+//! deliveries never sit on the channel's prefetch for long.
+//!
+//! Frames cost the client a hand-over to lapin's I/O thread each and the broker a channel
+//! round each; under load the settles of a whole burst leave in one frame. The broker learns
+//! of a settle up to [`HOLD`] later than with one ack per delivery, and a crash in between
+//! delivers those messages again (at-least-once allows that; the inbox absorbs it).
+//!
+//! No I/O here: the driver ([`crate::consumer`]) sends what [`Acks::flush`] returns, in order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long a settled delivery above an open one waits for a multiple ack.
+pub(crate) const HOLD: Duration = Duration::from_millis(5);
+
+/// One frame to send: ack `acker`'s delivery, and with `multiple` every earlier one too.
+#[derive(Debug)]
+pub(crate) struct AckFrame<A> {
+    pub acker: A,
+    pub multiple: bool,
+}
+
+#[derive(Debug)]
+enum Slot<A> {
+    /// Delivered, not settled.
+    Open,
+    /// Settled, waiting for its frame.
+    Settled(A),
+    /// Acked on its own, or rejected: no longer the channel's, and no gap either.
+    Gone,
+}
+
+/// The deliveries of one channel above the last multiple ack; `A` is the handle that acks one
+/// (a `lapin::Acker`).
+#[derive(Debug)]
+pub(crate) struct Acks<A> {
+    /// Every tag up to here is acked or rejected.
+    floor: u64,
+    /// Tags above `floor` seen so far. A tag not in here was not pushed yet (the deliveries of
+    /// a channel's queues arrive through separate streams), so it stops a run too.
+    slots: BTreeMap<u64, Slot<A>>,
+    /// Settled deliveries, oldest settle first (some may have been acked since: skipped).
+    settled: VecDeque<(Instant, u64)>,
+}
+
+impl<A> Default for Acks<A> {
+    fn default() -> Self {
+        Self { floor: 0, slots: BTreeMap::new(), settled: VecDeque::new() }
+    }
+}
+
+impl<A> Acks<A> {
+    /// The channel delivered `tag`.
+    pub fn delivered(&mut self, tag: u64) {
+        if tag > self.floor {
+            self.slots.insert(tag, Slot::Open);
+        }
+    }
+
+    /// `tag` is done: ack it with `acker`.
+    pub fn settled(&mut self, tag: u64, acker: A, now: Instant) {
+        if let Some(slot @ Slot::Open) = self.slots.get_mut(&tag) {
+            *slot = Slot::Settled(acker);
+            self.settled.push_back((now, tag));
+        }
+    }
+
+    /// `tag` left by another way (`basic.reject`): it no longer holds back later acks.
+    pub fn forget(&mut self, tag: u64) {
+        if let Some(slot) = self.slots.get_mut(&tag) {
+            *slot = Slot::Gone;
+        }
+    }
+
+    /// The channel is gone, and with it every open delivery; the next one starts at tag 1.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    fn is_settled(&self, tag: u64) -> bool {
+        matches!(self.slots.get(&tag), Some(Slot::Settled(_)))
+    }
+
+    /// Drops acked deliveries from the front of the settle order.
+    fn trim(&mut self) {
+        while self.settled.front().is_some_and(|(_, tag)| !self.is_settled(*tag)) {
+            self.settled.pop_front();
+        }
+    }
+
+    /// When the oldest held delivery must be acked on its own, if any waits.
+    pub fn due(&self) -> Option<Instant> {
+        self.settled.front().map(|(t, _)| *t + HOLD)
+    }
+
+    /// The frames to send now: the settled run just above the floor as one multiple ack, then
+    /// every delivery settled [`HOLD`] ago or earlier on its own.
+    pub fn flush(&mut self, now: Instant) -> Vec<AckFrame<A>> {
+        let mut frames = Vec::new();
+        let (mut last, mut acks) = (None, 0);
+        while let Some(entry) = self.slots.first_entry() {
+            if *entry.key() != self.floor + 1 || matches!(entry.get(), Slot::Open) {
+                break;
+            }
+            self.floor += 1;
+            if let Slot::Settled(acker) = entry.remove() {
+                last = Some(acker);
+                acks += 1;
+            }
+        }
+        if let Some(acker) = last {
+            frames.push(AckFrame { acker, multiple: acks > 1 });
+        }
+        self.trim();
+        while let Some(&(t, tag)) = self.settled.front() {
+            if now < t + HOLD {
+                break;
+            }
+            self.settled.pop_front();
+            if let Some(slot) = self.slots.get_mut(&tag) {
+                if let Slot::Settled(acker) = std::mem::replace(slot, Slot::Gone) {
+                    frames.push(AckFrame { acker, multiple: false });
+                }
+            }
+            self.trim();
+        }
+        frames
+    }
+
+    /// Deliveries delivered and not yet acked or rejected.
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.slots.values().filter(|s| !matches!(s, Slot::Gone)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(frames: Vec<AckFrame<u64>>) -> Vec<(u64, bool)> {
+        frames.into_iter().map(|f| (f.acker, f.multiple)).collect()
+    }
+
+    #[test]
+    fn a_settled_run_leaves_in_one_multiple_ack() {
+        let now = Instant::now();
+        let mut a = Acks::default();
+        (1..=5).for_each(|t| a.delivered(t));
+        for t in [2, 1, 3] {
+            a.settled(t, t, now);
+        }
+        assert_eq!(sent(a.flush(now)), vec![(3, true)], "1..=3 settled: one frame up to 3");
+        a.settled(4, 4, now);
+        assert_eq!(sent(a.flush(now)), vec![(4, false)], "a run of one is a plain ack");
+        assert_eq!(a.open(), 1);
+        assert!(a.flush(now).is_empty(), "5 is still open");
+    }
+
+    #[test]
+    fn a_settle_above_an_open_delivery_waits_for_the_gap_then_goes_alone() {
+        let now = Instant::now();
+        let mut a = Acks::default();
+        (1..=4).for_each(|t| a.delivered(t));
+        a.settled(2, 2, now);
+        a.settled(4, 4, now);
+        assert!(a.flush(now).is_empty(), "1 is open: 2 and 4 wait");
+        assert_eq!(a.due(), Some(now + HOLD));
+        assert!(a.flush(now + HOLD / 2).is_empty());
+        assert_eq!(sent(a.flush(now + HOLD)), vec![(2, false), (4, false)], "after the hold, each on its own");
+        assert_eq!(a.due(), None);
+        a.settled(1, 1, now + HOLD);
+        assert_eq!(sent(a.flush(now + HOLD)), vec![(1, false)]);
+        assert_eq!(a.open(), 1, "3 is open");
+    }
+
+    #[test]
+    fn a_tag_not_yet_pushed_stops_the_run() {
+        let now = Instant::now();
+        let mut a = Acks::default();
+        // Tags 1 and 3 came through one queue's stream; 2 is still in another's.
+        a.delivered(1);
+        a.delivered(3);
+        a.settled(1, 1, now);
+        a.settled(3, 3, now);
+        assert_eq!(sent(a.flush(now)), vec![(1, false)], "a multiple ack up to 3 would ack 2 unseen");
+        a.delivered(2);
+        a.settled(2, 2, now);
+        assert_eq!(sent(a.flush(now)), vec![(3, true)]);
+    }
+
+    #[test]
+    fn a_delivery_acked_alone_is_no_gap_for_the_next_run() {
+        let now = Instant::now();
+        let mut a = Acks::default();
+        (1..=4).for_each(|t| a.delivered(t));
+        a.settled(2, 2, now);
+        assert_eq!(sent(a.flush(now + HOLD)), vec![(2, false)]);
+        a.settled(1, 1, now + HOLD);
+        a.settled(3, 3, now + HOLD);
+        assert_eq!(sent(a.flush(now + HOLD)), vec![(3, true)], "1 and 3 in one frame, over the acked 2");
+    }
+
+    #[test]
+    fn a_closed_gap_sends_the_whole_run() {
+        let now = Instant::now();
+        let mut a = Acks::default();
+        (1..=4).for_each(|t| a.delivered(t));
+        a.settled(3, 3, now);
+        a.settled(2, 2, now);
+        assert!(a.flush(now).is_empty());
+        a.settled(1, 1, now);
+        assert_eq!(sent(a.flush(now)), vec![(3, true)]);
+        assert_eq!(a.due(), None, "nothing held");
+    }
+
+    #[test]
+    fn rejected_and_unknown_tags_do_not_block_or_ack() {
+        let now = Instant::now();
+        let mut a = Acks::default();
+        (1..=3).for_each(|t| a.delivered(t));
+        a.forget(1);
+        a.settled(9, 9, now);
+        a.settled(2, 2, now);
+        a.settled(2, 22, now);
+        assert_eq!(sent(a.flush(now)), vec![(2, false)], "1 was rejected; 9 was never delivered here");
+        a.settled(3, 3, now);
+        a.clear();
+        assert!(a.flush(now + HOLD).is_empty(), "a lost channel acks nothing");
+    }
+}
