@@ -4,7 +4,8 @@
 //! persistent messages with the same payloads; publisher confirms on `publish_channels`
 //! channels, each keeping up to `confirm_window` confirms outstanding (the adapter's window),
 //! with the load's producers sharing them; `consumers` consumers on channels of their own with
-//! `basic.qos` = the load's prefetch, acking every delivery. No envelope, no priorities, no
+//! `basic.qos` = the load's prefetch, acking every delivery on its own, or with `ack_every` = N
+//! every Nth of its channel with `multiple` (and the run's last). No envelope, no priorities, no
 //! leases: what is left is lapin and the broker, the ceiling the adapter is measured against.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +61,7 @@ pub async fn cleanup(cfg: &AmqpConfig, spec: horizons_bus::TopicSpec) {
 }
 
 /// Runs `load` through bare lapin on a queue of its own, deleted afterwards.
-pub async fn run(cfg: &AmqpConfig, load: &Load) -> Result<RawAmqp, AppError> {
+pub async fn run(cfg: &AmqpConfig, load: &Load, ack_every: u64) -> Result<RawAmqp, AppError> {
     let conn = Connection::connect(cfg.url.expose(), ConnectionProperties::default())
         .await
         .map_err(|e| AppError::Bench(format!("raw lapin baseline: connecting to {}: {e}", cfg.url)))?;
@@ -72,13 +73,19 @@ pub async fn run(cfg: &AmqpConfig, load: &Load) -> Result<RawAmqp, AppError> {
         .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
         .await
         .map_err(err("declaring the queue"))?;
-    let result = measure(&conn, cfg, load, &queue).await;
+    let result = measure(&conn, cfg, load, &queue, ack_every.max(1)).await;
     let _ = admin.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     let _ = conn.close(200, "done".into()).await;
     result
 }
 
-async fn measure(conn: &Connection, cfg: &AmqpConfig, load: &Load, queue: &str) -> Result<RawAmqp, AppError> {
+async fn measure(
+    conn: &Connection,
+    cfg: &AmqpConfig,
+    load: &Load,
+    queue: &str,
+    ack_every: u64,
+) -> Result<RawAmqp, AppError> {
     let n = load.messages;
     let t0 = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
@@ -102,8 +109,12 @@ async fn measure(conn: &Connection, cfg: &AmqpConfig, load: &Load, queue: &str) 
                 }
                 first_ns.fetch_min(now, Ordering::Relaxed);
                 last_ns.fetch_max(now, Ordering::Relaxed);
-                d.acker.ack(BasicAckOptions::default()).await.map_err(err("acking"))?;
-                if received.fetch_add(1, Ordering::AcqRel) + 1 >= n {
+                let last = received.fetch_add(1, Ordering::AcqRel) + 1 >= n;
+                if ack_every == 1 || d.delivery_tag % ack_every == 0 || last {
+                    let opts = BasicAckOptions { multiple: ack_every > 1 };
+                    d.acker.ack(opts).await.map_err(err("acking"))?;
+                }
+                if last {
                     break;
                 }
             }
