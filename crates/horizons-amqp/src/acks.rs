@@ -2,11 +2,13 @@
 //!
 //! A consuming channel numbers its deliveries 1, 2, 3, …; `basic.ack(tag, multiple)` acks
 //! every delivery up to `tag` at once. [`Acks`] keeps the channel's open deliveries (pushed,
-//! neither acked nor rejected) in tag order and, when asked, acks the settled run at the
-//! bottom with one frame. A settled delivery above one still open (a slow handler, a message
-//! buffered behind a higher priority, a `block-key` retry) cannot be covered by a multiple
-//! ack; it waits up to [`HOLD`] for the gap to close, then is acked on its own, so unacked
-//! deliveries never sit on the channel's prefetch for long.
+//! neither acked nor rejected) in tag order and acks the settled run at the bottom with one
+//! frame once it holds `batch` settles (an eighth of the prefetch, at most 256; 1 for a
+//! prefetch under 16, so a small window never waits) or its oldest settle is [`HOLD`] old.
+//! A settled delivery above one still open (a slow handler, a message buffered behind a
+//! higher priority, a `block-key` retry) cannot be covered by a multiple ack; it waits up to
+//! [`HOLD`] for the gap to close, then is acked on its own, so unacked deliveries never sit on
+//! the channel's prefetch for long.
 //!
 //! Frames cost the client a hand-over to lapin's I/O thread each and the broker a channel
 //! round each; under load the settles of a whole burst leave in one frame. The broker learns
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How long a settled delivery above an open one waits for a multiple ack.
+/// How long a settled delivery waits for the frame that acks it.
 pub(crate) const HOLD: Duration = Duration::from_millis(5);
 
 /// One frame to send: ack `acker`'s delivery, and with `multiple` every earlier one too.
@@ -51,15 +53,16 @@ pub(crate) struct Acks<A> {
     slots: BTreeMap<u64, Slot<A>>,
     /// Settled deliveries, oldest settle first (some may have been acked since: skipped).
     settled: VecDeque<(Instant, u64)>,
-}
-
-impl<A> Default for Acks<A> {
-    fn default() -> Self {
-        Self { floor: 0, slots: BTreeMap::new(), settled: VecDeque::new() }
-    }
+    /// Settles a run waits for before its frame goes.
+    batch: usize,
 }
 
 impl<A> Acks<A> {
+    /// The acks of a channel whose consumers hold up to `prefetch` deliveries each.
+    pub fn new(prefetch: usize) -> Self {
+        Self { floor: 0, slots: BTreeMap::new(), settled: VecDeque::new(), batch: (prefetch / 8).clamp(1, 256) }
+    }
+
     /// The channel delivered `tag`.
     pub fn delivered(&mut self, tag: u64) {
         if tag > self.floor {
@@ -84,7 +87,7 @@ impl<A> Acks<A> {
 
     /// The channel is gone, and with it every open delivery; the next one starts at tag 1.
     pub fn clear(&mut self) {
-        *self = Self::default();
+        *self = Self::new(self.batch * 8);
     }
 
     fn is_settled(&self, tag: u64) -> bool {
@@ -103,10 +106,30 @@ impl<A> Acks<A> {
         self.settled.front().map(|(t, _)| *t + HOLD)
     }
 
-    /// The frames to send now: the settled run just above the floor as one multiple ack, then
-    /// every delivery settled [`HOLD`] ago or earlier on its own.
+    /// Settles in the run just above the floor, counted up to `batch`.
+    fn run(&self) -> usize {
+        let mut settled = 0;
+        for (i, (tag, slot)) in self.slots.iter().enumerate() {
+            if *tag != self.floor + 1 + i as u64 || settled >= self.batch {
+                break;
+            }
+            match slot {
+                Slot::Open => break,
+                Slot::Settled(_) => settled += 1,
+                Slot::Gone => {}
+            }
+        }
+        settled
+    }
+
+    /// The frames to send now: the settled run just above the floor as one multiple ack once
+    /// it is a batch or its oldest settle is due, then every delivery settled [`HOLD`] ago or
+    /// earlier on its own.
     pub fn flush(&mut self, now: Instant) -> Vec<AckFrame<A>> {
         let mut frames = Vec::new();
+        if self.run() < self.batch && self.due().is_none_or(|t| now < t) {
+            return frames;
+        }
         let (mut last, mut acks) = (None, 0);
         while let Some(entry) = self.slots.first_entry() {
             if *entry.key() != self.floor + 1 || matches!(entry.get(), Slot::Open) {
@@ -155,7 +178,7 @@ mod tests {
     #[test]
     fn a_settled_run_leaves_in_one_multiple_ack() {
         let now = Instant::now();
-        let mut a = Acks::default();
+        let mut a = Acks::new(8);
         (1..=5).for_each(|t| a.delivered(t));
         for t in [2, 1, 3] {
             a.settled(t, t, now);
@@ -170,7 +193,7 @@ mod tests {
     #[test]
     fn a_settle_above_an_open_delivery_waits_for_the_gap_then_goes_alone() {
         let now = Instant::now();
-        let mut a = Acks::default();
+        let mut a = Acks::new(8);
         (1..=4).for_each(|t| a.delivered(t));
         a.settled(2, 2, now);
         a.settled(4, 4, now);
@@ -185,9 +208,28 @@ mod tests {
     }
 
     #[test]
+    fn a_large_window_waits_for_a_batch_or_the_hold() {
+        let now = Instant::now();
+        let mut a = Acks::new(32);
+        (1..=6).for_each(|t| a.delivered(t));
+        (1..=3).for_each(|t| a.settled(t, t, now));
+        assert!(a.flush(now).is_empty(), "3 settles, a batch is 4");
+        a.settled(4, 4, now);
+        assert_eq!(sent(a.flush(now)), vec![(4, true)]);
+        a.settled(5, 5, now);
+        assert!(a.flush(now + HOLD / 2).is_empty());
+        assert_eq!(a.due(), Some(now + HOLD));
+        assert_eq!(sent(a.flush(now + HOLD)), vec![(5, false)], "a lone settle goes after the hold");
+        a.clear();
+        (1..=4).for_each(|t| a.delivered(t));
+        (1..=4).for_each(|t| a.settled(t, t, now));
+        assert_eq!(sent(a.flush(now)), vec![(4, true)], "the batch size survives a new channel");
+    }
+
+    #[test]
     fn a_tag_not_yet_pushed_stops_the_run() {
         let now = Instant::now();
-        let mut a = Acks::default();
+        let mut a = Acks::new(8);
         // Tags 1 and 3 came through one queue's stream; 2 is still in another's.
         a.delivered(1);
         a.delivered(3);
@@ -202,7 +244,7 @@ mod tests {
     #[test]
     fn a_delivery_acked_alone_is_no_gap_for_the_next_run() {
         let now = Instant::now();
-        let mut a = Acks::default();
+        let mut a = Acks::new(8);
         (1..=4).for_each(|t| a.delivered(t));
         a.settled(2, 2, now);
         assert_eq!(sent(a.flush(now + HOLD)), vec![(2, false)]);
@@ -214,7 +256,7 @@ mod tests {
     #[test]
     fn a_closed_gap_sends_the_whole_run() {
         let now = Instant::now();
-        let mut a = Acks::default();
+        let mut a = Acks::new(8);
         (1..=4).for_each(|t| a.delivered(t));
         a.settled(3, 3, now);
         a.settled(2, 2, now);
@@ -227,7 +269,7 @@ mod tests {
     #[test]
     fn rejected_and_unknown_tags_do_not_block_or_ack() {
         let now = Instant::now();
-        let mut a = Acks::default();
+        let mut a = Acks::new(8);
         (1..=3).for_each(|t| a.delivered(t));
         a.forget(1);
         a.settled(9, 9, now);

@@ -306,7 +306,7 @@ impl Subscriber for AmqpBus {
         let (tx, rx) = flume::bounded(prefetch / 16);
         let cancel = CancellationToken::new();
         let ctx = Arc::new(GroupCtx { inner: self.inner.clone(), layout, cmd: cmd_tx });
-        let driver = Driver { ctx, member, acks: Acks::default(), cmd_rx, tx, cancel: cancel.clone(), prefetch };
+        let driver = Driver { ctx, member, acks: Acks::new(prefetch), cmd_rx, tx, cancel: cancel.clone(), prefetch };
         tokio::spawn(driver.run(Some(session)));
         Ok(Subscription::new(rx, Box::new(Guard(cancel))))
     }
