@@ -1,12 +1,13 @@
 //! Acks in batches: one `basic.ack` with `multiple` for every run of settled deliveries.
 //!
-//! A consuming channel numbers its deliveries 1, 2, 3, …; `basic.ack(tag, multiple)` acks
+//! A consuming channel (one per queue: priority levels do not share tags) numbers its
+//! deliveries 1, 2, 3, …; `basic.ack(tag, multiple)` acks
 //! every delivery up to `tag` at once. [`Acks`] keeps the channel's open deliveries (pushed,
 //! neither acked nor rejected) in tag order and acks the settled run at the bottom with one
 //! frame once it holds `batch` settles (an eighth of the prefetch, at most 256; 1 for a
 //! prefetch under 16, so a small window never waits) or its oldest settle is [`HOLD`] old.
-//! A settled delivery above one still open (a slow handler, a message buffered behind a
-//! higher priority, a `block-key` retry) cannot be covered by a multiple ack; it waits up to
+//! A settled delivery above one still open (a slow handler, a `block-key` retry) cannot be
+//! covered by a multiple ack; it waits up to
 //! [`HOLD`] for the gap to close, then is acked on its own, so unacked deliveries never sit on
 //! the channel's prefetch for long.
 //!
@@ -25,39 +26,38 @@ use tokio::time::Instant;
 /// How long a settled delivery waits for the frame that acks it.
 pub(crate) const HOLD: Duration = Duration::from_millis(5);
 
-/// One frame to send: ack `acker`'s delivery, and with `multiple` every earlier one too.
-#[derive(Debug)]
-pub(crate) struct AckFrame<A> {
-    pub acker: A,
+/// One frame to send: ack delivery `tag`, and with `multiple` every earlier one too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AckFrame {
+    pub tag: u64,
     pub multiple: bool,
 }
 
-#[derive(Debug)]
-enum Slot<A> {
+#[derive(Clone, Copy, Debug)]
+enum Slot {
     /// Delivered, not settled.
     Open,
     /// Settled, waiting for its frame.
-    Settled(A),
+    Settled,
     /// Acked on its own, or rejected: no longer the channel's, and no gap either.
     Gone,
 }
 
-/// The deliveries of one channel above the last multiple ack; `A` is the handle that acks one
-/// (a `lapin::Acker`).
+/// The deliveries of one channel above the last multiple ack.
 #[derive(Debug)]
-pub(crate) struct Acks<A> {
+pub(crate) struct Acks {
     /// Every tag up to here is acked or rejected.
     floor: u64,
     /// Tags above `floor` seen so far. A tag not in here was not pushed yet (the deliveries of
     /// a channel's queues arrive through separate streams), so it stops a run too.
-    slots: BTreeMap<u64, Slot<A>>,
+    slots: BTreeMap<u64, Slot>,
     /// Settled deliveries, oldest settle first (some may have been acked since: skipped).
     settled: VecDeque<(Instant, u64)>,
     /// Settles a run waits for before its frame goes.
     batch: usize,
 }
 
-impl<A> Acks<A> {
+impl Acks {
     /// The acks of a channel whose consumers hold up to `prefetch` deliveries each.
     pub fn new(prefetch: usize) -> Self {
         Self { floor: 0, slots: BTreeMap::new(), settled: VecDeque::new(), batch: (prefetch / 8).clamp(1, 256) }
@@ -70,10 +70,10 @@ impl<A> Acks<A> {
         }
     }
 
-    /// `tag` is done: ack it with `acker`.
-    pub fn settled(&mut self, tag: u64, acker: A, now: Instant) {
+    /// `tag` is done: ack it.
+    pub fn settled(&mut self, tag: u64, now: Instant) {
         if let Some(slot @ Slot::Open) = self.slots.get_mut(&tag) {
-            *slot = Slot::Settled(acker);
+            *slot = Slot::Settled;
             self.settled.push_back((now, tag));
         }
     }
@@ -91,7 +91,7 @@ impl<A> Acks<A> {
     }
 
     fn is_settled(&self, tag: u64) -> bool {
-        matches!(self.slots.get(&tag), Some(Slot::Settled(_)))
+        matches!(self.slots.get(&tag), Some(Slot::Settled))
     }
 
     /// Drops acked deliveries from the front of the settle order.
@@ -115,7 +115,7 @@ impl<A> Acks<A> {
             }
             match slot {
                 Slot::Open => break,
-                Slot::Settled(_) => settled += 1,
+                Slot::Settled => settled += 1,
                 Slot::Gone => {}
             }
         }
@@ -125,7 +125,7 @@ impl<A> Acks<A> {
     /// The frames to send now: the settled run just above the floor as one multiple ack once
     /// it is a batch or its oldest settle is due, then every delivery settled [`HOLD`] ago or
     /// earlier on its own.
-    pub fn flush(&mut self, now: Instant) -> Vec<AckFrame<A>> {
+    pub fn flush(&mut self, now: Instant) -> Vec<AckFrame> {
         let mut frames = Vec::new();
         if self.run() < self.batch && self.due().is_none_or(|t| now < t) {
             return frames;
@@ -136,13 +136,13 @@ impl<A> Acks<A> {
                 break;
             }
             self.floor += 1;
-            if let Slot::Settled(acker) = entry.remove() {
-                last = Some(acker);
+            if let Slot::Settled = entry.remove() {
+                last = Some(self.floor);
                 acks += 1;
             }
         }
-        if let Some(acker) = last {
-            frames.push(AckFrame { acker, multiple: acks > 1 });
+        if let Some(tag) = last {
+            frames.push(AckFrame { tag, multiple: acks > 1 });
         }
         self.trim();
         while let Some(&(t, tag)) = self.settled.front() {
@@ -150,10 +150,9 @@ impl<A> Acks<A> {
                 break;
             }
             self.settled.pop_front();
-            if let Some(slot) = self.slots.get_mut(&tag) {
-                if let Slot::Settled(acker) = std::mem::replace(slot, Slot::Gone) {
-                    frames.push(AckFrame { acker, multiple: false });
-                }
+            if let Some(slot @ Slot::Settled) = self.slots.get_mut(&tag) {
+                *slot = Slot::Gone;
+                frames.push(AckFrame { tag, multiple: false });
             }
             self.trim();
         }
@@ -171,8 +170,8 @@ impl<A> Acks<A> {
 mod tests {
     use super::*;
 
-    fn sent(frames: Vec<AckFrame<u64>>) -> Vec<(u64, bool)> {
-        frames.into_iter().map(|f| (f.acker, f.multiple)).collect()
+    fn sent(frames: Vec<AckFrame>) -> Vec<(u64, bool)> {
+        frames.into_iter().map(|f| (f.tag, f.multiple)).collect()
     }
 
     #[test]
@@ -181,10 +180,10 @@ mod tests {
         let mut a = Acks::new(8);
         (1..=5).for_each(|t| a.delivered(t));
         for t in [2, 1, 3] {
-            a.settled(t, t, now);
+            a.settled(t, now);
         }
         assert_eq!(sent(a.flush(now)), vec![(3, true)], "1..=3 settled: one frame up to 3");
-        a.settled(4, 4, now);
+        a.settled(4, now);
         assert_eq!(sent(a.flush(now)), vec![(4, false)], "a run of one is a plain ack");
         assert_eq!(a.open(), 1);
         assert!(a.flush(now).is_empty(), "5 is still open");
@@ -195,14 +194,14 @@ mod tests {
         let now = Instant::now();
         let mut a = Acks::new(8);
         (1..=4).for_each(|t| a.delivered(t));
-        a.settled(2, 2, now);
-        a.settled(4, 4, now);
+        a.settled(2, now);
+        a.settled(4, now);
         assert!(a.flush(now).is_empty(), "1 is open: 2 and 4 wait");
         assert_eq!(a.due(), Some(now + HOLD));
         assert!(a.flush(now + HOLD / 2).is_empty());
         assert_eq!(sent(a.flush(now + HOLD)), vec![(2, false), (4, false)], "after the hold, each on its own");
         assert_eq!(a.due(), None);
-        a.settled(1, 1, now + HOLD);
+        a.settled(1, now + HOLD);
         assert_eq!(sent(a.flush(now + HOLD)), vec![(1, false)]);
         assert_eq!(a.open(), 1, "3 is open");
     }
@@ -212,17 +211,17 @@ mod tests {
         let now = Instant::now();
         let mut a = Acks::new(32);
         (1..=6).for_each(|t| a.delivered(t));
-        (1..=3).for_each(|t| a.settled(t, t, now));
+        (1..=3).for_each(|t| a.settled(t, now));
         assert!(a.flush(now).is_empty(), "3 settles, a batch is 4");
-        a.settled(4, 4, now);
+        a.settled(4, now);
         assert_eq!(sent(a.flush(now)), vec![(4, true)]);
-        a.settled(5, 5, now);
+        a.settled(5, now);
         assert!(a.flush(now + HOLD / 2).is_empty());
         assert_eq!(a.due(), Some(now + HOLD));
         assert_eq!(sent(a.flush(now + HOLD)), vec![(5, false)], "a lone settle goes after the hold");
         a.clear();
         (1..=4).for_each(|t| a.delivered(t));
-        (1..=4).for_each(|t| a.settled(t, t, now));
+        (1..=4).for_each(|t| a.settled(t, now));
         assert_eq!(sent(a.flush(now)), vec![(4, true)], "the batch size survives a new channel");
     }
 
@@ -233,11 +232,11 @@ mod tests {
         // Tags 1 and 3 came through one queue's stream; 2 is still in another's.
         a.delivered(1);
         a.delivered(3);
-        a.settled(1, 1, now);
-        a.settled(3, 3, now);
+        a.settled(1, now);
+        a.settled(3, now);
         assert_eq!(sent(a.flush(now)), vec![(1, false)], "a multiple ack up to 3 would ack 2 unseen");
         a.delivered(2);
-        a.settled(2, 2, now);
+        a.settled(2, now);
         assert_eq!(sent(a.flush(now)), vec![(3, true)]);
     }
 
@@ -246,10 +245,10 @@ mod tests {
         let now = Instant::now();
         let mut a = Acks::new(8);
         (1..=4).for_each(|t| a.delivered(t));
-        a.settled(2, 2, now);
+        a.settled(2, now);
         assert_eq!(sent(a.flush(now + HOLD)), vec![(2, false)]);
-        a.settled(1, 1, now + HOLD);
-        a.settled(3, 3, now + HOLD);
+        a.settled(1, now + HOLD);
+        a.settled(3, now + HOLD);
         assert_eq!(sent(a.flush(now + HOLD)), vec![(3, true)], "1 and 3 in one frame, over the acked 2");
     }
 
@@ -258,10 +257,10 @@ mod tests {
         let now = Instant::now();
         let mut a = Acks::new(8);
         (1..=4).for_each(|t| a.delivered(t));
-        a.settled(3, 3, now);
-        a.settled(2, 2, now);
+        a.settled(3, now);
+        a.settled(2, now);
         assert!(a.flush(now).is_empty());
-        a.settled(1, 1, now);
+        a.settled(1, now);
         assert_eq!(sent(a.flush(now)), vec![(3, true)]);
         assert_eq!(a.due(), None, "nothing held");
     }
@@ -272,11 +271,11 @@ mod tests {
         let mut a = Acks::new(8);
         (1..=3).for_each(|t| a.delivered(t));
         a.forget(1);
-        a.settled(9, 9, now);
-        a.settled(2, 2, now);
-        a.settled(2, 22, now);
+        a.settled(9, now);
+        a.settled(2, now);
+        a.settled(2, now);
         assert_eq!(sent(a.flush(now)), vec![(2, false)], "1 was rejected; 9 was never delivered here");
-        a.settled(3, 3, now);
+        a.settled(3, now);
         a.clear();
         assert!(a.flush(now + HOLD).is_empty(), "a lost channel acks nothing");
     }

@@ -1,5 +1,5 @@
-//! Subscribing: one channel per member, `basic.qos` = the member's prefetch for each of the
-//! group's queues, manual acks; a task drives the member's [`Member`] state and hands
+//! Subscribing: one channel per queue of the group for each member, `basic.qos` = the
+//! member's prefetch on each, manual acks; a task drives the member's [`Member`] state and hands
 //! deliveries to the subscription one at a time, so the choice of what goes next (priority,
 //! key blocking) is made as late as possible. Settles come back to the task, which acks them
 //! in batches ([`crate::acks`]).
@@ -36,14 +36,22 @@ const STARTUP_GRACE: Duration = Duration::from_millis(300);
 type Deliveries =
     SelectAll<std::pin::Pin<Box<dyn Stream<Item = (usize, lapin::Result<lapin::message::Delivery>)> + Send>>>;
 
-/// One consuming channel.
+/// The consuming channels of one member: one per queue, so each queue's delivery tags run on
+/// their own and a multiple ack of one level never waits on another level's buffered messages.
 struct Session {
-    ch: lapin::Channel,
+    chans: Vec<lapin::Channel>,
     gen: u64,
     deliveries: Deliveries,
 }
 
-/// Opens a channel and consumes every queue of `layout`; tells `member` what waits.
+/// Closes `chans`, waiting up to `within` for each.
+async fn close(chans: &[lapin::Channel], why: &str, within: Duration) {
+    for ch in chans {
+        let _ = tokio::time::timeout(within, ch.close(200, why.into())).await;
+    }
+}
+
+/// Opens a channel per queue of `layout` and consumes it; tells `member` what waits.
 async fn open_session(
     inner: &Inner,
     layout: &Layout,
@@ -51,12 +59,21 @@ async fn open_session(
     member: &mut Member,
 ) -> Result<Session, BusError> {
     let live = inner.conn.live(None).await?;
-    let ch = live.channel("consuming").await?;
-    let result = async {
-        let qos = prefetch.clamp(1, usize::from(u16::MAX)) as u16;
-        ch.basic_qos(qos, BasicQosOptions { global: false }).await?;
-        let mut deliveries = SelectAll::new();
-        for (i, q) in layout.queues.iter().enumerate() {
+    let mut chans = Vec::with_capacity(layout.queues.len());
+    let mut deliveries = SelectAll::new();
+    let mut result = Ok(());
+    for (i, q) in layout.queues.iter().enumerate() {
+        let ch = match live.channel("consuming").await {
+            Ok(ch) => ch,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        chans.push(ch.clone());
+        let consumed = async {
+            let qos = prefetch.clamp(1, usize::from(u16::MAX)) as u16;
+            ch.basic_qos(qos, BasicQosOptions { global: false }).await?;
             if layout.ordering == OrderingMode::Requeue {
                 let passive = QueueDeclareOptions::durable().passive();
                 let info = ch.queue_declare(q.as_str().into(), passive, FieldTable::default()).await?;
@@ -64,34 +81,32 @@ async fn open_session(
                     member.expect(i, Instant::now() + STARTUP_GRACE);
                 }
             }
-            let consumer = ch
-                .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
-                .await?;
-            let s: std::pin::Pin<Box<dyn Stream<Item = _> + Send>> = Box::pin(consumer.map(move |d| (i, d)));
-            deliveries.push(s);
+            ch.basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await
         }
-        Ok::<_, lapin::Error>(deliveries)
+        .await;
+        match consumed {
+            Ok(consumer) => {
+                let s: std::pin::Pin<Box<dyn Stream<Item = _> + Send>> = Box::pin(consumer.map(move |d| (i, d)));
+                deliveries.push(s);
+            }
+            Err(e) => {
+                result = Err(AmqpError::lapin(format!("consuming {}/{}", layout.topic, layout.group), e).into());
+                break;
+            }
+        }
     }
-    .await;
     match result {
-        Ok(deliveries) => Ok(Session { ch, gen: live.gen, deliveries }),
+        Ok(()) => Ok(Session { chans, gen: live.gen, deliveries }),
         Err(e) => {
-            let _ = ch.close(200, "consume failed".into()).await;
-            Err(AmqpError::lapin(format!("consuming {}/{}", layout.topic, layout.group), e).into())
+            close(&chans, "consume failed", Duration::from_secs(1)).await;
+            Err(e)
         }
     }
 }
 
 fn entry(layout: &Layout, queue: usize, d: lapin::message::Delivery) -> Entry {
     let (env, meta) = codec::decode(&layout.topic, &d.properties, d.data);
-    Entry {
-        env,
-        lapin: d.acker,
-        queue,
-        tag: d.delivery_tag,
-        attempt: meta.trail.attempts + meta.returns + 1,
-        trail: meta.trail,
-    }
+    Entry { env, queue, tag: d.delivery_tag, attempt: meta.trail.attempts + meta.returns + 1, trail: meta.trail }
 }
 
 /// Why a session ended.
@@ -103,7 +118,10 @@ enum End {
 struct Driver {
     ctx: Arc<GroupCtx>,
     member: Member,
-    acks: Acks<lapin::Acker>,
+    /// The current session's channels, one per queue.
+    chans: Vec<lapin::Channel>,
+    /// Per queue (channel).
+    acks: Vec<Acks>,
     cmd_rx: flume::Receiver<crate::member::Cmd>,
     tx: flume::Sender<Delivery>,
     cancel: CancellationToken,
@@ -130,18 +148,19 @@ impl Driver {
                 },
             };
             backoff = Duration::from_millis(50);
-            let (ch, gen) = (s.ch.clone(), s.gen);
+            let (chans, gen) = (s.chans.clone(), s.gen);
+            self.chans = s.chans.clone();
             let end = self.session(s).await;
             self.member.lost();
-            self.acks.clear();
+            self.acks.iter_mut().for_each(Acks::clear);
             match end {
                 End::Cancelled => {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), ch.close(200, "unsubscribed".into())).await;
+                    close(&chans, "unsubscribed", Duration::from_secs(5)).await;
                     return;
                 }
                 End::Lost(why) => {
                     tracing::warn!(topic = %self.ctx.layout.topic, group = %self.ctx.layout.group, why, "consumer channel lost; resubscribing");
-                    let _ = tokio::time::timeout(Duration::from_secs(1), ch.close(200, "lost".into())).await;
+                    close(&chans, "lost", Duration::from_secs(1)).await;
                     self.ctx.inner.conn.report(gen);
                 }
             }
@@ -150,7 +169,7 @@ impl Driver {
 
     /// Takes a delivery from the broker; one over the size limit goes straight to the DLQ.
     fn push(&mut self, e: Entry) {
-        self.acks.delivered(e.tag);
+        self.acks[e.queue].delivered(e.tag);
         let size = e.env.wire_size();
         let max = self.ctx.layout.max_bytes;
         self.member.push(e);
@@ -174,23 +193,24 @@ impl Driver {
     }
 
     /// Sends rejects at once and keeps acks for the next [`Driver::flush`].
-    async fn act(&mut self, actions: impl IntoIterator<Item = Action>, now: Instant) {
+    fn act(&mut self, actions: impl IntoIterator<Item = Action>, now: Instant) {
         for action in actions {
             match action {
-                Action::Requeue { tag, acker } => {
-                    self.acks.forget(tag);
-                    let _ = acker.reject(BasicRejectOptions { requeue: true }).await;
+                Action::Requeue { queue, tag } => {
+                    self.acks[queue].forget(tag);
+                    send(self.chans[queue].basic_reject(tag, BasicRejectOptions { requeue: true }));
                 }
-                Action::Ack { tag, acker } => self.acks.settled(tag, acker, now),
+                Action::Ack { queue, tag } => self.acks[queue].settled(tag, now),
             }
         }
     }
 
-    /// Sends the acks that are due, in order (a multiple ack must not overtake a reject).
-    async fn flush(&mut self, now: Instant) {
-        for f in self.acks.flush(now) {
-            // `false`: the channel is gone, and the broker requeued the message.
-            let _ = f.acker.ack(BasicAckOptions { multiple: f.multiple }).await;
+    /// Sends the acks that are due.
+    fn flush(&mut self, now: Instant) {
+        for (a, ch) in self.acks.iter_mut().zip(&self.chans) {
+            for f in a.flush(now) {
+                send(ch.basic_ack(f.tag, BasicAckOptions { multiple: f.multiple }));
+            }
         }
     }
 
@@ -202,9 +222,15 @@ impl Driver {
         loop {
             let now = Instant::now();
             let expired = self.member.expire(now);
-            self.act(expired, now).await;
-            self.flush(now).await;
-            let mut wake = self.member.next_due().into_iter().chain(self.acks.due()).filter(|t| *t > now).min();
+            self.act(expired, now);
+            self.flush(now);
+            let mut wake = self
+                .member
+                .next_due()
+                .into_iter()
+                .chain(self.acks.iter().filter_map(Acks::due))
+                .filter(|t| *t > now)
+                .min();
             if slot.is_none() {
                 match self.member.next_ready(now) {
                     Ok(e) => {
@@ -236,10 +262,11 @@ impl Driver {
                 cmd = self.cmd_rx.recv_async() => {
                     let now = Instant::now();
                     // Settles come in bursts: take every one that is waiting.
-                    let cmds: Vec<_> = cmd.into_iter().chain(self.cmd_rx.try_iter()).collect();
-                    for cmd in cmds {
+                    let mut next = cmd.ok();
+                    while let Some(cmd) = next {
                         let action = self.member.command(cmd, now);
-                        self.act(action, now).await;
+                        self.act(action, now);
+                        next = self.cmd_rx.try_recv().ok();
                     }
                 }
                 d = s.deliveries.next() => {
@@ -257,6 +284,16 @@ impl Driver {
             }
         }
     }
+}
+
+/// Sends an ack or reject on its channel without waiting for it. The first poll queues the
+/// frame on the channel, so frames leave in call order (a multiple ack never overtakes an
+/// earlier single ack or reject of a tag it covers, which the broker would answer by closing
+/// the channel). `lapin::Acker` is no use here: it hands each frame to a task of its own, and
+/// those run in any order. Waiting gains nothing: a frame that never reaches the broker leaves
+/// the message unacked there, to be delivered again.
+fn send(frame: impl std::future::Future<Output = lapin::Result<()>>) {
+    let _ = frame.now_or_never();
 }
 
 /// Unsubscribes when the subscription is dropped.
@@ -305,8 +342,9 @@ impl Subscriber for AmqpBus {
         // late as possible; large ones keep a few ready, saving a task switch per delivery.
         let (tx, rx) = flume::bounded(prefetch / 16);
         let cancel = CancellationToken::new();
+        let acks = layout.queues.iter().map(|_| Acks::new(prefetch)).collect();
         let ctx = Arc::new(GroupCtx { inner: self.inner.clone(), layout, cmd: cmd_tx });
-        let driver = Driver { ctx, member, acks: Acks::new(prefetch), cmd_rx, tx, cancel: cancel.clone(), prefetch };
+        let driver = Driver { ctx, member, chans: Vec::new(), acks, cmd_rx, tx, cancel: cancel.clone(), prefetch };
         tokio::spawn(driver.run(Some(session)));
         Ok(Subscription::new(rx, Box::new(Guard(cancel))))
     }

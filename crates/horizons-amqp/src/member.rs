@@ -45,7 +45,6 @@ pub(crate) fn transition(s: &AtomicU8, from: u8, to: u8) -> bool {
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     pub env: Envelope,
-    pub lapin: lapin::Acker,
     /// Index of the queue it came from (level or shard).
     pub queue: usize,
     pub tag: u64,
@@ -68,9 +67,9 @@ pub(crate) enum Cmd {
 #[derive(Debug)]
 pub(crate) enum Action {
     /// `basic.reject` with requeue.
-    Requeue { tag: u64, acker: lapin::Acker },
+    Requeue { queue: usize, tag: u64 },
     /// `basic.ack`, batched with others ([`crate::acks`]).
-    Ack { tag: u64, acker: lapin::Acker },
+    Ack { queue: usize, tag: u64 },
 }
 
 struct InFlight {
@@ -224,7 +223,7 @@ impl Member {
                     }
                 }
                 self.freed(f.entry.queue, now);
-                Some(Action::Ack { tag: f.entry.tag, acker: f.entry.lapin })
+                Some(Action::Ack { queue: f.entry.queue, tag: f.entry.tag })
             }
             Cmd::Release { token } => {
                 let f = self.in_flight.remove(&token)?;
@@ -246,7 +245,7 @@ impl Member {
         match self.mode {
             OrderingMode::Requeue => {
                 self.freed(e.queue, now);
-                Some(Action::Requeue { tag: e.tag, acker: e.lapin })
+                Some(Action::Requeue { queue: e.queue, tag: e.tag })
             }
             OrderingMode::BlockKey => {
                 if let Some(k) = &e.env.key {
@@ -310,11 +309,10 @@ mod tests {
     use super::*;
 
     fn entry(queue: usize, seq: u8, key: Option<&str>) -> Entry {
-        let d = lapin::message::Delivery::mock(u64::from(seq), "x".into(), "k".into(), false, vec![seq]);
         let mut env = Envelope::new(Topic::new("t").unwrap(), vec![seq]);
         env.priority = Priority::new(queue.min(9) as u8).unwrap();
         env.key = key.map(str::to_string);
-        Entry { env, lapin: d.acker, queue, tag: u64::from(seq), attempt: 1, trail: Trail::default() }
+        Entry { env, queue, tag: u64::from(seq), attempt: 1, trail: Trail::default() }
     }
 
     fn seq(e: &Entry) -> u8 {
