@@ -24,11 +24,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a settled delivery waits for the frame that acks it.
-pub(crate) const HOLD: Duration = Duration::from_millis(5);
+pub const HOLD: Duration = Duration::from_millis(5);
 
 /// One frame to send: ack delivery `tag`, and with `multiple` every earlier one too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct AckFrame {
+pub struct AckFrame {
     pub tag: u64,
     pub multiple: bool,
 }
@@ -45,7 +45,7 @@ enum Slot {
 
 /// The deliveries of one channel above the last multiple ack.
 #[derive(Debug)]
-pub(crate) struct Acks {
+pub struct Acks {
     /// Every tag up to here is acked or rejected.
     floor: u64,
     /// Tags above `floor` seen so far. A tag not in here was not pushed yet (the deliveries of

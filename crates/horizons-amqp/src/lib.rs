@@ -3,7 +3,8 @@
 //! Same layout as every adapter: [`config`], [`publisher`], [`consumer`], [`topology`] and the
 //! conformance suite in `tests/`; [`connection`] keeps the connection alive, [`codec`] maps
 //! envelopes to AMQP messages, [`member`] is one subscription's delivery state machine,
-//! [`acker`] settles deliveries and [`dlq`] lists and redrives dead letters. Errors are
+//! [`acker`] settles deliveries, [`acks`] batches the acks and [`dlq`] lists and redrives dead
+//! letters. Errors are
 //! [`AmqpError`], converted to [`BusError`] at the trait boundary.
 //!
 //! # How the contract maps onto RabbitMQ, and what each choice costs
@@ -12,8 +13,9 @@
 //!   `publish` returns once the broker confirmed every message. Confirms are pipelined: a
 //!   batch goes out without waiting, up to `confirm_window` unconfirmed per channel, and
 //!   `mandatory` turns an unroutable message into an error instead of a silent drop.
-//! - **Consuming.** One channel per subscription with `basic.qos` = the member's prefetch per
-//!   queue; acks are sent only when the handler settles. A delivery not settled within the
+//! - **Consuming.** A channel per queue of the group for each subscription, with `basic.qos` =
+//!   the member's prefetch; acks are sent only when the handler settled, in batches ([`acks`]:
+//!   a run of settles as one `basic.ack` with `multiple`, within 5 ms). A delivery not settled within the
 //!   group's visibility timeout is requeued (`basic.reject`) and the stale settle answers
 //!   `LeaseExpired`.
 //! - **Priorities.** Quorum queues in 3.10 have none, so a `requeue` group has one queue per
@@ -46,7 +48,7 @@
 //! - **Credentials**: the URL's password is never printed ([`config::SecretUrl`]).
 
 pub mod acker;
-pub(crate) mod acks;
+pub mod acks;
 pub mod codec;
 pub mod config;
 pub mod connection;
