@@ -51,22 +51,30 @@ async fn close(chans: &[lapin::Channel], why: &str, within: Duration) {
     }
 }
 
+/// Why a session could not start.
+struct OpenError {
+    err: BusError,
+    /// The connection failed under it (not the broker refusing a queue): worth another try.
+    transient: bool,
+    gen: u64,
+}
+
 /// Opens a channel per queue of `layout` and consumes it; tells `member` what waits.
 async fn open_session(
     inner: &Inner,
     layout: &Layout,
     prefetch: usize,
     member: &mut Member,
-) -> Result<Session, BusError> {
-    let live = inner.conn.live(None).await?;
+) -> Result<Session, OpenError> {
+    let live = inner.conn.live(None).await.map_err(|err| OpenError { err, transient: false, gen: 0 })?;
     let mut chans = Vec::with_capacity(layout.queues.len());
     let mut deliveries = SelectAll::new();
     let mut result = Ok(());
     for (i, q) in layout.queues.iter().enumerate() {
         let ch = match live.channel("consuming").await {
             Ok(ch) => ch,
-            Err(e) => {
-                result = Err(e);
+            Err(err) => {
+                result = Err(OpenError { err, transient: true, gen: live.gen });
                 break;
             }
         };
@@ -90,7 +98,9 @@ async fn open_session(
                 deliveries.push(s);
             }
             Err(e) => {
-                result = Err(AmqpError::lapin(format!("consuming {}/{}", layout.topic, layout.group), e).into());
+                let transient = AmqpError::soft_code(&e).is_none();
+                let err = AmqpError::lapin(format!("consuming {}/{}", layout.topic, layout.group), e).into();
+                result = Err(OpenError { err, transient, gen: live.gen });
                 break;
             }
         }
@@ -136,7 +146,7 @@ impl Driver {
                 Some(s) => s,
                 None => match open_session(&self.ctx.inner, &self.ctx.layout, self.prefetch, &mut self.member).await {
                     Ok(s) => s,
-                    Err(e) => {
+                    Err(OpenError { err: e, .. }) => {
                         tracing::warn!(topic = %self.ctx.layout.topic, group = %self.ctx.layout.group, error = %e, "cannot consume; retrying");
                         tokio::select! {
                             _ = self.cancel.cancelled() => return,
@@ -336,7 +346,20 @@ impl Subscriber for AmqpBus {
         let prefetch = opts.prefetch.max(1);
         let mut member =
             Member::new(layout.ordering, layout.queues.len(), prefetch, cfg.priority_grace, layout.visibility);
-        let session = open_session(&self.inner, &layout, prefetch, &mut member).await?;
+        // A connection failing under the first session is waited out, as a publish waits
+        // (`unavailable_wait`); a refusal by the broker (no such queue, …) fails at once.
+        let deadline = Instant::now() + cfg.unavailable_wait;
+        let session = loop {
+            match open_session(&self.inner, &layout, prefetch, &mut member).await {
+                Ok(s) => break s,
+                Err(OpenError { err, transient: true, gen }) if Instant::now() < deadline => {
+                    tracing::warn!(%topic, group, error = %err, "cannot consume yet; retrying");
+                    self.inner.conn.report(gen);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.err),
+            }
+        };
         let (cmd_tx, cmd_rx) = flume::unbounded();
         // Small prefetches hand over one at a time, so priority and key order are decided as
         // late as possible; large ones keep a few ready, saving a task switch per delivery.
