@@ -15,6 +15,7 @@
 //! bench, which measures the embedded engine's own record format).
 
 pub mod backend;
+pub mod background;
 pub mod bench;
 pub mod bus;
 pub mod config;

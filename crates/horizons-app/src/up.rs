@@ -18,6 +18,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::background::Background;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::portal::{self, Parts, Roles};
@@ -50,7 +51,9 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
         }
     };
     let addr = listener.local_addr().map_err(AppError::io("reading the bound address"))?;
-    let search = match parts.open_search() {
+    // Workers (relay, consumers, stages, tantivy's threads) run below the API's CPU priority.
+    let bg = Background::start(cfg.portal.worker_nice)?;
+    let search = match bg.on_niced_thread(|| parts.open_search()) {
         Ok(s) => Some(s),
         Err(e) if all_workers => {
             let _ = backend.close().await;
@@ -72,12 +75,14 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     let workers_cancel = CancellationToken::new();
     let mut workers = JoinSet::new();
     let roles = if all_workers { Roles::all() } else { Roles { relay: true, ..Roles::default() } };
-    portal::spawn(&parts, backend.clone(), &roles, search, live, &mut workers, &workers_cancel)?;
+    bg.enter(|| portal::spawn(&parts, backend.clone(), &roles, search, live, &mut workers, &workers_cancel))?;
     if all_workers && cfg.pipeline.in_up {
         let (cfg, backend, c) = (cfg.clone(), backend.clone(), workers_cancel.clone());
         let stages = horizons_pipeline::Stage::ALL;
         let catalog: Arc<dyn horizons_pipeline::Catalog> = Arc::new(crate::pipeline::StoreCatalog(parts.store.clone()));
-        workers.spawn(async move { crate::pipeline::run_stages(&cfg, backend, &stages, Some(catalog), c).await });
+        bg.enter(|| {
+            workers.spawn(async move { crate::pipeline::run_stages(&cfg, backend, &stages, Some(catalog), c).await })
+        });
     }
     tracing::info!(%addr, backend = backend.name(), data_dir = %cfg.data_dir.display(), "horizons is up");
 
@@ -96,6 +101,7 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     };
     workers_cancel.cancel();
     let worked = portal::commands::supervise(&mut workers, &workers_cancel).await;
+    drop(bg);
     bus_closing.cancel();
     parts.store.close().await;
     let closed = backend.close().await.map_err(AppError::bus("closing the bus"));

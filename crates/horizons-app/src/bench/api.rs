@@ -103,7 +103,8 @@ pub async fn run(cfg: Config, args: BenchApiArgs) -> Result<(), AppError> {
     let parts = Parts::open(&cfg).await?;
     let backend = crate::backend::open(&cfg)?;
     backend.declare(&parts.topology()).await.map_err(AppError::bus("declaring the pipeline's topics"))?;
-    let index = parts.open_search()?;
+    let bg = crate::background::Background::start(cfg.portal.worker_nice)?;
+    let index = bg.on_niced_thread(|| parts.open_search())?;
     let (live, _) = broadcast::channel(1024);
     let mut state = ApiState::new(backend.clone(), None);
     state.portal = Some(parts.portal(Some(index.clone()), live.clone()));
@@ -113,7 +114,9 @@ pub async fn run(cfg: Config, args: BenchApiArgs) -> Result<(), AppError> {
     let server =
         tokio::spawn(horizons_api::serve(listener, horizons_api::router(state), cancel.clone().cancelled_owned()));
     let mut workers = JoinSet::new();
-    portal::spawn(&parts, backend.clone(), &Roles::all(), Some(index.clone()), live, &mut workers, &cancel)?;
+    bg.enter(|| {
+        portal::spawn(&parts, backend.clone(), &Roles::all(), Some(index.clone()), live, &mut workers, &cancel)
+    })?;
 
     let tokens = horizons_api::portal::TokenKeys::new(&portal::secrets::jwt_secret(&cfg)?)
         .map_err(|e| AppError::ConfigInvalid(format!("portal.jwt_secret: {e}")))?;
@@ -228,6 +231,7 @@ pub async fn run(cfg: Config, args: BenchApiArgs) -> Result<(), AppError> {
     cancel.cancel();
     let _ = server.await;
     let worked = portal::commands::supervise(&mut workers, &cancel).await;
+    drop(bg);
     backend.close().await.map_err(AppError::bus("closing the bus"))?;
     parts.store.close().await;
     worked?;

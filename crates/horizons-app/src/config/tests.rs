@@ -88,6 +88,8 @@ fn bad_keys_and_values_name_the_key() {
     check_err("[bus.embedded]\nsegment_bytes = 10", &["bus.embedded.segment_bytes"]);
     check_err("[http]\nshutdown_timeout = \"0s\"", &["http.shutdown_timeout"]);
     check_err("data_dir = \"\"", &["data_dir"]);
+    check_err("[portal]\nworker_nice = 20", &["portal.worker_nice"]);
+    check_err("[portal]\nworker_nice = -1", &["portal.worker_nice"]);
 }
 
 #[test]

@@ -92,6 +92,10 @@ pub struct PortalConfig {
     /// keep it longer than the bus's retention.
     #[serde(with = "humantime_serde")]
     pub inbox_retention: Duration,
+    /// Where the API shares a process with the workers (`horizons up`): the workers' threads
+    /// run at this `nice` value (0–19; 0 = the API's own priority), so requests get the CPU
+    /// first when both want it. See `crate::background`.
+    pub worker_nice: i32,
 }
 
 /// One recurring job.
@@ -138,6 +142,7 @@ impl Default for PortalConfig {
             schedules: Vec::new(),
             outbox_retention: Duration::from_secs(7 * 24 * 3600),
             inbox_retention: Duration::from_secs(35 * 24 * 3600),
+            worker_nice: 5,
         }
     }
 }
@@ -171,6 +176,9 @@ impl PortalConfig {
         }
         if self.token_ttl.is_zero() {
             return Err("portal.token_ttl must be positive".into());
+        }
+        if !(0..=19).contains(&self.worker_nice) {
+            return Err("portal.worker_nice must be between 0 and 19".into());
         }
         if !self.namespace.is_empty() && horizons_bus::Topic::new(format!("{}comments", self.namespace)).is_err() {
             return Err(format!("portal.namespace {:?}: must make valid topic names", self.namespace));
