@@ -101,10 +101,12 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     };
     workers_cancel.cancel();
     let worked = portal::commands::supervise(&mut workers, &workers_cancel).await;
-    drop(bg);
     bus_closing.cancel();
     parts.store.close().await;
     let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
+    // Only now: the backend's own tasks started by the workers (acks on their way to the
+    // engine, say) run on the workers' runtime and finish during `close`.
+    drop(bg);
     served?;
     worked?;
     closed?;

@@ -231,9 +231,11 @@ pub async fn run(cfg: Config, args: BenchApiArgs) -> Result<(), AppError> {
     cancel.cancel();
     let _ = server.await;
     let worked = portal::commands::supervise(&mut workers, &cancel).await;
-    drop(bg);
-    backend.close().await.map_err(AppError::bus("closing the bus"))?;
+    let closed = backend.close().await.map_err(AppError::bus("closing the bus"));
     parts.store.close().await;
+    // After `close`: the backend's tasks started by the workers run on their runtime.
+    drop(bg);
+    closed?;
     worked?;
 
     let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
