@@ -87,7 +87,9 @@ impl Acks {
 
     /// The channel is gone, and with it every open delivery; the next one starts at tag 1.
     pub fn clear(&mut self) {
-        *self = Self::new(self.batch * 8);
+        self.floor = 0;
+        self.slots.clear();
+        self.settled.clear();
     }
 
     fn is_settled(&self, tag: u64) -> bool {
@@ -106,20 +108,22 @@ impl Acks {
         self.settled.front().map(|(t, _)| *t + HOLD)
     }
 
-    /// Settles in the run just above the floor, counted up to `batch`.
-    fn run(&self) -> usize {
-        let mut settled = 0;
-        for (i, (tag, slot)) in self.slots.iter().enumerate() {
-            if *tag != self.floor + 1 + i as u64 || settled >= self.batch {
+    /// The run just above the floor (consecutive tags, none open): how many tags it spans,
+    /// how many of them are settled, and the last settled one.
+    fn run(&self) -> (u64, usize, Option<u64>) {
+        let (mut len, mut settled, mut last) = (0, 0, None);
+        for (tag, slot) in &self.slots {
+            if *tag != self.floor + len + 1 {
                 break;
             }
             match slot {
                 Slot::Open => break,
-                Slot::Settled => settled += 1,
+                Slot::Settled => (settled, last) = (settled + 1, Some(*tag)),
                 Slot::Gone => {}
             }
+            len += 1;
         }
-        settled
+        (len, settled, last)
     }
 
     /// The frames to send now: the settled run just above the floor as one multiple ack once
@@ -127,22 +131,16 @@ impl Acks {
     /// earlier on its own.
     pub fn flush(&mut self, now: Instant) -> Vec<AckFrame> {
         let mut frames = Vec::new();
-        if self.run() < self.batch && self.due().is_none_or(|t| now < t) {
+        let (len, settled, last) = self.run();
+        if settled < self.batch && self.due().is_none_or(|t| now < t) {
             return frames;
         }
-        let (mut last, mut acks) = (None, 0);
-        while let Some(entry) = self.slots.first_entry() {
-            if *entry.key() != self.floor + 1 || matches!(entry.get(), Slot::Open) {
-                break;
-            }
-            self.floor += 1;
-            if let Slot::Settled = entry.remove() {
-                last = Some(self.floor);
-                acks += 1;
-            }
+        if len > 0 {
+            self.floor += len;
+            self.slots = self.slots.split_off(&(self.floor + 1));
         }
         if let Some(tag) = last {
-            frames.push(AckFrame { tag, multiple: acks > 1 });
+            frames.push(AckFrame { tag, multiple: settled > 1 });
         }
         self.trim();
         while let Some(&(t, tag)) = self.settled.front() {
@@ -174,11 +172,17 @@ mod tests {
         frames.into_iter().map(|f| (f.tag, f.multiple)).collect()
     }
 
+    /// A channel with `prefetch` that delivered tags 1..=`last`.
+    fn delivered(prefetch: usize, last: u64) -> Acks {
+        let mut a = Acks::new(prefetch);
+        (1..=last).for_each(|t| a.delivered(t));
+        a
+    }
+
     #[test]
     fn a_settled_run_leaves_in_one_multiple_ack() {
         let now = Instant::now();
-        let mut a = Acks::new(8);
-        (1..=5).for_each(|t| a.delivered(t));
+        let mut a = delivered(8, 5);
         for t in [2, 1, 3] {
             a.settled(t, now);
         }
@@ -192,8 +196,7 @@ mod tests {
     #[test]
     fn a_settle_above_an_open_delivery_waits_for_the_gap_then_goes_alone() {
         let now = Instant::now();
-        let mut a = Acks::new(8);
-        (1..=4).for_each(|t| a.delivered(t));
+        let mut a = delivered(8, 4);
         a.settled(2, now);
         a.settled(4, now);
         assert!(a.flush(now).is_empty(), "1 is open: 2 and 4 wait");
@@ -209,8 +212,7 @@ mod tests {
     #[test]
     fn a_large_window_waits_for_a_batch_or_the_hold() {
         let now = Instant::now();
-        let mut a = Acks::new(32);
-        (1..=6).for_each(|t| a.delivered(t));
+        let mut a = delivered(32, 6);
         (1..=3).for_each(|t| a.settled(t, now));
         assert!(a.flush(now).is_empty(), "3 settles, a batch is 4");
         a.settled(4, now);
@@ -243,8 +245,7 @@ mod tests {
     #[test]
     fn a_delivery_acked_alone_is_no_gap_for_the_next_run() {
         let now = Instant::now();
-        let mut a = Acks::new(8);
-        (1..=4).for_each(|t| a.delivered(t));
+        let mut a = delivered(8, 4);
         a.settled(2, now);
         assert_eq!(sent(a.flush(now + HOLD)), vec![(2, false)]);
         a.settled(1, now + HOLD);
@@ -255,8 +256,7 @@ mod tests {
     #[test]
     fn a_closed_gap_sends_the_whole_run() {
         let now = Instant::now();
-        let mut a = Acks::new(8);
-        (1..=4).for_each(|t| a.delivered(t));
+        let mut a = delivered(8, 4);
         a.settled(3, now);
         a.settled(2, now);
         assert!(a.flush(now).is_empty());
@@ -268,8 +268,7 @@ mod tests {
     #[test]
     fn rejected_and_unknown_tags_do_not_block_or_ack() {
         let now = Instant::now();
-        let mut a = Acks::new(8);
-        (1..=3).for_each(|t| a.delivered(t));
+        let mut a = delivered(8, 3);
         a.forget(1);
         a.settled(9, now);
         a.settled(2, now);
