@@ -65,8 +65,14 @@ impl AmqpAcker {
 
     /// Hands the ack to the member's task; `LeaseExpired` if the subscription is gone.
     fn ack(&self) -> Result<(), BusError> {
+        self.finish(Cmd::Settled { token: self.token })
+    }
+
+    /// Marks the delivery done and hands `cmd` to the member's task; `LeaseExpired` if the
+    /// subscription is gone.
+    fn finish(&self, cmd: Cmd) -> Result<(), BusError> {
         self.state.store(DONE, std::sync::atomic::Ordering::Release);
-        self.ctx.cmd.send(Cmd::Settled { token: self.token }).map_err(|_| BusError::LeaseExpired)
+        self.ctx.cmd.send(cmd).map_err(|_| BusError::LeaseExpired)
     }
 
     /// Publishes the copy a settle needs; the ack follows once it is confirmed.
@@ -104,9 +110,7 @@ impl horizons_bus::Acker for AmqpAcker {
             return Err(BusError::LeaseExpired);
         }
         if let (OrderingMode::BlockKey, Settlement::RetryAfter { delay, error }) = (self.ctx.layout.ordering, &s) {
-            self.state.store(DONE, std::sync::atomic::Ordering::Release);
-            let cmd = Cmd::RetryInPlace { token: self.token, delay: *delay, error: error.clone() };
-            return self.ctx.cmd.send(cmd).map_err(|_| BusError::LeaseExpired);
+            return self.finish(Cmd::RetryInPlace { token: self.token, delay: *delay, error: error.clone() });
         }
         match self.copy(s).await {
             Ok(()) => self.ack(),

@@ -38,17 +38,17 @@ type Deliveries =
 
 /// The consuming channels of one member: one per queue, so each queue's delivery tags run on
 /// their own and a multiple ack of one level never waits on another level's buffered messages.
+/// The driver keeps the channels while the session runs ([`Driver::chans`]).
 struct Session {
     chans: Vec<lapin::Channel>,
     gen: u64,
     deliveries: Deliveries,
 }
 
-/// Closes `chans`, waiting up to `within` for each.
+/// Closes `chans` together, waiting up to `within`.
 async fn close(chans: &[lapin::Channel], why: &str, within: Duration) {
-    for ch in chans {
-        let _ = tokio::time::timeout(within, ch.close(200, why.into())).await;
-    }
+    let _ =
+        tokio::time::timeout(within, futures::future::join_all(chans.iter().map(|ch| ch.close(200, why.into())))).await;
 }
 
 /// Why a session could not start.
@@ -142,7 +142,7 @@ impl Driver {
     async fn run(mut self, mut session: Option<Session>) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let s = match session.take() {
+            let mut s = match session.take() {
                 Some(s) => s,
                 None => match open_session(&self.ctx.inner, &self.ctx.layout, self.prefetch, &mut self.member).await {
                     Ok(s) => s,
@@ -158,19 +158,19 @@ impl Driver {
                 },
             };
             backoff = Duration::from_millis(50);
-            let (chans, gen) = (s.chans.clone(), s.gen);
-            self.chans = s.chans.clone();
+            let gen = s.gen;
+            self.chans = std::mem::take(&mut s.chans);
             let end = self.session(s).await;
             self.member.lost();
             self.acks.iter_mut().for_each(Acks::clear);
             match end {
                 End::Cancelled => {
-                    close(&chans, "unsubscribed", Duration::from_secs(5)).await;
+                    close(&self.chans, "unsubscribed", Duration::from_secs(5)).await;
                     return;
                 }
                 End::Lost(why) => {
                     tracing::warn!(topic = %self.ctx.layout.topic, group = %self.ctx.layout.group, why, "consumer channel lost; resubscribing");
-                    close(&chans, "lost", Duration::from_secs(1)).await;
+                    close(&self.chans, "lost", Duration::from_secs(1)).await;
                     self.ctx.inner.conn.report(gen);
                 }
             }
