@@ -15,9 +15,7 @@
 //! nice 5, 2.4 ms at nice 10; comment → searchable p99 70–94, 73–75 and 76–231 ms. Nice 10
 //! starves the search worker now and then, so the default is 5.
 
-use std::future::Future;
-
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Runtime;
 
 use crate::error::AppError;
 
@@ -37,6 +35,14 @@ pub fn nice_this_thread(nice: i32) -> std::io::Result<()> {
     rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice).map_err(std::io::Error::from)
 }
 
+/// [`nice_this_thread`] on a thread of the workers, where a failure (checked at start-up
+/// already) is only worth a warning.
+fn lower_or_warn(nice: i32) {
+    if let Err(e) = nice_this_thread(nice) {
+        tracing::warn!(error = %e, nice, "could not lower a worker thread's priority");
+    }
+}
+
 impl Background {
     /// A runtime with as many worker threads as cores, each at `nice`; with `nice` = 0 the
     /// workers share the caller's runtime instead.
@@ -52,11 +58,7 @@ impl Background {
             .map_err(AppError::io(format!("setting portal.worker_nice = {nice}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .thread_name("horizons-worker")
-            .on_thread_start(move || {
-                if let Err(e) = nice_this_thread(nice) {
-                    tracing::warn!(error = %e, nice, "could not lower a worker thread's priority");
-                }
-            })
+            .on_thread_start(move || lower_or_warn(nice))
             .enable_all()
             .build()
             .map_err(AppError::io("starting the workers' runtime"))?;
@@ -79,24 +81,12 @@ impl Background {
         let nice = self.nice;
         std::thread::scope(|s| {
             s.spawn(move || {
-                if let Err(e) = nice_this_thread(nice) {
-                    tracing::warn!(error = %e, nice, "could not lower a thread's priority");
-                }
+                lower_or_warn(nice);
                 f()
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
-    }
-
-    /// The workers' runtime (the caller's when `nice` is 0).
-    pub fn handle(&self) -> Handle {
-        self.rt.as_ref().map_or_else(Handle::current, |rt| rt.handle().clone())
-    }
-
-    /// Spawns `fut` on the workers' runtime.
-    pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, fut: F) {
-        self.handle().spawn(fut);
     }
 }
 
@@ -122,8 +112,10 @@ mod tests {
     fn workers_and_the_threads_they_start_run_niced() {
         let bg = Background::start(7).expect("start");
         let (tx, rx) = std::sync::mpsc::channel();
-        bg.spawn(async move {
-            let _ = tx.send(nice_of_this_thread());
+        bg.enter(|| {
+            tokio::spawn(async move {
+                let _ = tx.send(nice_of_this_thread());
+            })
         });
         assert_eq!(rx.recv().expect("reply"), 7, "a worker thread");
         let inherited = bg.on_niced_thread(|| std::thread::spawn(nice_of_this_thread).join().expect("join"));
