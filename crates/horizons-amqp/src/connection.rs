@@ -36,7 +36,7 @@ impl Live {
         self.conn
             .create_channel()
             .await
-            .map_err(|e| AmqpError::lapin(format!("opening a channel for {what} ({e})"), e).into())
+            .map_err(|e| AmqpError::lapin(format!("opening a channel for {what}"), e).into())
     }
 }
 
