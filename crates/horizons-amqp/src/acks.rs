@@ -131,8 +131,14 @@ impl Acks {
     /// earlier on its own.
     pub fn flush(&mut self, now: Instant) -> Vec<AckFrame> {
         let mut frames = Vec::new();
+        let due = self.due().is_some_and(|t| now >= t);
+        // `settled` holds every settled delivery (and some acked ones): fewer than a batch
+        // there, nothing due, and the run cannot be a batch either — no walk on the hot path.
+        if !due && self.settled.len() < self.batch {
+            return frames;
+        }
         let (len, settled, last) = self.run();
-        if settled < self.batch && self.due().is_none_or(|t| now < t) {
+        if settled < self.batch && !due {
             return frames;
         }
         if len > 0 {
