@@ -6,9 +6,10 @@
 //! whose threads run at `portal.worker_nice` (5 by default): when the API and the workers
 //! both want the cores, the kernel gives the API's threads about three times the share
 //! (a nice-0 thread weighs 1024, a nice-5 one 335, a nice-10 one 110); on an idle machine the
-//! workers run as fast as before. Thread pools that the workers' libraries start (tantivy's indexing and
-//! merge threads) are started from a niced thread ([`Background::on_niced_thread`]) and
-//! inherit its priority.
+//! workers run as fast as before. Thread pools that the workers' libraries start are lowered by
+//! name ([`Background::nice_threads`]: tantivy's merge threads). tantivy's indexing thread is
+//! the exception: commits wait for it, so it stays at the API's priority (see the commit
+//! thread in `horizons_search::index`).
 //!
 //! Measured with `horizons bench api --rate 1000 --seconds 20` on this 2-core machine, two
 //! alternated rounds: POST p99 3.9–4.2 ms with the workers at the API's priority, 2.6 ms at
@@ -72,21 +73,26 @@ impl Background {
         f()
     }
 
-    /// Runs `f` on a thread of its own at the workers' priority and waits for it: threads `f`
-    /// starts inherit that priority.
-    pub fn on_niced_thread<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    /// Lowers every thread of this process whose name starts with `prefix` to the workers'
+    /// priority, for thread pools a library starts on its own (tantivy's `merge_thread_N`);
+    /// returns how many it lowered. Linux only (it reads `/proc/self/task`); elsewhere, and
+    /// at nice 0, it does nothing.
+    pub fn nice_threads(&self, prefix: &str) -> usize {
         if self.rt.is_none() {
-            return f();
+            return 0;
         }
-        let nice = self.nice;
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                lower_or_warn(nice);
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+        let mut n = 0;
+        for task in tasks.flatten() {
+            let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+            let tid = task.file_name().to_str().and_then(|t| t.parse().ok()).and_then(rustix::process::Pid::from_raw);
+            let (true, Some(tid)) = (name.starts_with(prefix), tid) else { continue };
+            match rustix::process::setpriority_process(Some(tid), self.nice) {
+                Ok(()) => n += 1,
+                Err(e) => tracing::warn!(error = %e, thread = name.trim(), "could not lower a thread's priority"),
+            }
+        }
+        n
     }
 }
 
@@ -118,15 +124,34 @@ mod tests {
             })
         });
         assert_eq!(rx.recv().expect("reply"), 7, "a worker thread");
-        let inherited = bg.on_niced_thread(|| std::thread::spawn(nice_of_this_thread).join().expect("join"));
-        assert_eq!(inherited, 7, "a thread started from a niced thread");
         assert_ne!(nice_of_this_thread(), 7, "the caller keeps its priority");
+    }
+
+    #[test]
+    fn threads_named_by_a_library_are_lowered_by_name() {
+        let bg = Background::start(6).expect("start");
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let named = std::thread::Builder::new()
+            .name("hz-nicetest-0".into())
+            .spawn(move || {
+                ready_tx.send(()).expect("ready");
+                go_rx.recv().expect("go");
+                nice_of_this_thread()
+            })
+            .expect("spawn");
+        // The thread names itself once running.
+        ready_rx.recv().expect("ready");
+        assert_eq!(bg.nice_threads("hz-nicetest-"), 1);
+        go_tx.send(()).expect("send");
+        assert_eq!(named.join().expect("join"), 6);
+        assert_ne!(nice_of_this_thread(), 6, "other threads keep their priority");
     }
 
     #[test]
     fn nice_zero_stays_on_the_callers_runtime() {
         let bg = Background::start(0).expect("start");
         assert!(bg.rt.is_none());
-        assert_eq!(bg.on_niced_thread(|| 5), 5);
+        assert_eq!(bg.nice_threads("hz-"), 0);
     }
 }

@@ -53,7 +53,11 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     let addr = listener.local_addr().map_err(AppError::io("reading the bound address"))?;
     // Workers (relay, consumers, stages, tantivy's threads) run below the API's CPU priority.
     let bg = Background::start(cfg.portal.worker_nice)?;
-    let search = match bg.on_niced_thread(|| parts.open_search()) {
+    // Opened on this thread, at the API's priority: the index's commit and indexing threads
+    // inherit it (commits are on the comment → searchable path); its merges are lowered.
+    let opened = parts.open_search();
+    bg.nice_threads(horizons_search::MERGE_THREAD_PREFIX);
+    let search = match opened {
         Ok(s) => Some(s),
         Err(e) if all_workers => {
             let _ = backend.close().await;
@@ -68,6 +72,12 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
             }
         },
     };
+    if let Some(index) = &search {
+        if let Err(e) = parts.recover_search(index).await {
+            let _ = backend.close().await;
+            return Err(e);
+        }
+    }
     let (live, _) = broadcast::channel(1024);
     let mut state = ApiState::new(backend.clone(), Some(prometheus));
     state.portal = Some(parts.portal(search.clone(), live.clone()));

@@ -15,33 +15,46 @@
 //!
 //! # Group commit
 //!
-//! A commit costs a segment flush and about 19 `fdatasync`s (segment files, `meta.json`, the
-//! managed-file list, plus background merges; measured with strace); doing one per comment is what makes an index fall
-//! behind under load. Every write bumps a sequence number; `commit` notes it on entry and does
-//! nothing if a commit that finished meanwhile already covered it. The writer mutex is released
-//! fairly (FIFO), so writes that queued up during a commit go in before the next queued commit,
-//! which then carries all of them. So when many threads each do `upsert` + `commit`, commits
-//! batch themselves under load, while a lone comment is still committed at once. A consumer that
-//! reads events in batches should still call `commit` once per batch.
+//! A commit writes a new segment (six files) and `meta.json`; doing one per comment is what
+//! makes an index fall behind under load. Every write bumps a sequence number; `commit` notes
+//! it on entry and does nothing if a commit that finished meanwhile already covered it. The
+//! writer mutex is released fairly (FIFO), so writes that queued up during a commit go in
+//! before the next queued commit, which then carries all of them. So when many threads each do
+//! `upsert` + `commit`, commits batch themselves under load, while a lone comment is still
+//! committed at once. A consumer that reads events in batches should still call `commit` once
+//! per batch.
+//!
+//! Commits run on a thread of their own (`Committer`, below), at the priority of the thread that
+//! opened the index, whatever thread calls `commit`.
 //!
 //! # Durability contract for callers
 //!
 //! Writes are neither durable nor visible until `commit` returns `Ok`. A consumer should
 //! acknowledge its bus offsets only after that, so a crash re-delivers (and re-upserts, which is
 //! idempotent by id) anything the index had not committed.
+//!
+//! "Durable" here means: a committed write survives the process, killed or not. Commits do not
+//! `fsync` (see [`crate::durability`]); if the machine goes down before the index is closed,
+//! the next [`SearchIndex::open`] finds out, empties the index and sets
+//! [`SearchIndex::rebuild_needed`], and the caller rebuilds it from the database, which is
+//! where every comment is durable. Without a boot id to tell (not Linux), every commit syncs.
 
 use std::fmt;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use parking_lot::{Mutex, MutexGuard};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::directory::MmapDirectory;
+use tantivy::directory::error::LockError;
+use tantivy::directory::{Directory, MmapDirectory};
 use tantivy::query::QueryParser;
 use tantivy::schema::{Schema, Value};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, TantivyError, Term};
 
+use crate::durability::{self, DeferredSync, LastSession};
 use crate::error::SearchError;
 use crate::schema::{self, Fields};
 use crate::snippet;
@@ -125,7 +138,7 @@ pub struct Hit {
 
 /// The comment index in one directory. `Send + Sync`; share it in an `Arc`.
 ///
-/// Every method blocks (disk I/O, fsync in `commit`); async callers run them in
+/// Every method blocks (disk I/O; `commit` waits for its commit thread); async callers run them in
 /// `spawn_blocking`.
 pub struct SearchIndex {
     /// Where the index lives, for error messages.
@@ -135,12 +148,21 @@ pub struct SearchIndex {
     /// Built once: it holds the schema and tokenizers, and parsing does not mutate it.
     parser: QueryParser,
     /// `None` when opened read-only.
-    writer: Option<Mutex<WriterState>>,
+    writer: Option<Arc<Mutex<WriterState>>>,
     /// Upserts and deletes ever accepted, bumped under the writer lock. `commit` reads it
     /// *before* taking the lock, to learn which writes it must cover; see [`WriterState`].
-    write_seq: AtomicU64,
+    write_seq: Arc<AtomicU64>,
     /// Commits actually performed (not the calls that found their writes already committed).
-    commits: AtomicU64,
+    commits: Arc<AtomicU64>,
+    /// Runs the commits of a writer; see [`Committer`].
+    committer: Option<Committer>,
+    /// The writer's directory when its commits skip `fsync` (see [`crate::durability`]);
+    /// synced when this is dropped.
+    deferred: Option<DeferredSync>,
+    /// The index was found torn after the machine went down, and emptied; cleared by a rebuild.
+    rebuild_needed: AtomicBool,
+    /// Held (`flock`) for the writer's life, so two writers never check and wipe at once.
+    _writer_lock: Option<File>,
 }
 
 /// The single writer and what is pending on it.
@@ -170,8 +192,48 @@ impl SearchIndex {
     ///
     /// All of them name `dir`.
     pub fn open(dir: &Path) -> Result<Self, SearchError> {
+        Self::open_in_boot(dir, durability::boot_id().as_deref())
+    }
+
+    /// [`open`](Self::open) as if the kernel's boot id were `boot` (`None`: no boot id, every
+    /// write synced). Lets tests play a machine restart.
+    #[doc(hidden)]
+    pub fn open_in_boot(dir: &Path, boot: Option<&str>) -> Result<Self, SearchError> {
         let (schema, fields) = schema::build();
-        let index = open_or_create(dir, schema)?;
+        let io_err = |op| move |source| SearchError::Io { op, dir: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(io_err("create directory"))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(durability::WRITER_LOCK))
+            .map_err(io_err("open the writer lock"))?;
+        if let Err(e) = lock.try_lock() {
+            let source = TantivyError::LockFailure(LockError::LockBusy, Some(e.to_string()));
+            return Err(SearchError::Locked { dir: dir.to_owned(), source });
+        }
+        let mut rebuild_needed = false;
+        let (index, deferred) = match boot {
+            Some(boot) => {
+                let last = durability::last_session(dir, boot).map_err(io_err("read the unsynced marker"))?;
+                if last == LastSession::OtherBoot {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "search index was being written when the machine went down; emptying it (rebuild it from the database)"
+                    );
+                    durability::wipe(dir).map_err(io_err("empty a torn index"))?;
+                    rebuild_needed = true;
+                }
+                let directory = DeferredSync::open(dir, boot.to_owned(), last == LastSession::SameBoot)
+                    .map_err(|e| SearchError::Open { dir: dir.to_owned(), source: e.into() })?;
+                (open_or_create(dir, directory.clone(), schema)?, Some(directory))
+            }
+            None => {
+                let directory = MmapDirectory::open(dir)
+                    .map_err(|e| SearchError::Open { dir: dir.to_owned(), source: e.into() })?;
+                (open_or_create(dir, directory, schema)?, None)
+            }
+        };
         let open_err = |source| SearchError::Open { dir: dir.to_owned(), source };
 
         let writer =
@@ -184,16 +246,28 @@ impl SearchIndex {
         writer.set_merge_policy(Box::new(merge_policy()));
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(open_err)?;
         let parser = query_parser(&index, &fields);
-        tracing::info!(dir = %dir.display(), docs = reader.searcher().num_docs(), "search index open");
+        let committer = Committer::start().map_err(io_err("start the commit thread"))?;
+        tracing::info!(dir = %dir.display(), docs = reader.searcher().num_docs(), synced_commits = deferred.is_none(), "search index open");
         Ok(SearchIndex {
             dir: dir.to_owned(),
             fields,
             reader,
             parser,
-            writer: Some(Mutex::new(WriterState { writer, committed_seq: 0, reader_stale: false })),
-            write_seq: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
+            writer: Some(Arc::new(Mutex::new(WriterState { writer, committed_seq: 0, reader_stale: false }))),
+            write_seq: Arc::default(),
+            commits: Arc::default(),
+            committer: Some(committer),
+            deferred,
+            rebuild_needed: AtomicBool::new(rebuild_needed),
+            _writer_lock: Some(lock),
         })
+    }
+
+    /// Whether this index was found torn at open, after the machine went down while it held
+    /// unsynced writes, and was emptied: rebuild it from the database
+    /// ([`rebuild`](Self::rebuild), `horizons search reindex`). False again after a rebuild.
+    pub fn rebuild_needed(&self) -> bool {
+        self.rebuild_needed.load(Ordering::Acquire)
     }
 
     /// Opens the index in `dir` for searching only, while another process holds the writer
@@ -206,7 +280,14 @@ impl SearchIndex {
     /// As [`open`](Self::open), except that no lock is taken.
     pub fn open_read_only(dir: &Path) -> Result<Self, SearchError> {
         let (schema, fields) = schema::build();
-        let index = open_or_create(dir, schema)?;
+        std::fs::create_dir_all(dir).map_err(|source| SearchError::Io {
+            op: "create directory",
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let directory =
+            MmapDirectory::open(dir).map_err(|e| SearchError::Open { dir: dir.to_owned(), source: e.into() })?;
+        let index = open_or_create(dir, directory, schema)?;
         let open_err = |source| SearchError::Open { dir: dir.to_owned(), source };
         let reader =
             index.reader_builder().reload_policy(ReloadPolicy::OnCommitWithDelay).try_into().map_err(open_err)?;
@@ -218,12 +299,16 @@ impl SearchIndex {
             reader,
             parser,
             writer: None,
-            write_seq: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
+            write_seq: Arc::default(),
+            commits: Arc::default(),
+            committer: None,
+            deferred: None,
+            rebuild_needed: AtomicBool::new(false),
+            _writer_lock: None,
         })
     }
 
-    fn writer(&self) -> Result<&Mutex<WriterState>, SearchError> {
+    fn writer(&self) -> Result<&Arc<Mutex<WriterState>>, SearchError> {
         self.writer.as_ref().ok_or_else(|| SearchError::ReadOnly { dir: self.dir.clone() })
     }
 
@@ -279,28 +364,18 @@ impl SearchIndex {
     /// should treat those writes as not done (not acknowledge their events, and re-deliver
     /// them; `upsert` is idempotent by id).
     pub fn commit(&self) -> Result<(), SearchError> {
-        // Every write that returned before this call has bumped `write_seq` already.
-        let target = self.write_seq.load(Ordering::Acquire);
-        let mut st = self.writer()?.lock();
-        if st.committed_seq < target {
-            // Writes need the lock, so this is exact: the commit covers everything up to `now`,
-            // including writes queued after `target` (their own commits will then be no-ops).
-            let now = self.write_seq.load(Ordering::Acquire);
-            st.writer.commit().map_err(SearchError::index("commit"))?;
-            st.committed_seq = now;
-            st.reader_stale = true;
+        let (writer, write_seq, commits, reader) =
+            (self.writer()?.clone(), self.write_seq.clone(), self.commits.clone(), self.reader.clone());
+        let job = move || commit_on(&writer, &write_seq, &commits, &reader);
+        match &self.committer {
+            Some(c) => c.run(job).unwrap_or_else(|| {
+                Err(SearchError::Index {
+                    op: "commit",
+                    source: TantivyError::SystemError("the search index's commit thread is gone".into()),
+                })
+            }),
+            None => job(),
         }
-        if st.reader_stale {
-            // Still under the writer lock: a caller that finds its writes committed must also find
-            // the reader already showing them.
-            self.reader.reload().map_err(SearchError::index("reload"))?;
-            st.reader_stale = false;
-            // Counted once searchable, so that a reader who sees the count change and searches
-            // finds what the commit carried.
-            self.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        MutexGuard::unlock_fair(st);
-        Ok(())
     }
 
     /// Number of commits this `SearchIndex` has performed (rebuilds included), as opposed to
@@ -446,6 +521,7 @@ impl SearchIndex {
                 st.reader_stale = true;
                 self.reader.reload().map_err(SearchError::index("reload"))?;
                 st.reader_stale = false;
+                self.rebuild_needed.store(false, Ordering::Release);
                 tracing::info!(dir = %self.dir.display(), docs = n, "search index rebuilt");
                 Ok(n)
             }
@@ -480,6 +556,104 @@ impl SearchIndex {
     }
 }
 
+/// The body of [`SearchIndex::commit`], run on its [`Committer`].
+fn commit_on(
+    writer: &Mutex<WriterState>,
+    write_seq: &AtomicU64,
+    commits: &AtomicU64,
+    reader: &IndexReader,
+) -> Result<(), SearchError> {
+    // Every write that returned before this call has bumped `write_seq` already.
+    let target = write_seq.load(Ordering::Acquire);
+    let mut st = writer.lock();
+    if st.committed_seq < target {
+        // Writes need the lock, so this is exact: the commit covers everything up to `now`,
+        // including writes queued after `target` (their own commits will then be no-ops).
+        let now = write_seq.load(Ordering::Acquire);
+        st.writer.commit().map_err(SearchError::index("commit"))?;
+        st.committed_seq = now;
+        st.reader_stale = true;
+    }
+    if st.reader_stale {
+        // Still under the writer lock: a caller that finds its writes committed must also find
+        // the reader already showing them.
+        reader.reload().map_err(SearchError::index("reload"))?;
+        st.reader_stale = false;
+        // Counted once searchable, so that a reader who sees the count change and searches
+        // finds what the commit carried.
+        commits.fetch_add(1, Ordering::Relaxed);
+    }
+    MutexGuard::unlock_fair(st);
+    Ok(())
+}
+
+/// The thread that runs a writer's commits.
+///
+/// tantivy re-creates its indexing thread at every commit, from the committing thread, and a
+/// new thread inherits its creator's CPU priority (nice value). The app calls `commit` from
+/// worker threads it runs below the API's priority; indexing there was starved by the API's
+/// threads on a busy machine (commits of 30 comments taking 120–210 ms, where at normal
+/// priority they never passed 20 ms). A process without `CAP_SYS_NICE` cannot raise a
+/// thread's priority again, so commits run here instead, on a thread started by `open` and so
+/// at the priority of the thread that opened the index.
+struct Committer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Committer {
+    fn start() -> std::io::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new().name("search-commit".into()).spawn(move || {
+            for job in rx {
+                job();
+            }
+        })?;
+        Ok(Committer { jobs: Some(jobs), thread: Some(thread) })
+    }
+
+    /// Runs `f` on the thread and returns what it returned; `None` if the thread is gone (a
+    /// job panicked).
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.jobs.as_ref()?.send(Box::new(move || drop(tx.send(f())))).ok()?;
+        rx.recv().ok()
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SearchIndex {
+    /// Closes the writer cleanly: waits for running merges, then makes every file durable and
+    /// removes the unsynced marker (see [`crate::durability`]).
+    fn drop(&mut self) {
+        // The commit thread holds clones of the writer while it runs a job: stop it first.
+        drop(self.committer.take());
+        let (Some(writer), Some(deferred)) = (self.writer.take(), self.deferred.take()) else {
+            return;
+        };
+        let Ok(writer) = Arc::try_unwrap(writer) else {
+            tracing::error!(dir = %self.dir.display(), "search index writer still shared at close; left unsynced");
+            return;
+        };
+        if let Err(e) = writer.into_inner().writer.wait_merging_threads() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "search index merges failed at close");
+        }
+        if let Err(e) = deferred.sync_all() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "search index could not be synced at close; it stays marked unsynced");
+        }
+    }
+}
+
 /// Errors that a query causes by asking for something this schema cannot do, as opposed to a
 /// failing index.
 fn is_query_error(e: &TantivyError) -> bool {
@@ -501,15 +675,10 @@ fn check_id(id: &str) -> Result<(), SearchError> {
     Ok(())
 }
 
-/// Opens the index in `dir` if there is one (checking its schema), or creates it.
-fn open_or_create(dir: &Path, schema: Schema) -> Result<Index, SearchError> {
+/// Opens the index in `directory` (which is `dir`) if there is one (checking its schema), or
+/// creates it.
+fn open_or_create(dir: &Path, directory: impl Directory, schema: Schema) -> Result<Index, SearchError> {
     let open_err = |source: TantivyError| SearchError::Open { dir: dir.to_owned(), source };
-    std::fs::create_dir_all(dir).map_err(|source| SearchError::Io {
-        op: "create directory",
-        dir: dir.to_owned(),
-        source,
-    })?;
-    let directory = MmapDirectory::open(dir).map_err(|e| open_err(e.into()))?;
     let exists = Index::exists(&directory).map_err(|e| open_err(e.into()))?;
     if exists {
         let index = Index::open(directory).map_err(open_err)?;

@@ -7,8 +7,9 @@
 //! commits and reloads the reader before it returns (see [`index`] for the concurrency model,
 //! group commit and the durability contract).
 //!
-//! Everything is synchronous: the calls do disk I/O and fsync, so async callers wrap them in
-//! `tokio::task::spawn_blocking`.
+//! Everything is synchronous: the calls do disk I/O, so async callers wrap them in
+//! `tokio::task::spawn_blocking`. Commits skip `fsync`; [`durability`] says why that is safe
+//! and what a caller does when the machine went down with an index open.
 //!
 //! ```
 //! use horizons_search::{CommentDoc, SearchIndex};
@@ -29,10 +30,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod durability;
 pub mod error;
 pub mod index;
 mod schema;
 mod snippet;
 
 pub use error::SearchError;
+
+/// The name prefix of tantivy's merge threads, for callers that lower their CPU priority.
+pub const MERGE_THREAD_PREFIX: &str = "merge_thread_";
 pub use index::{CommentDoc, Hit, SearchIndex, SearchPage, MAX_PER_PAGE, MAX_QUERY_BYTES};

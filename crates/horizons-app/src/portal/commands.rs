@@ -152,6 +152,9 @@ pub async fn worker(cfg: Config, a: WorkerArgs) -> Result<(), AppError> {
     let backend = crate::backend::open(&cfg)?;
     backend.declare(&parts.topology()).await.map_err(AppError::bus("declaring the pipeline's topics"))?;
     let search = if roles.search { Some(parts.open_search()?) } else { None };
+    if let Some(index) = &search {
+        parts.recover_search(index).await?;
+    }
     let (live, _) = broadcast::channel(1024);
     let mut tasks = JoinSet::new();
     super::spawn(&parts, backend.clone(), &roles, search, live, &mut tasks, &cancel)?;

@@ -145,6 +145,19 @@ impl Parts {
         Ok(self.search_writer.0.get_or_init(|| index).clone())
     }
 
+    /// Rebuilds `index` from the database if it was found torn at open: the machine went down
+    /// while the index held unsynced commits (`horizons_search::durability`). Call it before
+    /// the indexer consumes, so that it works on a complete index.
+    pub async fn recover_search(&self, index: &Arc<SearchIndex>) -> Result<(), AppError> {
+        if !index.rebuild_needed() {
+            return Ok(());
+        }
+        tracing::warn!(dir = %self.search_dir().display(), "rebuilding the search index from the database after a machine restart");
+        let n = search::reindex(&self.store, index.clone(), |_| {}).await.map_err(AppError::Portal)?;
+        tracing::info!(comments = n, "search index rebuilt");
+        Ok(())
+    }
+
     /// The API's view of these parts.
     pub fn portal(&self, search: Option<Arc<SearchIndex>>, live: broadcast::Sender<String>) -> Portal {
         Portal {
