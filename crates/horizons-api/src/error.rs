@@ -6,6 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use horizons_bus::error_chain;
 
 /// What a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -107,16 +108,4 @@ impl IntoResponse for ApiError {
         }
         (status, Json(serde_json::json!({ "error": self.public_message() }))).into_response()
     }
-}
-
-/// `error: cause: cause…`, for the log line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }

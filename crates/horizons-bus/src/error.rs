@@ -98,3 +98,16 @@ impl BusError {
         matches!(self, Self::Unavailable(_) | Self::Timeout(_) | Self::Backend { .. })
     }
 }
+
+/// `e` and its sources, joined by `: ` (for a log line or a panic message: a wrapping error's
+/// own text is often only its context).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

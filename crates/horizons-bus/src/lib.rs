@@ -31,7 +31,7 @@ pub use backend::{
 };
 pub use delivery::{dlq_headers, Acker, DeadLetter, Delivery, FailureRecord, Position};
 pub use envelope::{now_millis, Envelope, MessageId, Millis, Priority, Topic};
-pub use error::BusError;
+pub use error::{error_chain, BusError};
 pub use inbox::{Inbox, MemoryInbox};
 pub use retry::{HandlerError, RetryPolicy, Settlement};
 pub use router::{handler_fn, json_handler, Context, Handler, Layer, Router};

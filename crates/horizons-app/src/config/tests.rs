@@ -5,21 +5,10 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
 /// Parses and validates `toml`; expects an error mentioning every one of `expected`.
 fn check_err(toml: &str, expected: &[&str]) {
     let err = Config::from_toml(toml, Path::new("test.toml")).and_then(|c| c.validate()).unwrap_err();
-    let msg = chain(&err);
+    let msg = horizons_bus::error_chain(&err);
     for e in expected {
         assert!(msg.contains(e), "{toml:?}: expected {e:?} in {msg}");
     }

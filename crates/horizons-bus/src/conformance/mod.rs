@@ -194,24 +194,13 @@ pub async fn join<T>(what: &str, limit: Duration, handle: tokio::task::JoinHandl
     }
 }
 
-/// `e` with its sources, joined by `: ` (a backend error's own text is only its context).
-pub fn why(e: &BusError) -> String {
-    let mut out = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(s) = cur {
-        out = format!("{out}: {s}");
-        cur = s.source();
-    }
-    out
-}
-
 /// Declares `spec` (a topic with its groups), panicking on error.
 pub async fn declare(backend: &Arc<dyn Backend>, spec: TopicSpec) {
     let name = spec.name.clone();
     let topology = Topology::new().topic(spec);
     within(&format!("declaring topic {name}"), WAIT, backend.declare(&topology))
         .await
-        .unwrap_or_else(|e| panic!("conformance: declaring topic {name} failed: {}", why(&e)));
+        .unwrap_or_else(|e| panic!("conformance: declaring topic {name} failed: {}", crate::error_chain(&e)));
 }
 
 /// Publishes one message, panicking on error.
@@ -219,7 +208,7 @@ pub async fn publish(backend: &Arc<dyn Backend>, msg: Envelope) {
     let what = format!("publishing {} to {}", msg.id, msg.topic);
     within(&what, WAIT, backend.publish(msg))
         .await
-        .unwrap_or_else(|e| panic!("conformance: {what} failed: {}", why(&e)));
+        .unwrap_or_else(|e| panic!("conformance: {what} failed: {}", crate::error_chain(&e)));
 }
 
 /// Publishes a batch, panicking on error.
@@ -227,7 +216,7 @@ pub async fn publish_batch(backend: &Arc<dyn Backend>, msgs: Vec<Envelope>) {
     let what = format!("publishing a batch of {}", msgs.len());
     within(&what, WAIT, backend.publish_batch(msgs))
         .await
-        .unwrap_or_else(|e| panic!("conformance: {what} failed: {}", why(&e)));
+        .unwrap_or_else(|e| panic!("conformance: {what} failed: {}", crate::error_chain(&e)));
 }
 
 /// Joins `group` on `topic` as a new member with `prefetch`, panicking on error.
@@ -235,7 +224,7 @@ pub async fn subscribe(backend: &Arc<dyn Backend>, topic: &Topic, group: &str, p
     let what = format!("subscribing to {topic}/{group}");
     within(&what, WAIT, backend.subscribe(topic, group, SubscribeOptions { prefetch }))
         .await
-        .unwrap_or_else(|e| panic!("conformance: {what} failed: {}", why(&e)))
+        .unwrap_or_else(|e| panic!("conformance: {what} failed: {}", crate::error_chain(&e)))
 }
 
 /// The next delivery within `limit`, or `None`; panics if the backend closed the subscription.
