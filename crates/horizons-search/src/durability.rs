@@ -54,7 +54,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
+use tantivy::directory::error::{DeleteError, LockError, OpenDirectoryError, OpenReadError, OpenWriteError};
 use tantivy::directory::{
     AntiCallToken, Directory, DirectoryLock, FileHandle, Lock, MmapDirectory, TerminatingWrite, WatchCallback,
     WatchHandle, WritePtr,
@@ -141,7 +141,7 @@ struct Trash {
     /// Makes names unique within a millisecond.
     seq: AtomicU64,
     /// Dropping it stops the reaper, which then empties the trash.
-    _stop: Mutex<mpsc::Sender<()>>,
+    _stop: mpsc::Sender<()>,
 }
 
 impl Trash {
@@ -157,7 +157,7 @@ impl Trash {
                 _ => return reap_older_than(&reap, Duration::ZERO),
             }
         })?;
-        Ok(Trash { dir, seq: AtomicU64::new(0), _stop: Mutex::new(stop) })
+        Ok(Trash { dir, seq: AtomicU64::new(0), _stop: stop })
     }
 
     /// A fresh name in the trash for `path`: `<ms since the epoch>-<seq>-<file name>`.
@@ -205,17 +205,10 @@ impl std::fmt::Debug for DeferredSync {
 impl DeferredSync {
     /// The directory `root` (which must exist) for a writer in boot `boot`; `marked` says
     /// whether a marker of this boot is already there.
-    pub fn open(
-        root: &Path,
-        boot: String,
-        marked: bool,
-    ) -> Result<Self, tantivy::directory::error::OpenDirectoryError> {
+    pub fn open(root: &Path, boot: String, marked: bool) -> Result<Self, OpenDirectoryError> {
         let inner = MmapDirectory::open(root)?;
-        let root = root
-            .canonicalize()
-            .map_err(|e| tantivy::directory::error::OpenDirectoryError::wrap_io_error(e, root.to_owned()))?;
-        let trash = Trash::start(&root)
-            .map_err(|e| tantivy::directory::error::OpenDirectoryError::wrap_io_error(e, root.clone()))?;
+        let root = root.canonicalize().map_err(|e| OpenDirectoryError::wrap_io_error(e, root.to_owned()))?;
+        let trash = Trash::start(&root).map_err(|e| OpenDirectoryError::wrap_io_error(e, root.clone()))?;
         Ok(DeferredSync { inner, root, state: Arc::new(Mutex::new(State { boot, marked })), trash: Arc::new(trash) })
     }
 

@@ -201,7 +201,7 @@ impl SearchIndex {
     pub fn open_in_boot(dir: &Path, boot: Option<&str>) -> Result<Self, SearchError> {
         let (schema, fields) = schema::build();
         let io_err = |op| move |source| SearchError::Io { op, dir: dir.to_owned(), source };
-        std::fs::create_dir_all(dir).map_err(io_err("create directory"))?;
+        create_dir(dir)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -225,14 +225,10 @@ impl SearchIndex {
                     rebuild_needed = true;
                 }
                 let directory = DeferredSync::open(dir, boot.to_owned(), last == LastSession::SameBoot)
-                    .map_err(|e| SearchError::Open { dir: dir.to_owned(), source: e.into() })?;
+                    .map_err(open_dir_err(dir))?;
                 (open_or_create(dir, directory.clone(), schema)?, Some(directory))
             }
-            None => {
-                let directory = MmapDirectory::open(dir)
-                    .map_err(|e| SearchError::Open { dir: dir.to_owned(), source: e.into() })?;
-                (open_or_create(dir, directory, schema)?, None)
-            }
+            None => (open_or_create(dir, MmapDirectory::open(dir).map_err(open_dir_err(dir))?, schema)?, None),
         };
         let open_err = |source| SearchError::Open { dir: dir.to_owned(), source };
 
@@ -280,14 +276,8 @@ impl SearchIndex {
     /// As [`open`](Self::open), except that no lock is taken.
     pub fn open_read_only(dir: &Path) -> Result<Self, SearchError> {
         let (schema, fields) = schema::build();
-        std::fs::create_dir_all(dir).map_err(|source| SearchError::Io {
-            op: "create directory",
-            dir: dir.to_owned(),
-            source,
-        })?;
-        let directory =
-            MmapDirectory::open(dir).map_err(|e| SearchError::Open { dir: dir.to_owned(), source: e.into() })?;
-        let index = open_or_create(dir, directory, schema)?;
+        create_dir(dir)?;
+        let index = open_or_create(dir, MmapDirectory::open(dir).map_err(open_dir_err(dir))?, schema)?;
         let open_err = |source| SearchError::Open { dir: dir.to_owned(), source };
         let reader =
             index.reader_builder().reload_policy(ReloadPolicy::OnCommitWithDelay).try_into().map_err(open_err)?;
@@ -673,6 +663,20 @@ fn check_id(id: &str) -> Result<(), SearchError> {
         return Err(SearchError::InvalidDocument { reason: "comment id is empty".to_owned() });
     }
     Ok(())
+}
+
+/// Creates `dir` (and its parents) if missing.
+fn create_dir(dir: &Path) -> Result<(), SearchError> {
+    std::fs::create_dir_all(dir).map_err(|source| SearchError::Io {
+        op: "create directory",
+        dir: dir.to_owned(),
+        source,
+    })
+}
+
+/// A failure to open `dir` as a tantivy directory.
+fn open_dir_err(dir: &Path) -> impl FnOnce(tantivy::directory::error::OpenDirectoryError) -> SearchError + '_ {
+    move |e| SearchError::Open { dir: dir.to_owned(), source: e.into() }
 }
 
 /// Opens the index in `directory` (which is `dir`) if there is one (checking its schema), or

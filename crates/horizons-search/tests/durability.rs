@@ -48,13 +48,19 @@ fn crash_after_commit(dir: &Path) {
     assert!(dir.join(MARKER).exists(), "a crashed writer leaves its unsynced marker");
 }
 
+/// Opens `dir` as boot `boot` and checks that it kept `n` comments and asks for no rebuild.
+fn reopen_keeps(dir: &Path, boot: &str, n: u64) -> SearchIndex {
+    let index = SearchIndex::open_in_boot(dir, Some(boot)).unwrap();
+    assert!(!index.rebuild_needed());
+    assert_eq!(index.count().unwrap(), n);
+    index
+}
+
 #[test]
 fn a_crashed_process_loses_nothing_in_the_same_boot() {
     let tmp = tempfile::tempdir().unwrap();
     crash_after_commit(tmp.path());
-    let index = SearchIndex::open_in_boot(tmp.path(), Some("boot-1")).unwrap();
-    assert!(!index.rebuild_needed());
-    assert_eq!(index.count().unwrap(), 3);
+    let index = reopen_keeps(tmp.path(), "boot-1", 3);
     assert_eq!(index.search("pulsar", 1, 10).unwrap().total, 3);
 }
 
@@ -74,9 +80,7 @@ fn unsynced_writes_from_an_earlier_boot_empty_the_index_until_a_rebuild() {
 
     // Closed cleanly after the rebuild: a further restart keeps it.
     assert!(!tmp.path().join(MARKER).exists());
-    let index = SearchIndex::open_in_boot(tmp.path(), Some("boot-3")).unwrap();
-    assert!(!index.rebuild_needed());
-    assert_eq!(index.count().unwrap(), 5);
+    reopen_keeps(tmp.path(), "boot-3", 5);
 }
 
 #[test]
@@ -91,9 +95,7 @@ fn a_clean_close_survives_a_machine_restart() {
         assert!(tmp.path().join(MARKER).exists(), "commits leave writes unsynced until close");
     }
     assert!(!tmp.path().join(MARKER).exists(), "closing syncs and removes the marker");
-    let index = SearchIndex::open_in_boot(tmp.path(), Some("boot-2")).unwrap();
-    assert!(!index.rebuild_needed());
-    assert_eq!(index.count().unwrap(), 4);
+    reopen_keeps(tmp.path(), "boot-2", 4);
 }
 
 #[test]
