@@ -94,6 +94,18 @@ impl Background {
         }
         n
     }
+
+    /// Opens `parts`' search index where the API shares a process with the workers: on the
+    /// calling (API) thread, so that its commit and indexing threads keep the API's priority
+    /// (commits are on the comment → searchable path), then lowers its merge threads.
+    pub fn open_search(
+        &self,
+        parts: &crate::portal::Parts,
+    ) -> Result<std::sync::Arc<horizons_search::SearchIndex>, AppError> {
+        let opened = parts.open_search();
+        self.nice_threads(horizons_search::MERGE_THREAD_PREFIX);
+        opened
+    }
 }
 
 impl Drop for Background {

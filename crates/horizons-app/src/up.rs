@@ -53,11 +53,7 @@ pub async fn run(cfg: Config, all_workers: bool) -> Result<(), AppError> {
     let addr = listener.local_addr().map_err(AppError::io("reading the bound address"))?;
     // Workers (relay, consumers, stages, tantivy's threads) run below the API's CPU priority.
     let bg = Background::start(cfg.portal.worker_nice)?;
-    // Opened on this thread, at the API's priority: the index's commit and indexing threads
-    // inherit it (commits are on the comment → searchable path); its merges are lowered.
-    let opened = parts.open_search();
-    bg.nice_threads(horizons_search::MERGE_THREAD_PREFIX);
-    let search = match opened {
+    let search = match bg.open_search(&parts) {
         Ok(s) => Some(s),
         Err(e) if all_workers => {
             let _ = backend.close().await;

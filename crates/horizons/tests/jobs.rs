@@ -294,6 +294,34 @@ async fn the_jobs_http_api() {
     server.stop();
 }
 
+/// The `total` of a search page at `url` (public route), or `None` if it does not answer.
+async fn search_total(http: &reqwest::Client, url: String) -> Option<u64> {
+    let v: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+    v["total"].as_u64()
+}
+
+/// Runs `horizons up` on `d`, posts three comments with `word` in them as alice, waits until
+/// a search for `word` finds all three, and stops it cleanly.
+async fn index_three_comments(d: &Deployment, http: &reqwest::Client, word: &str) {
+    let alice = d.token("alice", "user");
+    let server = d.start(&["up"], &[]);
+    let post =
+        post_json(http, &server.url("/api/posts"), &alice, Some(serde_json::json!({"title": "t", "body": "b"}))).await;
+    let post_id = post["id"].as_str().unwrap_or_else(|| panic!("{post}")).to_string();
+    for i in 0..3 {
+        let body = serde_json::json!({"body": format!("{word} sighting number {i}")});
+        post_json(http, &server.url(&format!("/api/posts/{post_id}/comments")), &alice, Some(body)).await;
+    }
+    let q = server.url(&format!("/api/search?q={word}"));
+    eventually(30, "3 comments searchable", || {
+        let s = search_total(http, q.clone());
+        async move { (s.await == Some(3)).then_some(()) }
+    })
+    .await;
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}
+
 /// `search.reindex` rebuilds a lost index: comments indexed, the index directory deleted while
 /// `horizons up` is stopped (the restarted indexer has nothing left to replay, so search finds
 /// nothing), then the job, submitted over HTTP, makes every visible comment searchable again.
@@ -301,31 +329,9 @@ async fn the_jobs_http_api() {
 async fn the_search_reindex_job_rebuilds_a_lost_index() {
     let d = Deployment::embedded();
     let http = reqwest::Client::new();
-    let (admin, alice) = (d.token("ops", "admin"), d.token("alice", "user"));
-    let search = |server_url: String| {
-        let http = http.clone();
-        async move {
-            let v: Value = http.get(server_url).send().await.ok()?.json().await.ok()?;
-            v["total"].as_u64()
-        }
-    };
-
-    let server = d.start(&["up"], &[]);
-    let post =
-        post_json(&http, &server.url("/api/posts"), &alice, Some(serde_json::json!({"title": "t", "body": "b"}))).await;
-    let post_id = post["id"].as_str().unwrap_or_else(|| panic!("{post}")).to_string();
-    for i in 0..3 {
-        let body = serde_json::json!({"body": format!("blazar flare number {i}")});
-        post_json(&http, &server.url(&format!("/api/posts/{post_id}/comments")), &alice, Some(body)).await;
-    }
-    let q = server.url("/api/search?q=blazar");
-    eventually(30, "3 comments searchable", || {
-        let s = search(q.clone());
-        async move { (s.await == Some(3)).then_some(()) }
-    })
-    .await;
-    let (status, log) = server.stop();
-    assert!(status.success(), "{log}");
+    let admin = d.token("ops", "admin");
+    let search = |url: String| search_total(&http, url);
+    index_three_comments(&d, &http, "blazar").await;
 
     std::fs::remove_dir_all(d.dir().join("search")).unwrap();
     let server = d.start(&["up"], &[]);
@@ -354,31 +360,8 @@ async fn the_search_reindex_job_rebuilds_a_lost_index() {
 async fn a_search_index_torn_by_a_machine_restart_is_rebuilt_at_start_up() {
     let d = Deployment::embedded();
     let http = reqwest::Client::new();
-    let alice = d.token("alice", "user");
-    let search = |url: String| {
-        let http = http.clone();
-        async move {
-            let v: Value = http.get(url).send().await.ok()?.json().await.ok()?;
-            v["total"].as_u64()
-        }
-    };
-
-    let server = d.start(&["up"], &[]);
-    let post =
-        post_json(&http, &server.url("/api/posts"), &alice, Some(serde_json::json!({"title": "t", "body": "b"}))).await;
-    let post_id = post["id"].as_str().unwrap_or_else(|| panic!("{post}")).to_string();
-    for i in 0..3 {
-        let body = serde_json::json!({"body": format!("quasar jet number {i}")});
-        post_json(&http, &server.url(&format!("/api/posts/{post_id}/comments")), &alice, Some(body)).await;
-    }
-    let q = server.url("/api/search?q=quasar");
-    eventually(30, "3 comments searchable", || {
-        let s = search(q.clone());
-        async move { (s.await == Some(3)).then_some(()) }
-    })
-    .await;
-    let (status, log) = server.stop();
-    assert!(status.success(), "{log}");
+    let search = |url: String| search_total(&http, url);
+    index_three_comments(&d, &http, "quasar").await;
     let marker = d.dir().join("search").join(horizons_search::durability::MARKER);
     assert!(!marker.exists(), "a clean stop syncs the index and removes its marker");
 

@@ -104,8 +104,7 @@ pub async fn run(cfg: Config, args: BenchApiArgs) -> Result<(), AppError> {
     let backend = crate::backend::open(&cfg)?;
     backend.declare(&parts.topology()).await.map_err(AppError::bus("declaring the pipeline's topics"))?;
     let bg = crate::background::Background::start(cfg.portal.worker_nice)?;
-    let index = parts.open_search()?;
-    bg.nice_threads(horizons_search::MERGE_THREAD_PREFIX);
+    let index = bg.open_search(&parts)?;
     let (live, _) = broadcast::channel(1024);
     let mut state = ApiState::new(backend.clone(), None);
     state.portal = Some(parts.portal(Some(index.clone()), live.clone()));
