@@ -191,6 +191,14 @@ impl Dispatcher {
         mut state: GroupState,
     ) -> Self {
         state.skip_to(log.start());
+        let end = log.end();
+        if state.low_water > end {
+            // Cannot happen with snapshots that stop at the durable end; if the files say
+            // otherwise, redeliver rather than skip what is written at those offsets later.
+            tracing::warn!(group = %spec.name, saved = state.low_water, end, "group position past the log's end; starting at the end");
+            state.low_water = end;
+        }
+        state.done.retain(|o| *o < end);
         let saved = state.saved.drain(..).map(|s| (s.offset, s)).collect();
         Dispatcher {
             cursor: Cursor::at(state.low_water),
@@ -297,10 +305,16 @@ impl Dispatcher {
         self.saving = Some(tokio::task::spawn_blocking(move || snap.save(&path)));
     }
 
-    /// Saves now and waits (on shutdown).
+    /// Saves now and waits (on shutdown), once what was written is durable, so that a clean
+    /// close keeps every settlement (the snapshot stops at the durable end).
     async fn persist_now(&mut self) {
         if let Some(h) = self.saving.take() {
             self.check_saved(h.await);
+        }
+        let (log, written) = (self.log.clone(), self.log.end());
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while log.durable_end() < written && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         let snap = self.snapshot();
         let path = self.state_path.clone();
@@ -320,6 +334,11 @@ impl Dispatcher {
     /// The position plus the retry history of every message delivered at least once, so
     /// attempts keep counting across a restart. A crash loses at most one flush interval of
     /// it (see README: the embedded crash-loop backstop is weaker than a broker's).
+    ///
+    /// Nothing at or past the log's durable end is saved: consumers see records once written,
+    /// before their fsync, and a machine crash can lose that tail. A position saved past it
+    /// would make the group skip the records written at those offsets after the restart;
+    /// stopping at it only redelivers them.
     fn snapshot(&self) -> GroupState {
         let mut snap = GroupState {
             low_water: self.state.low_water,
@@ -341,7 +360,7 @@ impl Dispatcher {
         }
         // History loaded at start for messages not read into the window yet.
         snap.saved.extend(self.saved.values().cloned());
-        snap
+        snap.below(self.log.durable_end())
     }
 
     /// Reads the log into the window.

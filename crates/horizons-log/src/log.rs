@@ -1,7 +1,12 @@
-//! A topic's log: its segments, the durable end, reads by offset and time, retention.
+//! A topic's log: its segments, its two ends, reads by offset and time, retention.
 //!
 //! Only the engine's writer thread appends (see [`crate::writer`]); any number of readers read
-//! concurrently up to the durable end, so nothing that is not yet fsynced is ever served.
+//! concurrently up to the written end. Records are served once written (in the page cache),
+//! not once fsynced, so a slow fsync delays publishers' acknowledgements but not consumers —
+//! as a Kafka broker serves what it appended. The durable end trails it: what is below it
+//! survives a machine crash. Consumer groups never save a position past the durable end (see
+//! [`crate::group`]), so a machine crash that loses an unsynced tail cannot leave a group
+//! skipping the records written at those offsets after the restart.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,6 +55,9 @@ pub struct TopicLog {
     dir: PathBuf,
     segment_bytes: u64,
     segments: RwLock<Vec<Arc<Segment>>>,
+    /// One past the last offset written (readable).
+    written_end: AtomicU64,
+    /// One past the last offset fsynced.
     durable_end: AtomicU64,
     pub(crate) pending: Mutex<Pending>,
     notify: tokio::sync::watch::Sender<u64>,
@@ -95,15 +103,26 @@ impl TopicLog {
             dir: dir.to_path_buf(),
             segment_bytes,
             segments: RwLock::new(segments),
+            written_end: AtomicU64::new(end),
             durable_end: AtomicU64::new(end),
             pending: Mutex::new(Pending { next_offset: end, last_ms: last.last_ms.unwrap_or(0), ..Default::default() }),
             notify,
         })
     }
 
-    /// One past the last durable offset.
+    /// One past the last offset written: what readers can read.
     pub fn end(&self) -> u64 {
+        self.written_end.load(Ordering::Acquire)
+    }
+
+    /// One past the last offset fsynced: what survives a machine crash.
+    pub fn durable_end(&self) -> u64 {
         self.durable_end.load(Ordering::Acquire)
+    }
+
+    /// Records that everything below `end` is fsynced (the writer's sync thread only).
+    pub(crate) fn mark_durable(&self, end: u64) {
+        self.durable_end.fetch_max(end, Ordering::AcqRel);
     }
 
     /// The first offset still stored.
@@ -123,7 +142,7 @@ impl TopicLog {
         self.segments.read().iter().map(|s| s.state.lock().size).sum()
     }
 
-    /// A receiver that changes whenever the durable end moves.
+    /// A receiver that changes whenever the written end moves.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.notify.subscribe()
     }
@@ -142,11 +161,13 @@ impl TopicLog {
         (first, pending.next_offset)
     }
 
-    /// Writes and fsyncs the pending buffer, rolling segments as needed, then publishes the new
-    /// durable end (writer thread only).
-    pub(crate) fn flush(&self, pending: &mut Pending) -> Result<(), LogError> {
+    /// Writes the pending buffer, rolling segments as needed, then publishes the new written
+    /// end (writer thread only). Returns the segments written to, which the caller fsyncs
+    /// before it calls [`TopicLog::mark_durable`] with [`TopicLog::end`].
+    pub(crate) fn write_pending(&self, pending: &mut Pending) -> Result<Vec<Arc<Segment>>, LogError> {
+        let mut written: Vec<Arc<Segment>> = Vec::new();
         if pending.records.is_empty() {
-            return Ok(());
+            return Ok(written);
         }
         let mut active = self.segments.read().last().expect("one segment").clone();
         let mut i = 0;
@@ -169,20 +190,22 @@ impl TopicLog {
             }
             let end_pos = pending.records[j - 1].1 + pending.records[j - 1].2;
             write_at(&active, &pending.buf[start_pos..end_pos], size)?;
-            active.file.sync_data().map_err(LogError::io("fsyncing segment", &active.path))?;
+            if !written.last().is_some_and(|s| Arc::ptr_eq(s, &active)) {
+                written.push(active.clone());
+            }
             {
                 let mut st = active.state.lock();
                 for &(off, at, len, ms) in &pending.records[i..j] {
                     st.note(off, size + (at - start_pos) as u64, len as u64, ms);
                 }
             }
-            self.durable_end.store(pending.records[j - 1].0 + 1, Ordering::Release);
+            self.written_end.store(pending.records[j - 1].0 + 1, Ordering::Release);
             i = j;
         }
         pending.buf.clear();
         pending.records.clear();
         self.notify.send_replace(self.end());
-        Ok(())
+        Ok(written)
     }
 
     fn roll(&self, base: u64) -> Result<Arc<Segment>, LogError> {
@@ -192,7 +215,7 @@ impl TopicLog {
         Ok(seg)
     }
 
-    /// Reads durable records from `cursor` for about `max_bytes`, advancing it.
+    /// Reads written records from `cursor` for about `max_bytes`, advancing it.
     pub fn read(&self, cursor: &mut Cursor, max_bytes: usize) -> Result<Vec<Record>, LogError> {
         let until = self.end();
         if cursor.offset >= until {
@@ -292,10 +315,39 @@ fn write_at(seg: &Segment, bytes: &[u8], pos: u64) -> Result<(), LogError> {
 }
 
 impl TopicLog {
-    /// Drops what could not be written, so offsets continue from the durable end (writer only).
+    /// Drops what could not be written, so offsets continue from the written end (writer only).
     pub(crate) fn discard_pending(&self, pending: &mut Pending) {
         pending.buf.clear();
         pending.records.clear();
         pending.next_offset = self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(log: &TopicLog, n: usize) -> Vec<Arc<Segment>> {
+        let envs: Vec<Envelope> = (0..n).map(|i| Envelope::new(log.topic.clone(), vec![i as u8; 40])).collect();
+        let mut p = log.pending.lock();
+        log.encode(&mut p, &envs, 1);
+        log.write_pending(&mut p).expect("written")
+    }
+
+    #[test]
+    fn written_records_are_readable_before_they_are_durable() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = TopicLog::open(dir.path(), Topic::new("t").expect("a topic"), 1 << 20).expect("opened");
+        assert_eq!(write(&log, 3).len(), 1);
+        assert_eq!((log.end(), log.durable_end()), (3, 0));
+        assert_eq!(log.read(&mut Cursor::at(0), 1 << 20).expect("read").len(), 3);
+        log.mark_durable(log.end());
+        assert_eq!(log.durable_end(), 3);
+        // A write that rolls segments names each file it wrote to, for the sync thread.
+        let small = TopicLog::open(&dir.path().join("small"), Topic::new("s").expect("a topic"), 400).expect("opened");
+        let files = write(&small, 20);
+        assert!(files.len() > 1, "{} files", files.len());
+        assert_eq!(small.read(&mut Cursor::at(0), 1 << 20).expect("read").first().map(|r| r.offset), Some(0));
+        assert_eq!(small.durable_end(), 0);
     }
 }

@@ -115,6 +115,17 @@ impl GroupState {
         self.done.len() as u64 + self.skip.iter().map(|(s, e)| e - s).sum::<u64>()
     }
 
+    /// The part of the position below `end`: what may be saved while the log is durable only
+    /// up to `end`. Settlements at or past it are dropped (redelivered after a crash), never
+    /// kept: after a machine crash, new records take those offsets.
+    pub fn below(mut self, end: u64) -> GroupState {
+        self.low_water = self.low_water.min(end);
+        self.done.retain(|o| *o < end);
+        self.saved.retain(|s| s.offset < end);
+        self.skip = self.skip.iter().map(|&(a, b)| (a, b.min(end))).filter(|(a, b)| a < b).collect();
+        self
+    }
+
     /// Forgets offsets below `start` (deleted by retention).
     pub fn skip_to(&mut self, start: u64) {
         if self.low_water < start {
@@ -159,6 +170,24 @@ impl GroupState {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn below_keeps_nothing_at_or_past_the_durable_end() {
+        let saved = |offset| Saved { offset, attempts: 1, first_error: None, last_error: None, due: None };
+        let state = GroupState {
+            low_water: 10,
+            done: [12, 14, 20].into_iter().collect(),
+            saved: vec![saved(11), saved(15)],
+            skip: vec![(12, 13), (14, 18)],
+        };
+        assert_eq!(state.clone().below(100), state, "all durable: unchanged");
+        let b = state.clone().below(15);
+        assert_eq!((b.low_water, b.done.iter().copied().collect::<Vec<_>>()), (10, vec![12, 14]));
+        assert_eq!(b.saved, vec![saved(11)]);
+        assert_eq!(b.skip, vec![(12, 13), (14, 15)]);
+        let b = state.below(7);
+        assert_eq!((b.low_water, b.done.len(), b.saved.len(), b.skip.len()), (7, 0, 0, 0));
+    }
+
     use super::*;
 
     #[test]

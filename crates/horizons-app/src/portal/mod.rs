@@ -288,7 +288,10 @@ pub fn spawn(
     if roles.search {
         let index = search.ok_or_else(|| AppError::Usage("the search role needs the search index".into()))?;
         let h = Arc::new(search::Indexer::new(parts.store.clone(), index));
-        router = router.route(parts.topic(COMMENTS), "search", policy.clone(), 64, h);
+        // A handler holds its slot until the commit that covers its write (up to
+        // `COMMIT_EVERY` plus the commit): at 64 slots that capped the worker near 1 000
+        // comments/s, so a backlog after any stall drained for seconds.
+        router = router.route(parts.topic(COMMENTS), "search", policy.clone(), 256, h);
     }
     if roles.jobs > 0 {
         let name = format!("{}-{}", hostname(), std::process::id());
