@@ -27,6 +27,14 @@ pub enum SearchError {
         reason: String,
     },
 
+    /// Reading the documents to rebuild from failed ([`crate::SearchIndex::rebuild_with`]);
+    /// the index is as it was.
+    #[error("reading the documents to rebuild the search index from: {reason}")]
+    Source {
+        /// What the source said.
+        reason: String,
+    },
+
     /// A document handed to `upsert`, `delete` or `rebuild` cannot be indexed (an empty id).
     #[error("invalid comment document: {reason}")]
     InvalidDocument {

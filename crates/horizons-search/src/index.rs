@@ -480,12 +480,32 @@ impl SearchIndex {
     pub fn rebuild(
         &self,
         docs: impl Iterator<Item = CommentDoc>,
+        progress: impl FnMut(u64),
+    ) -> Result<u64, SearchError> {
+        self.rebuild_with(|| Ok(docs), progress)
+    }
+
+    /// As [`rebuild`](Self::rebuild), with the documents read by `load` once the writer is
+    /// held. Reading the source of truth there is what makes
+    /// a rebuild safe beside a live indexer: a write made before the rebuild took the writer
+    /// (committed or dropped) read a state at least as old as what `load` reads, and a write
+    /// made after it waits and lands on top of the rebuilt index. Documents read earlier would
+    /// lose whatever changed between that read and the rebuild.
+    ///
+    /// # Errors
+    /// As [`rebuild`](Self::rebuild), and [`SearchError::Source`] when `load` fails.
+    pub fn rebuild_with<I: IntoIterator<Item = CommentDoc>>(
+        &self,
+        load: impl FnOnce() -> Result<I, String>,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, SearchError> {
         let mut st = self.writer()?.lock();
-        // Drop writes pending from before the rebuild first: `delete_all_documents` only removes
+        // A source that fails leaves everything as it was, pending writes included.
+        let docs = load().map_err(|reason| SearchError::Source { reason })?;
+        // Drop writes pending from before the rebuild: `delete_all_documents` only removes
         // segments already flushed, and documents still in the indexing queue would otherwise
-        // land in the rebuilt index.
+        // land in the rebuilt index. They were made before `load` read the source, so what
+        // they wrote is in `docs` (or newer there).
         st.writer.rollback().map_err(SearchError::index("rebuild: drop pending writes"))?;
         st.committed_seq = self.write_seq.load(Ordering::Acquire);
         let result = (|| {

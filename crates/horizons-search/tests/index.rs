@@ -371,6 +371,52 @@ fn failed_rebuild_leaves_the_old_contents() {
 }
 
 #[test]
+fn a_write_made_while_a_rebuild_reads_its_source_lands_on_top_of_the_rebuild() {
+    let (_tmp, index) = open();
+    let index = Arc::new(index);
+    let (reading_tx, reading_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let rebuilder = {
+        let index = index.clone();
+        std::thread::spawn(move || {
+            index.rebuild_with(
+                || {
+                    // The source is read with the writer held: a comment created now is not in
+                    // this read, and its write must wait for the rebuild.
+                    reading_tx.send(()).unwrap();
+                    go_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+                    Ok(vec![doc("old", "a", "kept words")])
+                },
+                |_| {},
+            )
+        })
+    };
+    reading_rx.recv().unwrap();
+    let writer = {
+        let index = index.clone();
+        std::thread::spawn(move || {
+            index.upsert(&doc("new", "b", "written during the rebuild")).unwrap();
+            index.commit().unwrap();
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!writer.is_finished(), "the write waits for the rebuild");
+    go_tx.send(()).unwrap();
+    assert_eq!(rebuilder.join().unwrap().unwrap(), 1);
+    writer.join().unwrap();
+    assert_eq!(ids(&index, "kept"), ["old"]);
+    assert_eq!(ids(&index, "rebuild"), ["new"]);
+    assert_eq!(index.count().unwrap(), 2);
+    // A source that fails leaves the index as it was, a pending write included.
+    index.upsert(&doc("pending", "c", "not yet committed")).unwrap();
+    let err = index.rebuild_with(|| Err::<Vec<CommentDoc>, _>("database down".to_string()), |_| {}).unwrap_err();
+    assert!(matches!(err, SearchError::Source { .. }) && err.to_string().contains("database down"), "{err}");
+    index.commit().unwrap();
+    assert_eq!(ids(&index, "committed"), ["pending"]);
+    assert_eq!(index.count().unwrap(), 3);
+}
+
+#[test]
 fn rebuild_of_nothing_empties_the_index() {
     let (_tmp, index) = open();
     index.upsert(&doc("c1", "a", "gone soon")).unwrap();

@@ -128,28 +128,37 @@ impl Handler for Indexer {
 }
 
 /// Rebuilds `index` from every visible comment in `store`, calling `progress` with the count
-/// so far; returns how many were indexed.
+/// so far; returns how many were indexed. Safe while the search worker runs: the comments are
+/// read once the index's writer is held ([`SearchIndex::rebuild_with`]), so a comment written
+/// meanwhile is either in that read or indexed on top of the rebuild.
 pub async fn reindex(
     store: &Store,
     index: Arc<SearchIndex>,
     progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<u64, CommentsError> {
-    let rows =
-        sqlx::query("SELECT id, post_id, author, body, created_at FROM comments WHERE status = 'visible' ORDER BY id")
-            .fetch_all(store.pool())
-            .await
-            .map_err(|e| CommentsError::db("reading comments", e))?;
-    let docs: Vec<CommentDoc> = rows
-        .iter()
-        .map(|r| CommentDoc {
-            id: r.get(0),
-            post_id: r.get(1),
-            author: r.get(2),
-            body: r.get(3),
-            created_at_ms: r.get(4),
-        })
-        .collect();
-    tokio::task::spawn_blocking(move || index.rebuild(docs.into_iter(), progress))
+    let (store, runtime) = (store.clone(), tokio::runtime::Handle::current());
+    let load = move || {
+        let rows = runtime
+            .block_on(
+                sqlx::query(
+                    "SELECT id, post_id, author, body, created_at FROM comments WHERE status = 'visible' ORDER BY id",
+                )
+                .fetch_all(store.pool()),
+            )
+            .map_err(|e| format!("reading comments: {e}"))?;
+        Ok::<_, String>(
+            rows.iter()
+                .map(|r| CommentDoc {
+                    id: r.get(0),
+                    post_id: r.get(1),
+                    author: r.get(2),
+                    body: r.get(3),
+                    created_at_ms: r.get(4),
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    tokio::task::spawn_blocking(move || index.rebuild_with(load, progress))
         .await
         .map_err(|e| CommentsError::Other(format!("index task: {e}")))?
         .map_err(index_err)
