@@ -10,7 +10,8 @@
 //! meanwhile. When an acknowledgement is slow (past [`SLOW_ACK`]: a slow fsync on the bus's
 //! disk), the relay reads and publishes the next rows without it, up to [`IN_FLIGHT_ROWS`]
 //! rows out at once, so one slow acknowledgement does not hold back every event written
-//! after it. Rows of batches
+//! after it. While rows are out, reads start above the highest of them; a row committed late
+//! with a lower id (ids are taken before the commit) goes out once nothing is out. Rows of batches
 //! in flight are left out of the next read. A batch that fails stays unsent and is read
 //! again after the batches still out have finished and a backoff; by then later rows may have
 //! been published before it. The consumers here do not depend on the order of events
@@ -103,7 +104,10 @@ impl Relay {
             let oldest = batches.values().map(|(_, at)| *at).min();
             let slow = oldest.is_none_or(|at| at.elapsed() >= SLOW_ACK);
             if !failed && in_flight.len() < IN_FLIGHT_ROWS && (slow || last_full) {
-                match self.next_batch(&in_flight).await {
+                // Rows above every row out: a read during a stall does not fetch the rows out
+                // again. A row committed late with a lower id waits until nothing is out.
+                let after = in_flight.iter().max().cloned();
+                match self.next_batch(after.as_deref()).await {
                     Ok(Some((ids, envs))) => {
                         last_full = ids.len() as i64 >= self.batch;
                         in_flight.extend(ids.iter().cloned());
@@ -149,36 +153,28 @@ impl Relay {
 
     /// Publishes one batch of unsent events and stamps it; returns how many.
     pub async fn pump(&self) -> Result<usize, CommentsError> {
-        let Some((ids, envs)) = self.next_batch(&HashSet::new()).await? else {
+        let Some((ids, envs)) = self.next_batch(None).await? else {
             return Ok(0);
         };
         publish_and_stamp(&self.store, self.bus.as_ref(), &ids, envs).await?;
         Ok(ids.len())
     }
 
-    /// The oldest unsent rows not in `in_flight` (at most one batch), as envelopes.
-    async fn next_batch(
-        &self,
-        in_flight: &HashSet<String>,
-    ) -> Result<Option<(Vec<String>, Vec<Envelope>)>, CommentsError> {
-        let rows = self
-            .store
-            .read(
-                Stmt::new(
-                    "SELECT id, topic, event_type, msg_key, payload, priority, not_before FROM outbox \
-                     WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-                )
-                .bind(self.batch + in_flight.len() as i64),
-            )
-            .await
-            .map_err(|e| CommentsError::db("reading the outbox", e))?;
+    /// The oldest unsent rows (above `after`, if given; at most one batch), as envelopes.
+    async fn next_batch(&self, after: Option<&str>) -> Result<Option<(Vec<String>, Vec<Envelope>)>, CommentsError> {
+        let columns = "SELECT id, topic, event_type, msg_key, payload, priority, not_before FROM outbox";
+        let read = match after {
+            None => Stmt::new(format!("{columns} WHERE sent_at IS NULL ORDER BY id LIMIT $1")).bind(self.batch),
+            // `$1` before `$2` in the text: SQLite numbers `$n` parameters by first appearance.
+            Some(id) => Stmt::new(format!("{columns} WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2"))
+                .bind(id)
+                .bind(self.batch),
+        };
+        let rows = self.store.read(read).await.map_err(|e| CommentsError::db("reading the outbox", e))?;
         let mut envs = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
         for r in rows.iter() {
             let id: String = r.get(0);
-            if in_flight.contains(&id) || ids.len() as i64 >= self.batch {
-                continue;
-            }
             let topic = Topic::new(format!("{}{}", self.prefix, r.get::<String>(1)))
                 .map_err(|e| CommentsError::Bus { context: format!("outbox row {id}"), source: e })?;
             let payload: String = r.get(4);
@@ -393,13 +389,17 @@ mod tests {
         add_row(&store, &ids[2]).await;
         signal.notify_one();
         until("the failed publish", calls(3)).await;
+        // A row committed late with an id below the rows out is read once nothing is out.
+        let late = "00000000-0000-7000-8000-000000000000".to_string();
+        add_row(&store, &late).await;
+        signal.notify_one();
         bus.release_first.notify_one();
         until("every row stamped", || async { unsent(&store).await == 0 }).await;
         cancel.cancel();
         running.await.unwrap();
         let calls = bus.calls.lock().clone();
         assert_eq!(calls[..3], [vec![ids[0].clone()], vec![ids[1].clone()], vec![ids[2].clone()]]);
-        assert_eq!(calls[3..], [vec![ids[2].clone()]], "only the failed row is published again: {calls:?}");
+        assert_eq!(calls[3..], [vec![late, ids[2].clone()]], "the failed row again, with the late one: {calls:?}");
         store.close().await;
     }
 }
