@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use horizons_ngvla::image::Weighting;
 use horizons_ngvla::pipeline::{self, Options, Stage};
-use horizons_ngvla::rfi::RfiConfig;
+use horizons_ngvla::rfi::{NoiseEstimate, RfiConfig};
 
 use crate::backend::BackendKind;
 use crate::config::{Config, Overrides};
@@ -146,6 +146,10 @@ pub struct RfiArgs {
     /// Also flag runs of residuals below −χ (AOFlagger's two-sided SumThreshold).
     #[arg(long)]
     pub rfi_flag_dips: bool,
+    /// How the flagger estimates each plane's noise σ: `differences` (MAD of the residual's
+    /// channel-to-channel differences) or `residual` (MAD of the residual).
+    #[arg(long, default_value = "differences", value_parser = clap::value_parser!(NoiseEstimate))]
+    pub rfi_noise: NoiseEstimate,
 }
 
 impl RfiArgs {
@@ -156,6 +160,7 @@ impl RfiArgs {
         }
         cfg.refits = self.rfi_refits;
         cfg.flag_dips = self.rfi_flag_dips;
+        cfg.noise = self.rfi_noise;
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ use horizons_ngvla::calibrate;
 use horizons_ngvla::image::{self, clean, weighting, EsGridder, Geometry, Gridder};
 use horizons_ngvla::model::{VisBlock, C_M_PER_S};
 use horizons_ngvla::pipeline::{self, Options};
-use horizons_ngvla::rfi;
+use horizons_ngvla::rfi::{self, NoiseEstimate};
 use horizons_ngvla::sim::{SimConfig, Simulator};
 use horizons_ngvla::uvfits::UvFits;
 use horizons_ngvla::validate;
@@ -165,6 +165,8 @@ pub struct PipelineBenchReport {
     pub rfi_refits: usize,
     /// Whether the flagger's SumThreshold is two-sided.
     pub rfi_flag_dips: bool,
+    /// How the flagger estimates its noise σ.
+    pub rfi_noise: NoiseEstimate,
     /// The data.
     pub input: InputReport,
     /// Per-stage figures, in chain order.
@@ -348,6 +350,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         repeats: args.repeats,
         rfi_refits: args.rfi.rfi_refits,
         rfi_flag_dips: args.rfi.rfi_flag_dips,
+        rfi_noise: args.rfi.rfi_noise,
         input,
         stages: timer.stages,
         ducc0: ducc,
