@@ -411,9 +411,11 @@ fn flag_stack_portable(amp: &[f64], mask: &mut [bool], rows: usize, cols: usize,
             if !ws.done[l] {
                 ws.free.clear();
                 if differences {
-                    for i in (0..rows * cols).filter(|i| (i + 1) % cols != 0).map(|i| i * lanes + l) {
-                        if !ws.current[i] && !ws.current[i + lanes] {
-                            ws.free.push(ws.resid[i + lanes] - ws.resid[i]);
+                    for row in 0..rows {
+                        for i in (row * cols..(row + 1) * cols - 1).map(|i| i * lanes + l) {
+                            if !ws.current[i] && !ws.current[i + lanes] {
+                                ws.free.push(ws.resid[i + lanes] - ws.resid[i]);
+                            }
                         }
                     }
                 } else {
