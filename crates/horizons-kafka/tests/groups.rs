@@ -80,6 +80,10 @@ async fn three_members_one_killed() {
     let inbox = std::env::temp_dir().join(format!("hz-inbox-{topic}"));
     std::fs::create_dir_all(&inbox).expect("inbox dir");
     let mut members: Vec<Child> = (0..3).map(|_| spawn_member(&topic, &inbox)).collect();
+    // All three in the group before the first message: a member that joined after the first
+    // half was processed would get partitions but nothing to process, and the test would wait
+    // for the victim's first effect forever (seen once in CI, with the machine loaded).
+    wait_for_members(&topic, 3).await;
 
     let publish = |range: std::ops::Range<u64>| {
         let (bus, topic) = (bus.clone(), topic.clone());
@@ -130,6 +134,36 @@ async fn three_members_one_killed() {
         "victim partitions {victim_parts:?} moved; {} effects by the victim",
         effects.iter().filter(|e| e.pid == victim).count()
     );
+}
+
+/// Waits until the Kafka consumer group behind the bus group has `n` members and is stable
+/// (its partitions assigned).
+async fn wait_for_members(topic: &Topic, n: usize) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let group = horizons_kafka::topology::names::group_id(topic, GROUP);
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", horizons_kafka::KafkaConfig::from_env().brokers)
+        .create()
+        .expect("a client to describe the group");
+    let client = std::sync::Arc::new(client);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (c, g) = (client.clone(), group.clone());
+        let seen = tokio::task::spawn_blocking(move || {
+            let list = c.fetch_group_list(Some(&g), Duration::from_secs(5)).ok()?;
+            let info = list.groups().iter().find(|i| i.name() == g)?;
+            Some((info.state().to_string(), info.members().len()))
+        })
+        .await
+        .expect("describe the group");
+        if let Some((state, members)) = &seen {
+            if state == "Stable" && *members == n {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "waited 120 s for {n} members in {group}; last seen {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_for(inbox: &Path, what: &str, mut done: impl FnMut(&[Effect]) -> bool) -> Vec<Effect> {
