@@ -148,7 +148,7 @@ pub struct RfiArgs {
     pub rfi_flag_dips: bool,
     /// How the flagger estimates each plane's noise σ: `differences` (MAD of the residual's
     /// channel-to-channel differences) or `residual` (MAD of the residual).
-    #[arg(long, default_value = "differences", value_parser = clap::value_parser!(NoiseEstimate))]
+    #[arg(long, default_value = "differences")]
     pub rfi_noise: NoiseEstimate,
 }
 

@@ -9,21 +9,9 @@ use std::time::Duration;
 use horizons_bus::conformance::{consume_acked, expect_quiet, seq_msgs, unique_topic};
 use horizons_bus::{Admin, Backend, GroupSpec, Publisher, SubscribeOptions, Subscriber, TopicSpec, Topology};
 use horizons_kafka::topology::names;
-use horizons_kafka::KafkaConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
-
-/// Members of `group_id` as the broker's group coordinator lists them.
-fn members(cfg: &KafkaConfig, group_id: &str) -> usize {
-    let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create().expect("a consumer for metadata");
-    let list = c.fetch_group_list(Some(group_id), Duration::from_secs(10)).expect("group list");
-    list.groups().iter().map(|g| g.members().len()).sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn closing_the_bus_leaves_its_groups_at_once() {
-    let cfg = KafkaConfig::from_env();
     let bus = common::connect().await;
     let topic = unique_topic("close_leaves");
     let spec = TopicSpec::new(topic.clone()).partitions(2).group(GroupSpec::new("g"));
@@ -32,12 +20,14 @@ async fn closing_the_bus_leaves_its_groups_at_once() {
     let sub = bus.subscribe(&topic, "g", SubscribeOptions::default()).await.expect("subscribe");
     consume_acked(&sub, &(0..20).collect(), Duration::from_secs(30), "before closing").await;
     let group_id = names::group_id(&topic, "g");
-    assert_eq!(members(&cfg, &group_id), 1, "the member is in its group");
+    let client = common::group_client();
+    let members = |id: &str| common::describe_group(&client, id).expect("group list").1;
+    assert_eq!(members(&group_id), 1, "the member is in its group");
 
     // The subscription is still held: close stops its member too.
     bus.close().await.expect("close");
     // Well inside the 6 s session timeout: the member left, it did not time out.
-    assert_eq!(members(&cfg, &group_id), 0, "the member is still in its group after close");
+    assert_eq!(members(&group_id), 0, "the member is still in its group after close");
     drop(sub);
 
     let again = common::connect().await;

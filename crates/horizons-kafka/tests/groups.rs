@@ -139,27 +139,12 @@ async fn three_members_one_killed() {
 /// Waits until the Kafka consumer group behind the bus group has `n` members and is stable
 /// (its partitions assigned).
 async fn wait_for_members(topic: &Topic, n: usize) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let group = horizons_kafka::topology::names::group_id(topic, GROUP);
-    let client: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", horizons_kafka::KafkaConfig::from_env().brokers)
-        .create()
-        .expect("a client to describe the group");
-    let client = std::sync::Arc::new(client);
+    let (client, group) = (common::group_client(), horizons_kafka::topology::names::group_id(topic, GROUP));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (c, g) = (client.clone(), group.clone());
-        let seen = tokio::task::spawn_blocking(move || {
-            let list = c.fetch_group_list(Some(&g), Duration::from_secs(5)).ok()?;
-            let info = list.groups().iter().find(|i| i.name() == g)?;
-            Some((info.state().to_string(), info.members().len()))
-        })
-        .await
-        .expect("describe the group");
-        if let Some((state, members)) = &seen {
-            if state == "Stable" && *members == n {
-                return;
-            }
+        let seen = common::describe_group(&client, &group).ok();
+        if seen.as_ref().is_some_and(|(state, members)| state == "Stable" && *members == n) {
+            return;
         }
         assert!(Instant::now() < deadline, "waited 120 s for {n} members in {group}; last seen {seen:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;

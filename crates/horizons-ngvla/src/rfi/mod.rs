@@ -75,6 +75,7 @@ pub struct RfiConfig {
 }
 
 /// How the flagger estimates a plane's noise σ, which scales its thresholds.
+/// Spelled `differences` and `residual` on the command line and in JSON alike.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoiseEstimate {
@@ -87,6 +88,7 @@ pub enum NoiseEstimate {
     /// (precision 0.998 → 0.996); planes of 8 or more integrations move by less than 0.01. A
     /// plane of one channel falls back to [`NoiseEstimate::Residual`].
     #[default]
+    #[serde(rename = "differences")]
     ChannelDifferences,
     /// `1.4826 × MAD` of the residual itself (the flagger's first estimate; AOFlagger uses a
     /// winsorised standard deviation of the residual, which fails the same way on short planes).
