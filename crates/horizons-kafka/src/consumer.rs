@@ -29,11 +29,11 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::codec::{self, CopyMeta};
 use crate::publisher::{delivered, enqueue};
+use crate::reports::{Pending, Producer};
 use crate::topology::names;
 use crate::tracker::{Action, Tp, Tracker};
 use crate::{Inner, KafkaBus};
@@ -80,7 +80,7 @@ pub(crate) struct Shared {
     pub(crate) tracker: Mutex<Tracker>,
     pub(crate) cmd_tx: flume::Sender<Cmd>,
     pub(crate) cmd_rx: flume::Receiver<Cmd>,
-    pub(crate) producer: FutureProducer,
+    pub(crate) producer: Producer,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) lease: Duration,
     pub(crate) closing: AtomicBool,
@@ -351,8 +351,9 @@ impl Shared {
         };
         let (producer, tx, group) = (self.producer.clone(), self.cmd_tx.clone(), self.group_id.clone());
         self.runtime.spawn(async move {
-            let result = match enqueue(&producer, &topic, &env, meta.as_ref()).await {
-                Ok(f) => delivered(f, &topic).await,
+            let pending = Pending::new();
+            let result = match enqueue(&producer, &pending, &topic, &env, meta.as_ref()).await {
+                Ok(()) => delivered(pending, &topic).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = &result {

@@ -16,6 +16,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::codec::{self, CopyMeta};
 use crate::publisher::{delivered, enqueue};
+use crate::reports::Pending;
 use crate::topology::names;
 use crate::{KafkaBus, KafkaConfig, KafkaError};
 
@@ -98,15 +99,13 @@ impl DeadLetters for KafkaBus {
         }
         let retry = names::retry_topic(topic, group, self.inner.cfg.retry_tiers[0]);
         let meta = CopyMeta { attempt: 1, ..CopyMeta::default() };
-        let mut pending = Vec::with_capacity(envs.len());
+        let pending = Pending::new();
+        let moved = envs.len();
         for env in envs {
             let dl = DeadLetter::decode(env);
-            pending.push(enqueue(&self.inner.producer, &retry, &dl.envelope, Some(&meta)).await?);
+            enqueue(&self.inner.producer, &pending, &retry, &dl.envelope, Some(&meta)).await?;
         }
-        let moved = pending.len();
-        for f in pending {
-            delivered(f, &retry).await?;
-        }
+        delivered(pending, &retry).await?;
         let (cfg, dlq_group, dlq) =
             (self.inner.cfg.clone(), names::dlq_group(topic, group), names::dlq_topic(topic, group));
         tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {

@@ -29,6 +29,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod publisher;
 pub mod replay;
+mod reports;
 pub mod topology;
 mod tracker;
 pub mod transaction;
@@ -43,7 +44,7 @@ use horizons_bus::{Backend, BusError, Capabilities, Replay, Topic, TopicSpec};
 use parking_lot::{Mutex, RwLock};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer as _;
 
 pub use config::KafkaConfig;
 
@@ -126,7 +127,7 @@ pub(crate) type AttemptKey = (String, String, i32, i64);
 
 pub(crate) struct Inner {
     pub(crate) cfg: KafkaConfig,
-    pub(crate) producer: FutureProducer,
+    pub(crate) producer: reports::Producer,
     pub(crate) admin: AdminClient<DefaultClientContext>,
     pub(crate) specs: RwLock<HashMap<Topic, Arc<TopicSpec>>>,
     /// Deliveries made of messages a member let go unsettled (drop, shutdown, revocation), so
@@ -156,7 +157,7 @@ impl KafkaBus {
     /// makes sure the topology topic exists.
     pub async fn connect(cfg: KafkaConfig) -> Result<KafkaBus, KafkaError> {
         cfg.validate()?;
-        let producer: FutureProducer = cfg.producer().create()?;
+        let producer: reports::Producer = cfg.producer().create_with_context(reports::Reports)?;
         let admin: AdminClient<DefaultClientContext> = cfg.admin().create()?;
         let (p, timeout) = (producer.clone(), cfg.admin_timeout);
         tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, timeout))

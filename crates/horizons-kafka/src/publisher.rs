@@ -1,16 +1,16 @@
 //! Publishing: every message of a batch is handed to the idempotent producer at once, and the
-//! batch is acknowledged when every delivery report is back (`acks=all`), so batching happens
-//! in librdkafka (`linger`, `batch_bytes`) and one slow record does not serialise the rest.
+//! batch is acknowledged when every delivery report is back (`acks=all`, counted by one
+//! [`Pending`] per batch), so batching happens in librdkafka (`linger`, `batch_bytes`) and one
+//! slow record does not serialise the rest.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use horizons_bus::{BusError, Envelope, Priority, Publisher, TopicSpec};
-use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::BaseRecord;
 
 use crate::codec::{self, CopyMeta};
+use crate::reports::{Pending, Producer};
 use crate::{KafkaBus, KafkaError};
 
 impl KafkaBus {
@@ -30,37 +30,25 @@ impl KafkaBus {
     }
 }
 
-/// Hands one record to librdkafka, waiting while its local queue is full.
+/// Hands one record to librdkafka, counted in `pending`; waits while its local queue is full.
 pub(crate) async fn enqueue(
-    producer: &FutureProducer,
+    producer: &Producer,
+    pending: &Arc<Pending>,
     topic: &str,
     env: &Envelope,
     meta: Option<&CopyMeta>,
-) -> Result<DeliveryFuture, KafkaError> {
+) -> Result<(), KafkaError> {
     let headers = codec::encode_headers(env, meta);
-    let mut record = FutureRecord::to(topic).payload(&env.payload[..]).headers(headers);
+    let mut record = BaseRecord::with_opaque_to(topic, pending.clone()).payload(&env.payload[..]).headers(headers);
     if let Some(k) = &env.key {
         record = record.key(k.as_str());
     }
-    loop {
-        match producer.send_result(record) {
-            Ok(f) => return Ok(f),
-            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err((e, _)) => return Err(KafkaError::client(format!("producing to {topic}"), e)),
-        }
-    }
+    pending.send(producer, record).await.map_err(|e| KafkaError::client(format!("producing to {topic}"), e))
 }
 
-/// Waits for a delivery report.
-pub(crate) async fn delivered(f: DeliveryFuture, topic: &str) -> Result<(), KafkaError> {
-    match f.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(KafkaError::client(format!("delivering to {topic}"), e)),
-        Err(_) => Err(KafkaError::client(format!("delivering to {topic}"), RdError::Canceled)),
-    }
+/// Waits for the delivery reports of everything `pending` counted.
+pub(crate) async fn delivered(pending: Arc<Pending>, topic: &str) -> Result<(), KafkaError> {
+    pending.wait().await.map_err(|e| KafkaError::client(format!("delivering to {topic}"), e))
 }
 
 #[async_trait]
@@ -74,19 +62,22 @@ impl Publisher for KafkaBus {
             }
             Self::check_publishable(m, spec.as_ref().expect("set above"))?;
         }
-        let mut pending = Vec::with_capacity(msgs.len());
+        let pending = Pending::new();
         for m in &msgs {
-            pending.push(enqueue(&self.inner.producer, m.topic.as_str(), m, None).await?);
+            enqueue(&self.inner.producer, &pending, m.topic.as_str(), m, None).await?;
         }
-        for (f, m) in pending.into_iter().zip(&msgs) {
-            delivered(f, m.topic.as_str()).await?;
-        }
-        Ok(())
+        let topic = match msgs.first() {
+            Some(f) if msgs.iter().all(|m| m.topic == f.topic) => f.topic.as_str(),
+            _ => "several topics",
+        };
+        Ok(delivered(pending, topic).await?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use horizons_bus::Topic;
 
     use super::*;

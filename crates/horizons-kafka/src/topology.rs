@@ -19,10 +19,11 @@ use std::time::Duration;
 use horizons_bus::{BusError, GroupInfo, Topic, TopicInfo, TopicSpec, Topology};
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::reports::Pending;
 use crate::{KafkaBus, KafkaError};
 
 /// The compacted topic holding every declared [`TopicSpec`].
@@ -222,13 +223,22 @@ impl KafkaBus {
     async fn store_spec(&self, spec: &TopicSpec) -> Result<(), BusError> {
         let json = serde_json::to_vec(spec).map_err(|e| BusError::backend("encoding a topic spec", e))?;
         let key = spec.name.as_str();
-        let record = FutureRecord::to(TOPOLOGY_TOPIC).key(key).payload(&json);
-        self.inner
-            .producer
-            .send(record, self.inner.cfg.admin_timeout)
+        self.put_declaration(key, Some(&json))
             .await
-            .map_err(|(e, _)| KafkaError::client(format!("storing the declaration of {key}"), e))?;
+            .map_err(|e| KafkaError::client(format!("storing the declaration of {key}"), e))?;
         Ok(())
+    }
+
+    /// Writes (or, with no value, deletes) one declaration in the topology topic and waits for
+    /// its delivery report.
+    async fn put_declaration(&self, key: &str, value: Option<&[u8]>) -> Result<(), rdkafka::error::KafkaError> {
+        let pending = Pending::new();
+        let mut record = BaseRecord::with_opaque_to(TOPOLOGY_TOPIC, pending.clone()).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        pending.send(&self.inner.producer, record).await?;
+        pending.wait().await
     }
 
     /// Deletes every declared topic whose name starts with `prefix`, with its retry and
@@ -248,12 +258,9 @@ impl KafkaBus {
             let refs: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
             let opts = AdminOptions::new().operation_timeout(Some(self.inner.cfg.admin_timeout));
             self.inner.admin.delete_topics(&refs, &opts).await.map_err(|e| KafkaError::client("deleting topics", e))?;
-            let record = FutureRecord::<str, [u8]>::to(TOPOLOGY_TOPIC).key(spec.name.as_str());
-            self.inner
-                .producer
-                .send(record, self.inner.cfg.admin_timeout)
+            self.put_declaration(spec.name.as_str(), None)
                 .await
-                .map_err(|(e, _)| KafkaError::client("deleting a declaration", e))?;
+                .map_err(|e| KafkaError::client("deleting a declaration", e))?;
             self.inner.specs.write().remove(&spec.name);
         }
         Ok(doomed.len())
