@@ -76,6 +76,24 @@ pub trait Acker: Send + Sync {
     fn release(self: Box<Self>);
 }
 
+/// The backend side of deliveries settled by token: one sink shared by every delivery of a
+/// consumer, so that handing out a delivery allocates nothing (a reference count instead of a
+/// boxed [`Acker`] per message). For backends whose settlement is a message to the consumer's
+/// own thread.
+pub trait TokenAcker: Send + Sync {
+    /// Settles the delivery `token` names. Must not block; called at most once per token.
+    fn settle(&self, token: u128, settlement: Settlement) -> Result<(), BusError>;
+
+    /// The delivery `token` names was dropped unsettled (see [`Acker::release`]). Must not block.
+    fn release(&self, token: u128);
+}
+
+/// How a delivery is settled.
+enum AckerSlot {
+    Boxed(Box<dyn Acker>),
+    Token(std::sync::Arc<dyn TokenAcker>, u128),
+}
+
 /// One message handed to one consumer.
 ///
 /// A delivery ends in exactly one of [`Delivery::ack`], [`Delivery::retry_after`] or
@@ -90,7 +108,7 @@ pub struct Delivery {
     pub position: Position,
     /// When the backend stored it, where known.
     pub stored_at: Option<Millis>,
-    acker: Option<Box<dyn Acker>>,
+    acker: Option<AckerSlot>,
 }
 
 impl fmt::Debug for Delivery {
@@ -107,16 +125,28 @@ impl fmt::Debug for Delivery {
 impl Delivery {
     /// Wraps a message with the backend's acker.
     pub fn new(envelope: Envelope, attempt: u32, position: Position, acker: Box<dyn Acker>) -> Self {
-        Self { envelope, attempt, position, stored_at: None, acker: Some(acker) }
+        Self { envelope, attempt, position, stored_at: None, acker: Some(AckerSlot::Boxed(acker)) }
+    }
+
+    /// Wraps a message settled through `sink` under `token`.
+    pub fn with_token(
+        envelope: Envelope,
+        attempt: u32,
+        position: Position,
+        sink: std::sync::Arc<dyn TokenAcker>,
+        token: u128,
+    ) -> Self {
+        Self { envelope, attempt, position, stored_at: None, acker: Some(AckerSlot::Token(sink, token)) }
     }
 
     /// Settles with `s`.
     pub async fn settle(mut self, s: Settlement) -> Result<(), BusError> {
         match self.acker.take() {
-            Some(mut a) => match a.settle_now(&s) {
+            Some(AckerSlot::Boxed(mut a)) => match a.settle_now(&s) {
                 Some(done) => done,
                 None => a.settle(s).await,
             },
+            Some(AckerSlot::Token(sink, token)) => sink.settle(token, s),
             None => Ok(()),
         }
     }
@@ -139,8 +169,10 @@ impl Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(a) = self.acker.take() {
-            a.release();
+        match self.acker.take() {
+            Some(AckerSlot::Boxed(a)) => a.release(),
+            Some(AckerSlot::Token(sink, token)) => sink.release(token),
+            None => {}
         }
     }
 }
@@ -211,5 +243,47 @@ impl DeadLetter {
         }
         take(&mut env, h::GROUP);
         Self { envelope: env, reason, attempts, first_error, last_error, dead_at, source_position }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::Topic;
+
+    /// Records what reaches it.
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<String>>);
+
+    impl TokenAcker for Sink {
+        fn settle(&self, token: u128, s: Settlement) -> Result<(), BusError> {
+            self.0.lock().unwrap().push(format!("settle {token} {s:?}"));
+            Ok(())
+        }
+
+        fn release(&self, token: u128) {
+            self.0.lock().unwrap().push(format!("release {token}"));
+        }
+    }
+
+    fn delivery(sink: &Arc<Sink>, token: u128) -> Delivery {
+        let env = Envelope::new(Topic::new("t").unwrap(), "x");
+        Delivery::with_token(env, 1, Position::offset(0), sink.clone(), token)
+    }
+
+    #[tokio::test]
+    async fn token_deliveries_settle_once_and_release_when_dropped_unsettled() {
+        let sink = Arc::new(Sink::default());
+        delivery(&sink, 7).ack().await.unwrap();
+        delivery(&sink, u128::MAX).dead_letter("bad").await.unwrap();
+        drop(delivery(&sink, 9));
+        let seen = sink.0.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[0], "settle 7 Ack");
+        assert!(seen[1].starts_with(&format!("settle {} DeadLetter", u128::MAX)), "{seen:?}");
+        assert_eq!(seen[2], "release 9");
+        assert_eq!(Arc::strong_count(&sink), 1, "every delivery let go of the sink");
     }
 }

@@ -29,7 +29,7 @@ pub use backend::{
     Admin, Backend, Capabilities, DeadLetters, GroupInfo, Publisher, Replay, ReplayFrom, SubscribeOptions, Subscriber,
     Subscription, TopicInfo,
 };
-pub use delivery::{dlq_headers, Acker, DeadLetter, Delivery, FailureRecord, Position};
+pub use delivery::{dlq_headers, Acker, DeadLetter, Delivery, FailureRecord, Position, TokenAcker};
 pub use envelope::{now_millis, Envelope, MessageId, Millis, Priority, Topic};
 pub use error::{error_chain, BusError};
 pub use inbox::{Inbox, MemoryInbox};

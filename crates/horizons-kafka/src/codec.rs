@@ -85,6 +85,40 @@ pub fn encode_headers(env: &Envelope, meta: Option<&CopyMeta>) -> OwnedHeaders {
     h
 }
 
+/// A payload copied out of a record. Small ones share one allocation with their reference
+/// count, so the clone a member keeps for redelivery costs no second allocation (a
+/// `Bytes::copy_from_slice` allocates again on its first clone).
+pub fn payload_bytes(p: &[u8]) -> Bytes {
+    match p.len() {
+        0 => Bytes::new(),
+        1..=64 => Bytes::from_owner(Inline::<64>::new(p)),
+        65..=128 => Bytes::from_owner(Inline::<128>::new(p)),
+        129..=256 => Bytes::from_owner(Inline::<256>::new(p)),
+        257..=512 => Bytes::from_owner(Inline::<512>::new(p)),
+        _ => Bytes::copy_from_slice(p),
+    }
+}
+
+/// Up to `N` bytes stored inline.
+struct Inline<const N: usize> {
+    len: usize,
+    buf: [u8; N],
+}
+
+impl<const N: usize> Inline<N> {
+    fn new(p: &[u8]) -> Self {
+        let mut buf = [0u8; N];
+        buf[..p.len()].copy_from_slice(p);
+        Inline { len: p.len(), buf }
+    }
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// Why a record could not be read as an envelope.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -127,7 +161,7 @@ pub fn decode(
             None => None,
         },
         headers: BTreeMap::new(),
-        payload: payload.map(Bytes::copy_from_slice).unwrap_or_default(),
+        payload: payload.map(payload_bytes).unwrap_or_default(),
         timestamp: stored_at.unwrap_or_default(),
         priority: Priority::DEFAULT,
         not_before: None,
@@ -227,6 +261,17 @@ mod tests {
         assert_eq!(d.meta, CopyMeta::default());
         let bare = Envelope::new(topic(), Bytes::new());
         assert_eq!(round_trip(&bare, None).envelope, bare);
+    }
+
+    #[test]
+    fn payloads_of_every_size_class_are_copied_whole() {
+        let data: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in [0, 1, 63, 64, 65, 128, 129, 256, 257, 511, 512, 513, 700] {
+            let b = payload_bytes(&data[..len]);
+            let kept = b.clone();
+            drop(b);
+            assert_eq!(&kept[..], &data[..len], "length {len}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use horizons_bus::{
     BusError, DeadLetter, Delivery, FailureRecord, Position, Settlement, SubscribeOptions, Subscriber, Subscription,
-    Topic,
+    TokenAcker, Topic,
 };
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -409,35 +409,35 @@ impl Shared {
     }
 }
 
-/// Settles a delivery by handing the settlement to the member's thread.
-struct KafkaAcker {
-    tx: flume::Sender<Cmd>,
-    slot: u64,
-    seq: u32,
+/// Settles a member's deliveries by handing the settlement to the member's thread; the token
+/// is the delivery's (slot, lease seq).
+pub(crate) struct MemberAcks(pub(crate) flume::Sender<Cmd>);
+
+fn token(slot: u64, seq: u32) -> u128 {
+    (u128::from(slot) << 32) | u128::from(seq)
 }
 
-#[async_trait]
-impl horizons_bus::Acker for KafkaAcker {
-    async fn settle(self: Box<Self>, s: Settlement) -> Result<(), BusError> {
-        self.tx.send(Cmd::Settle { slot: self.slot, seq: self.seq, s }).map_err(|_| BusError::LeaseExpired)
+fn untoken(token: u128) -> (u64, u32) {
+    ((token >> 32) as u64, token as u32)
+}
+
+impl TokenAcker for MemberAcks {
+    fn settle(&self, token: u128, s: Settlement) -> Result<(), BusError> {
+        let (slot, seq) = untoken(token);
+        self.0.send(Cmd::Settle { slot, seq, s }).map_err(|_| BusError::LeaseExpired)
     }
 
-    fn settle_now(&mut self, s: &Settlement) -> Option<Result<(), BusError>> {
-        let cmd = Cmd::Settle { slot: self.slot, seq: self.seq, s: s.clone() };
-        Some(self.tx.send(cmd).map_err(|_| BusError::LeaseExpired))
-    }
-
-    fn release(self: Box<Self>) {
-        let _ = self.tx.send(Cmd::Release { slot: self.slot, seq: self.seq });
+    fn release(&self, token: u128) {
+        let (slot, seq) = untoken(token);
+        let _ = self.0.send(Cmd::Release { slot, seq });
     }
 }
 
 /// Builds the delivery of `(slot, seq)`.
-pub(crate) fn delivery(t: &Tracker, tx: &flume::Sender<Cmd>, slot: u64, seq: u32) -> Option<Delivery> {
+pub(crate) fn delivery(t: &Tracker, acks: &Arc<MemberAcks>, slot: u64, seq: u32) -> Option<Delivery> {
     let s = t.slot(slot)?;
-    let acker = Box::new(KafkaAcker { tx: tx.clone(), slot, seq });
     let position = Position { partition: Some(s.tp.1 as u32), offset: s.offset as u64 };
-    let mut d = Delivery::new(s.env.clone(), s.attempt, position, acker);
+    let mut d = Delivery::with_token(s.env.clone(), s.attempt, position, acks.clone(), token(slot, seq));
     d.stored_at = s.stored_at;
     Some(d)
 }

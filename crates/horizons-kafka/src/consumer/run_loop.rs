@@ -13,7 +13,7 @@ use horizons_bus::Delivery;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::TopicPartitionList;
 
-use super::{delivery, Ctx, Shared};
+use super::{delivery, Ctx, MemberAcks, Shared};
 use crate::tracker::Tp;
 
 /// Records read per turn before the loop looks at settlements again.
@@ -33,6 +33,7 @@ pub(super) fn run(
     // The partitions read from since the last turn (a member owns few: a Vec beats a set).
     let mut touched: Vec<Tp> = Vec::new();
     let mut last_error: Option<Instant> = None;
+    let acks = Arc::new(MemberAcks(shared.cmd_tx.clone()));
     while !stop.load(Ordering::Acquire) && !out.is_disconnected() {
         let now = Instant::now();
         if shared.reassigned.swap(false, Ordering::AcqRel) {
@@ -46,7 +47,7 @@ pub(super) fn run(
         let mut batch = Vec::new();
         while t.outstanding() < prefetch {
             let Some((slot, seq)) = t.next_delivery(now) else { break };
-            batch.extend(delivery(&t, &shared.cmd_tx, slot, seq));
+            batch.extend(delivery(&t, &acks, slot, seq));
         }
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
         for tp in touched.drain(..) {
