@@ -15,7 +15,6 @@
 //! A settlement is handed to the member's thread and returns at once: `ack` does not wait for
 //! the offset commit (a crash before it means a redelivery, which the inbox absorbs).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +29,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 
 use crate::codec::{self, CopyMeta};
 use crate::publisher::{delivered, enqueue};
@@ -89,7 +89,7 @@ pub(crate) struct Shared {
     pub(crate) reassigned: AtomicBool,
     /// Per partition of the bus topic: the skip a bounded replay left, as read from the
     /// committed offset's metadata (`None`: none). Cleared on every assignment.
-    pub(crate) fences: Mutex<HashMap<i32, Option<Fence>>>,
+    pub(crate) fences: Mutex<FxHashMap<i32, Option<Fence>>>,
 }
 
 /// What a bounded replay leaves in a partition: offsets `[end, resume)` were settled before
@@ -225,7 +225,7 @@ impl Shared {
                 }
             }
         }
-        let pos = (m.topic(), m.partition(), m.offset());
+        let pos = (self.topics[i].as_str(), m.partition(), m.offset());
         let stored_at = m.timestamp().to_millis();
         let decoded = codec::decode(&self.topic, m.key(), m.payload(), m.headers(), pos, stored_at);
         let mut attempt = 1;
@@ -480,7 +480,7 @@ impl Subscriber for KafkaBus {
             closing: AtomicBool::new(false),
             joined: Mutex::new(Some(joined_tx)),
             reassigned: AtomicBool::new(false),
-            fences: Mutex::new(HashMap::new()),
+            fences: Mutex::new(FxHashMap::default()),
         });
         let consumer: BaseConsumer<Ctx> = cfg
             .consumer(&group_id)

@@ -7,6 +7,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use horizons_bus::{Envelope, Millis, OrderingMode, Settlement};
+use rustc_hash::FxHashMap;
 
 /// A partition of one of the member's Kafka topics: (index into its topic list, partition).
 pub(crate) type Tp = (usize, i32);
@@ -78,7 +79,8 @@ pub(crate) struct Tracker {
     mode: OrderingMode,
     lease: Duration,
     slots: Slots,
-    parts: HashMap<Tp, Part>,
+    /// By partition (a member owns few; Fx: the keys are not chosen by senders).
+    parts: FxHashMap<Tp, Part>,
     ready: VecDeque<u64>,
     /// Busy keys (BlockKey only) and the slots queued behind them.
     keys: HashMap<String, KeyState>,
@@ -96,7 +98,7 @@ impl Tracker {
             mode,
             lease,
             slots: Slots::default(),
-            parts: HashMap::new(),
+            parts: FxHashMap::default(),
             ready: VecDeque::new(),
             keys: HashMap::new(),
             leases: VecDeque::new(),

@@ -40,7 +40,8 @@ pub(super) fn run(
             paused.clear();
         }
         let mut t = shared.tracker.lock();
-        while let Ok(cmd) = shared.cmd_rx.try_recv() {
+        // One lock of the channel for everything that came back.
+        for cmd in shared.cmd_rx.drain() {
             shared.apply(&consumer, &mut t, cmd, now);
         }
         t.fire_timers(now);
