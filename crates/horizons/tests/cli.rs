@@ -272,6 +272,28 @@ fn bench_prints_one_json_object_and_cleans_up() {
     assert!(plain["baseline"].is_null() && plain["ratio"].is_null(), "{plain}");
 }
 
+/// On the Kafka of `scripts/services`: `--baseline raw` measures bare rdkafka twice in the same
+/// run (the payload alone; the adapter's records, payload and `hz` header read back) and
+/// reports the adapter's ratio to each; every message arrives, none corrupt.
+#[test]
+fn kafka_bench_reports_both_bare_rdkafka_baselines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dir_arg(tmp.path());
+    let args = ["bench", "bus", "--backend", "kafka", "--data-dir", d, "--messages", "20000", "--baseline", "raw"];
+    let r = json(&ok(&[&args[..], &["--json"]].concat()));
+    assert_eq!((r["backend"].as_str(), r["messages"].as_u64()), (Some("kafka"), Some(20000)), "{r}");
+    assert_eq!(r["baseline"]["name"], "raw-rdkafka", "{r}");
+    assert_eq!(r["baseline_same_records"]["name"], "raw-rdkafka-hz-header", "{r}");
+    for k in ["ratio", "ratio_same_records"] {
+        assert!(r[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {r}");
+    }
+    for b in ["baseline", "baseline_same_records"] {
+        assert!(r[b]["msgs_per_sec"].as_f64().is_some_and(|x| x > 0.0), "{b}: {r}");
+    }
+    let text = ok(&args);
+    assert!(text.contains("bare rdkafka with the same records"), "{text}");
+}
+
 /// A tiny simulated input: every stage runs, in well under a second.
 const TINY_SIM: [&str; 10] =
     ["--simulate", "--antennas", "8", "--channels", "8", "--integrations", "4", "--npix", "64", "--json"];

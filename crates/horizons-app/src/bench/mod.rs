@@ -126,6 +126,13 @@ pub struct Report {
     pub baseline: Option<Baseline>,
     /// Ours over the baseline, if asked for.
     pub ratio: Option<f64>,
+    /// Kafka only: bare rdkafka again, writing the records the adapter writes (payload and
+    /// `hz` header), so the header's own cost shows apart from the adapter's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_same_records: Option<Baseline>,
+    /// Ours over [`Report::baseline_same_records`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_same_records: Option<f64>,
 }
 
 /// Latency percentiles.
@@ -247,6 +254,8 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
         },
         baseline: None,
         ratio: None,
+        baseline_same_records: None,
+        ratio_same_records: None,
     };
     // The engine's commit size, for the baseline's cadence; one sync per batch if unknown.
     let per_sync = match commits_made {
@@ -263,11 +272,18 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
             Some(Baseline { name: "raw-lapin", msgs_per_sec: r.end_to_end_msgs_per_sec, mb_per_sec: r.mb_per_sec });
         amqp_detail = Some(r);
     } else if args.baseline == Some(BaselineKind::Raw) && cfg.bus.backend == BackendKind::Kafka {
-        let r = raw_kafka::run(&cfg.bus.kafka, &load).await?;
+        let r = raw_kafka::run(&cfg.bus.kafka, &load, raw_kafka::Records::PayloadOnly).await?;
         report.ratio = Some(report.end_to_end_msgs_per_sec / r.end_to_end_msgs_per_sec.max(1e-12));
         report.baseline =
             Some(Baseline { name: "raw-rdkafka", msgs_per_sec: r.end_to_end_msgs_per_sec, mb_per_sec: r.mb_per_sec });
-        kafka_detail = Some(r);
+        let h = raw_kafka::run(&cfg.bus.kafka, &load, raw_kafka::Records::WithHeader).await?;
+        report.ratio_same_records = Some(report.end_to_end_msgs_per_sec / h.end_to_end_msgs_per_sec.max(1e-12));
+        report.baseline_same_records = Some(Baseline {
+            name: "raw-rdkafka-hz-header",
+            msgs_per_sec: h.end_to_end_msgs_per_sec,
+            mb_per_sec: h.mb_per_sec,
+        });
+        kafka_detail = Some((r, h));
     } else if args.baseline == Some(BaselineKind::Raw) {
         let (dir, topic, size, msgs) = (tmp.path().to_path_buf(), topic.clone(), args.size, args.messages);
         let r = tokio::task::spawn_blocking(move || raw::run(&dir, &topic, msgs, size, per_sync))
@@ -330,11 +346,22 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
             args.raw_ack_every, r.publish_msgs_per_sec, r.consume_msgs_per_sec, r.end_to_end_msgs_per_sec, r.mb_per_sec, ratio
         );
     }
-    if let (Some(r), Some(ratio)) = (&kafka_detail, report.ratio) {
+    if let (Some((r, h)), Some(ratio), Some(ratio_h)) = (&kafka_detail, report.ratio, report.ratio_same_records) {
         text += &format!(
             "baseline raw rdkafka: publish {:.0} msg/s, consume {:.0} msg/s, end-to-end {:.0} msg/s {:.1} MB/s payload\n\
-             ratio        {:.3} (end-to-end msg/s / bare rdkafka end-to-end msg/s)\n",
-            r.publish_msgs_per_sec, r.consume_msgs_per_sec, r.end_to_end_msgs_per_sec, r.mb_per_sec, ratio
+             ratio        {:.3} (end-to-end msg/s / bare rdkafka end-to-end msg/s)\n\
+             baseline raw rdkafka, same records (payload + {}-byte hz header, read back): publish {:.0} msg/s, consume {:.0} msg/s, end-to-end {:.0} msg/s\n\
+             ratio        {:.3} (end-to-end msg/s / bare rdkafka with the same records)\n",
+            r.publish_msgs_per_sec,
+            r.consume_msgs_per_sec,
+            r.end_to_end_msgs_per_sec,
+            r.mb_per_sec,
+            ratio,
+            raw_kafka::HZ_LEN,
+            h.publish_msgs_per_sec,
+            h.consume_msgs_per_sec,
+            h.end_to_end_msgs_per_sec,
+            ratio_h
         );
     }
     print!("{text}");

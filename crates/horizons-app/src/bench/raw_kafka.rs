@@ -7,6 +7,10 @@
 //! one consumer per partition of a fresh one-partition topic — but no envelope, no delivery
 //! objects, no acks: what is left is the client library and the broker, the ceiling the adapter
 //! is measured against.
+//!
+//! [`Records::WithHeader`] runs it again with the records the adapter writes: the same payload
+//! plus one 27-byte `hz` header, which the consumer reads back. The difference between the two
+//! runs is what carrying the envelope in a Kafka header costs librdkafka and the broker.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,12 +21,26 @@ use horizons_kafka::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::load::Load;
 use crate::error::AppError;
 use crate::payload;
+
+/// Length of the adapter's `hz` header without `not_before`.
+pub const HZ_LEN: usize = 27;
+
+/// Which records the bare run writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// The payload alone.
+    PayloadOnly,
+    /// The payload and a 27-byte `hz` header, as the adapter writes them; the consumer reads
+    /// the header back.
+    WithHeader,
+}
 
 /// What bare rdkafka achieved.
 #[derive(Clone, Debug)]
@@ -54,7 +72,7 @@ pub async fn cleanup(cfg: &KafkaConfig, topic: &horizons_bus::Topic) {
 }
 
 /// Runs `load` through bare rdkafka on a topic of its own, deleted afterwards.
-pub async fn run(cfg: &KafkaConfig, load: &Load) -> Result<RawKafka, AppError> {
+pub async fn run(cfg: &KafkaConfig, load: &Load, records: Records) -> Result<RawKafka, AppError> {
     let topic = format!("bench-raw-{}", &uuid_hex()[..16]);
     let admin: AdminClient<DefaultClientContext> = cfg.admin().create().map_err(kafka_err("admin client"))?;
     let opts = AdminOptions::new().operation_timeout(Some(cfg.admin_timeout));
@@ -62,12 +80,12 @@ pub async fn run(cfg: &KafkaConfig, load: &Load) -> Result<RawKafka, AppError> {
         .set("message.timestamp.type", "LogAppendTime");
     admin.create_topics([&new], &opts).await.map_err(kafka_err("creating the topic"))?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let result = measure(cfg, load, &topic).await;
+    let result = measure(cfg, load, &topic, records).await;
     let _ = admin.delete_topics(&[&topic], &opts).await;
     result
 }
 
-async fn measure(cfg: &KafkaConfig, load: &Load, topic: &str) -> Result<RawKafka, AppError> {
+async fn measure(cfg: &KafkaConfig, load: &Load, topic: &str, records: Records) -> Result<RawKafka, AppError> {
     let n = load.messages;
     let consumer: BaseConsumer = cfg.consumer(&format!("{topic}-group")).create().map_err(kafka_err("consumer"))?;
     consumer.subscribe(&[topic]).map_err(kafka_err("subscribing"))?;
@@ -81,6 +99,14 @@ async fn measure(cfg: &KafkaConfig, load: &Load, topic: &str) -> Result<RawKafka
             let (mut count, mut next, mut last_commit) = (0u64, 0i64, Instant::now());
             while count < n && !stop.load(Ordering::Relaxed) {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                    if records == Records::WithHeader {
+                        // As the adapter does: librdkafka parses a record's headers when asked.
+                        let hz = m.headers().and_then(|h| h.iter().find(|h| h.key == "hz")).and_then(|h| h.value);
+                        if hz.map(<[u8]>::len) != Some(HZ_LEN) {
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                    }
                     let now = t0.elapsed().as_nanos() as u64;
                     first.fetch_min(now, Ordering::Relaxed);
                     last.store(now, Ordering::Relaxed);
@@ -105,7 +131,7 @@ async fn measure(cfg: &KafkaConfig, load: &Load, topic: &str) -> Result<RawKafka
     for i in 0..load.producers.max(1) as u64 {
         let (lo, hi) = (i * share, ((i + 1) * share).min(n));
         let (producer, topic, load) = (producer.clone(), topic.to_string(), load.clone());
-        tasks.spawn(async move { produce(&producer, &topic, lo..hi, &load, t0).await });
+        tasks.spawn(async move { produce(&producer, &topic, lo..hi, &load, t0, records).await });
     }
     while let Some(r) = tasks.join_next().await {
         r.map_err(|e| AppError::Task(format!("raw producer: {e}")))??;
@@ -140,6 +166,7 @@ async fn produce(
     range: std::ops::Range<u64>,
     load: &Load,
     t0: Instant,
+    records: Records,
 ) -> Result<(), AppError> {
     let batch = load.batch.max(1) as u64;
     let last = range.end;
@@ -152,6 +179,15 @@ async fn produce(
             payload::fill(seq, &mut p);
             payload::stamp(&mut p, stamp);
             let mut record = FutureRecord::<(), [u8]>::to(topic).payload(&p[..]);
+            if records == Records::WithHeader {
+                // The adapter's envelope header: version, 16-byte id, timestamp, priority, flags.
+                let mut hz = [0u8; HZ_LEN];
+                hz[0] = 1;
+                hz[1..9].copy_from_slice(&seq.to_be_bytes());
+                hz[17..25].copy_from_slice(&(stamp as i64).to_be_bytes());
+                record =
+                    record.headers(OwnedHeaders::new_with_capacity(1).insert(Header { key: "hz", value: Some(&hz) }));
+            }
             loop {
                 match producer.send_result(record) {
                     Ok(f) => break pending.push(f),
