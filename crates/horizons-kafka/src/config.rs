@@ -40,8 +40,13 @@ pub struct KafkaConfig {
     /// How often consumers commit the offsets of settled messages.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
-    /// Messages a member holds read but unsettled per partition before it pauses fetching it.
+    /// Messages a member holds read but unsettled per partition before it pauses fetching it
+    /// (it resumes below half). A pause makes librdkafka drop what it had prefetched for the
+    /// partition and fetch it again on resume, so the bound is wide.
     pub max_buffered_per_partition: usize,
+    /// Payload bytes a member holds read but unsettled per partition before it pauses fetching
+    /// it: the bound for large messages, where the count is not one.
+    pub max_buffered_bytes_per_partition: usize,
     /// Retry delay tiers: a retry goes to the topic of the largest tier not above its delay
     /// (the smallest tier if none), where it waits for its own due time.
     #[serde(with = "humantime_serde_vec")]
@@ -87,7 +92,8 @@ impl Default for KafkaConfig {
             publish_timeout: Duration::from_secs(120),
             session_timeout: Duration::from_secs(6),
             commit_interval: Duration::from_millis(200),
-            max_buffered_per_partition: 10_000,
+            max_buffered_per_partition: 100_000,
+            max_buffered_bytes_per_partition: 32 << 20,
             retry_tiers: vec![
                 Duration::from_secs(1),
                 Duration::from_secs(10),
@@ -124,6 +130,9 @@ impl KafkaConfig {
         }
         if self.max_buffered_per_partition == 0 {
             return bad("max_buffered_per_partition must be at least 1");
+        }
+        if self.max_buffered_bytes_per_partition == 0 {
+            return bad("max_buffered_bytes_per_partition must be at least 1");
         }
         if self.session_timeout < Duration::from_secs(1) {
             return bad("session_timeout must be at least 1s");

@@ -60,6 +60,8 @@ pub(crate) enum Action {
 struct Part {
     /// Offsets read and not yet done.
     open: Open,
+    /// Payload bytes of the open slots.
+    bytes: usize,
     /// One past the highest offset read.
     next: Option<i64>,
     /// Last position committed (or known committed).
@@ -112,9 +114,9 @@ impl Tracker {
         self.outstanding
     }
 
-    /// Messages read and not done in `tp`.
-    pub fn open_in(&self, tp: Tp) -> usize {
-        self.parts.get(&tp).map_or(0, |p| p.open.len())
+    /// Messages read and not done in `tp`, and their payload bytes.
+    pub fn open_in(&self, tp: Tp) -> (usize, usize) {
+        self.parts.get(&tp).map_or((0, 0), |p| (p.open.len(), p.bytes))
     }
 
     pub fn slot(&self, id: u64) -> Option<&Slot> {
@@ -124,7 +126,9 @@ impl Tracker {
     /// Adds a message read at `offset`; `due` holds it back until then.
     pub fn push(&mut self, tp: Tp, offset: i64, env: Envelope, stored_at: Option<Millis>, attempt: u32) -> u64 {
         let part = self.parts.entry(tp).or_default();
-        part.open.insert(offset);
+        if part.open.insert(offset) {
+            part.bytes += env.payload.len();
+        }
         part.next = Some(part.next.map_or(offset + 1, |n| n.max(offset + 1)));
         let slot = Slot {
             tp,
@@ -309,7 +313,9 @@ impl Tracker {
     fn done(&mut self, id: u64) {
         let Some(s) = self.slots.remove(id) else { return };
         if let Some(p) = self.parts.get_mut(&s.tp) {
-            p.open.remove(s.offset);
+            if p.open.remove(s.offset) {
+                p.bytes -= s.env.payload.len();
+            }
         }
         if let (OrderingMode::BlockKey, Some(key)) = (self.mode, s.env.key) {
             self.unblock(&key, id);
@@ -499,38 +505,46 @@ struct Open {
 }
 
 impl Open {
-    fn insert(&mut self, offset: i64) {
+    /// Marks `offset` open; whether it was not open already.
+    fn insert(&mut self, offset: i64) -> bool {
         if self.offsets.back().is_none_or(|(last, _)| *last < offset) {
             self.offsets.push_back((offset, false));
             self.live += 1;
-            return;
+            return true;
         }
         let i = self.offsets.partition_point(|(o, _)| *o < offset);
         match self.offsets.get_mut(i) {
             Some((o, done)) if *o == offset => {
-                if *done {
+                let reopened = *done;
+                if reopened {
                     *done = false;
                     self.live += 1;
                 }
+                reopened
             }
             _ => {
                 self.offsets.insert(i, (offset, false));
                 self.live += 1;
+                true
             }
         }
     }
 
-    fn remove(&mut self, offset: i64) {
+    /// Marks `offset` done; whether it was open.
+    fn remove(&mut self, offset: i64) -> bool {
         let i = self.offsets.partition_point(|(o, _)| *o < offset);
+        let mut was_open = false;
         if let Some((o, done)) = self.offsets.get_mut(i) {
             if *o == offset && !*done {
                 *done = true;
                 self.live -= 1;
+                was_open = true;
             }
         }
         while self.offsets.front().is_some_and(|(_, done)| *done) {
             self.offsets.pop_front();
         }
+        was_open
     }
 
     fn first(&self) -> Option<i64> {

@@ -26,7 +26,8 @@ pub(super) fn run(
     stop: Arc<AtomicBool>,
     prefetch: usize,
 ) {
-    let max_open = shared.bus.cfg.max_buffered_per_partition;
+    let (max_open, max_bytes) =
+        (shared.bus.cfg.max_buffered_per_partition, shared.bus.cfg.max_buffered_bytes_per_partition);
     let commit_every = shared.bus.cfg.commit_interval;
     let mut last_commit = Instant::now();
     let mut paused: HashSet<Tp> = HashSet::new();
@@ -52,12 +53,14 @@ pub(super) fn run(
         }
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
         for tp in touched.drain(..) {
-            if t.open_in(tp) >= max_open && paused.insert(tp) {
+            let (open, bytes) = t.open_in(tp);
+            if (open >= max_open || bytes >= max_bytes) && paused.insert(tp) {
                 pause.push(tp);
             }
         }
         paused.retain(|tp| {
-            let keep = t.open_in(*tp) > max_open / 2;
+            let (open, bytes) = t.open_in(*tp);
+            let keep = open > max_open / 2 || bytes > max_bytes / 2;
             if !keep {
                 resume.push(*tp);
             }
@@ -77,6 +80,7 @@ pub(super) fn run(
         }
 
         if !pause.is_empty() {
+            tracing::debug!(group = %shared.group_id, partitions = ?pause, "buffer full: pausing");
             let _ = consumer.pause(&list(&shared, &pause));
         }
         if !resume.is_empty() {
