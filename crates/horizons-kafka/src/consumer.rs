@@ -508,8 +508,15 @@ impl Subscriber for KafkaBus {
 }
 
 #[cfg(test)]
-mod fence_tests {
-    use super::Fence;
+mod tests {
+    use super::{token, untoken, Fence};
+
+    #[test]
+    fn delivery_tokens_round_trip_whole_slot_ids_and_lease_numbers() {
+        for (slot, seq) in [(0, 0), (1, 1), (u64::MAX, u32::MAX), ((7 << 32) | 3, 9), (u64::MAX, 0), (0, u32::MAX)] {
+            assert_eq!(untoken(token(slot, seq)), (slot, seq));
+        }
+    }
 
     #[test]
     fn fences_round_trip_and_foreign_metadata_is_ignored() {
