@@ -352,7 +352,7 @@ impl Shared {
         let (producer, tx, group) = (self.producer.clone(), self.cmd_tx.clone(), self.group_id.clone());
         self.runtime.spawn(async move {
             let pending = Pending::new();
-            let result = match enqueue(&producer, &pending, &topic, &env, meta.as_ref()).await {
+            let result = match enqueue(&producer, &pending, &topic, None, &env, meta.as_ref()).await {
                 Ok(()) => delivered(pending, &topic).await,
                 Err(e) => Err(e),
             };

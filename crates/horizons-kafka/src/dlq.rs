@@ -103,7 +103,7 @@ impl DeadLetters for KafkaBus {
         let moved = envs.len();
         for env in envs {
             let dl = DeadLetter::decode(env);
-            enqueue(&self.inner.producer, &pending, &retry, &dl.envelope, Some(&meta)).await?;
+            enqueue(&self.inner.producer, &pending, &retry, None, &dl.envelope, Some(&meta)).await?;
         }
         delivered(pending, &retry).await?;
         let (cfg, dlq_group, dlq) =

@@ -35,7 +35,7 @@ mod tracker;
 pub mod transaction;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +138,8 @@ pub(crate) struct Inner {
     /// Live members per (topic, group), for replay.
     pub(crate) members: Mutex<HashMap<(Topic, String), Vec<consumer::MemberHandle>>>,
     pub(crate) closed: AtomicBool,
+    /// Turns of the partitions keyless batches go to.
+    pub(crate) next_partition: AtomicU32,
 }
 
 /// The kafka bus. Cheap to clone; clones share one producer.
@@ -174,6 +176,7 @@ impl KafkaBus {
                 attempts_hint: AtomicBool::new(false),
                 members: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                next_partition: AtomicU32::new(0),
             }),
         };
         let settings = vec![("cleanup.policy", "compact".to_string())];

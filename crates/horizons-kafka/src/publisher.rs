@@ -3,10 +3,11 @@
 //! [`Pending`] per batch), so batching happens in librdkafka (`linger`, `batch_bytes`) and one
 //! slow record does not serialise the rest.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use horizons_bus::{BusError, Envelope, Priority, Publisher, TopicSpec};
+use horizons_bus::{BusError, Envelope, Priority, Publisher, Topic, TopicSpec};
 use rdkafka::producer::BaseRecord;
 
 use crate::codec::{self, CopyMeta};
@@ -30,11 +31,13 @@ impl KafkaBus {
     }
 }
 
-/// Hands one record to librdkafka, counted in `pending`; waits while its local queue is full.
+/// Hands one record to librdkafka (to `partition`, or where its partitioner puts it), counted in
+/// `pending`; waits while its local queue is full.
 pub(crate) async fn enqueue(
     producer: &Producer,
     pending: &Arc<Pending>,
     topic: &str,
+    partition: Option<i32>,
     env: &Envelope,
     meta: Option<&CopyMeta>,
 ) -> Result<(), KafkaError> {
@@ -42,6 +45,9 @@ pub(crate) async fn enqueue(
     let mut record = BaseRecord::with_opaque_to(topic, pending.clone()).payload(&env.payload[..]).headers(headers);
     if let Some(k) = &env.key {
         record = record.key(k.as_str());
+    }
+    if let Some(p) = partition {
+        record = record.partition(p);
     }
     pending.send(producer, record).await.map_err(|e| KafkaError::client(format!("producing to {topic}"), e))
 }
@@ -63,8 +69,22 @@ impl Publisher for KafkaBus {
             Self::check_publishable(m, spec.as_ref().expect("set above"))?;
         }
         let pending = Pending::new();
+        // Keyless messages of a batch go to one partition of their topic, batches in turn, as
+        // Kafka's sticky partitioner does, without librdkafka's partitioner call per record;
+        // a keyed one goes where librdkafka's partitioner puts its key.
+        let mut keyless: Option<(&Topic, i32)> = None;
         for m in &msgs {
-            enqueue(&self.inner.producer, &pending, m.topic.as_str(), m, None).await?;
+            let partition = match (&m.key, keyless) {
+                (Some(_), _) => None,
+                (None, Some((t, p))) if *t == m.topic => Some(p),
+                (None, _) => {
+                    let parts = self.spec(&m.topic).await?.partitions.max(1);
+                    let p = (self.inner.next_partition.fetch_add(1, Ordering::Relaxed) % parts) as i32;
+                    keyless = Some((&m.topic, p));
+                    Some(p)
+                }
+            };
+            enqueue(&self.inner.producer, &pending, m.topic.as_str(), partition, m, None).await?;
         }
         let topic = match msgs.first() {
             Some(f) if msgs.iter().all(|m| m.topic == f.topic) => f.topic.as_str(),

@@ -532,7 +532,11 @@ impl Open {
 
     /// Marks `offset` done; whether it was open.
     fn remove(&mut self, offset: i64) -> bool {
-        let i = self.offsets.partition_point(|(o, _)| *o < offset);
+        // Settlements mostly come in offset order: the front first, then a search.
+        let i = match self.offsets.front() {
+            Some((o, _)) if *o == offset => 0,
+            _ => self.offsets.partition_point(|(o, _)| *o < offset),
+        };
         let mut was_open = false;
         if let Some((o, done)) = self.offsets.get_mut(i) {
             if *o == offset && !*done {

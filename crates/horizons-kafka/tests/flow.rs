@@ -1,13 +1,16 @@
-//! A member's flow control: with tiny `max_buffered_per_partition` and
-//! `max_buffered_bytes_per_partition` it pauses and resumes its partition over and over (a
-//! pause makes librdkafka drop what it prefetched and fetch it again), and still delivers every
-//! message once, in offset order, without stalling.
+//! How messages flow through partitions and members:
+//! - keyless messages of one batch land in one partition, batches taking the partitions in turn;
+//! - a member's flow control: with tiny `max_buffered_per_partition` and
+//!   `max_buffered_bytes_per_partition` it pauses and resumes its partition over and over (a
+//!   pause makes librdkafka drop what it prefetched and fetch it again), and still delivers
+//!   every message once, in offset order, without stalling.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use horizons_bus::conformance::{next_within, unique_topic};
+use horizons_bus::conformance::{next_within, parse_seq, seq_msgs, unique_topic};
 use horizons_bus::{Admin, Backend, Envelope, GroupSpec, Publisher, SubscribeOptions, Subscriber, TopicSpec, Topology};
 use horizons_kafka::{KafkaBus, KafkaConfig};
 
@@ -56,4 +59,38 @@ async fn a_member_at_its_message_bound_pauses_and_resumes_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_at_its_byte_bound_pauses_and_resumes_without_loss() {
     every_message_once_in_order("flow_bytes", 600, 2048, usize::MAX, 16 << 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_batches_each_land_in_one_partition_and_take_the_partitions_in_turn() {
+    let bus = common::connect().await;
+    let topic = unique_topic("flow_keyless");
+    bus.declare(&Topology::new().topic(TopicSpec::new(topic.clone()).partitions(3).group(GroupSpec::new("g"))))
+        .await
+        .expect("declare");
+    for batch in 0..6u64 {
+        bus.publish_batch(seq_msgs(&topic, batch * 10..batch * 10 + 10)).await.expect("publish");
+    }
+    let sub = bus.subscribe(&topic, "g", SubscribeOptions::default()).await.expect("subscribe");
+    let mut partition_of_batch: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for _ in 0..60 {
+        let d = next_within(&sub, Duration::from_secs(30), "keyless batches").await.expect("all 60 delivered");
+        let seq = parse_seq(&d.envelope.payload);
+        partition_of_batch.entry(seq / 10).or_default().push(d.position.partition.expect("kafka has partitions"));
+        d.ack().await.expect("ack");
+    }
+    let mut used = Vec::new();
+    for (batch, parts) in &partition_of_batch {
+        assert!(parts.iter().all(|p| *p == parts[0]), "batch {batch} was split across partitions: {parts:?}");
+        used.push(parts[0]);
+    }
+    assert_eq!(used.len(), 6, "{partition_of_batch:?}");
+    for w in used.windows(3) {
+        let mut three = w.to_vec();
+        three.sort_unstable();
+        assert_eq!(three, vec![0, 1, 2], "three batches in a row take the three partitions: {used:?}");
+    }
+    drop(sub);
+    bus.delete_topics_with_prefix(topic.as_str()).await.expect("clean up");
+    bus.close().await.expect("close");
 }
