@@ -33,6 +33,8 @@ pub const H_LAST_ERROR: &str = "hz.e2";
 pub const H_SOURCE: &str = "hz.src";
 
 const VERSION: u8 = 1;
+/// Length of the `hz` header without `not_before` (with it: 8 bytes more).
+pub const HZ_LEN: usize = 27;
 const FLAG_NOT_BEFORE: u8 = 1;
 
 /// What the adapter adds to copies of a message it moves between its topics.
@@ -60,10 +62,10 @@ pub fn encode_headers(env: &Envelope, meta: Option<&CopyMeta>) -> OwnedHeaders {
     let len = match env.not_before {
         Some(nb) => {
             hz[26] = FLAG_NOT_BEFORE;
-            hz[27..35].copy_from_slice(&nb.to_be_bytes());
-            35
+            hz[HZ_LEN..HZ_LEN + 8].copy_from_slice(&nb.to_be_bytes());
+            HZ_LEN + 8
         }
-        None => 27,
+        None => HZ_LEN,
     };
     let extra = meta.map_or(0, |_| 5);
     let mut h = OwnedHeaders::new_with_capacity(1 + env.headers.len() + extra);
@@ -199,7 +201,7 @@ fn read_hz(v: &[u8], env: &mut Envelope) -> Result<(), DecodeError> {
         Some(&other) => return Err(DecodeError::UnknownVersion(other)),
         None => return Err(DecodeError::Malformed(0)),
     }
-    if v.len() < 27 {
+    if v.len() < HZ_LEN {
         return Err(DecodeError::Malformed(v.len()));
     }
     let id: [u8; 16] = v[1..17].try_into().expect("16 bytes");
@@ -207,7 +209,7 @@ fn read_hz(v: &[u8], env: &mut Envelope) -> Result<(), DecodeError> {
     env.timestamp = i64::from_be_bytes(v[17..25].try_into().expect("8 bytes"));
     env.priority = Priority::new(v[25]).map_err(|_| DecodeError::Malformed(v.len()))?;
     if v[26] & FLAG_NOT_BEFORE != 0 {
-        let nb = v.get(27..35).ok_or(DecodeError::Malformed(v.len()))?;
+        let nb = v.get(HZ_LEN..HZ_LEN + 8).ok_or(DecodeError::Malformed(v.len()))?;
         env.not_before = Some(i64::from_be_bytes(nb.try_into().expect("8 bytes")));
     }
     Ok(())

@@ -61,28 +61,28 @@ pub(crate) async fn delivered(pending: Arc<Pending>, topic: &str) -> Result<(), 
 impl Publisher for KafkaBus {
     async fn publish_batch(&self, msgs: Vec<Envelope>) -> Result<(), BusError> {
         self.check_open()?;
-        let mut spec: Option<Arc<TopicSpec>> = None;
-        for m in &msgs {
-            if spec.as_ref().is_none_or(|s| s.name != m.topic) {
-                spec = Some(self.spec(&m.topic).await?);
-            }
-            Self::check_publishable(m, spec.as_ref().expect("set above"))?;
-        }
-        let pending = Pending::new();
         // Keyless messages of a batch go to one partition of their topic, batches in turn, as
         // Kafka's sticky partitioner does, without librdkafka's partitioner call per record;
-        // a keyed one goes where librdkafka's partitioner puts its key.
-        let mut keyless: Option<(&Topic, i32)> = None;
+        // a keyed one goes where librdkafka's partitioner puts its key. The turn is taken with
+        // the topic's spec, which the checks fetch anyway.
+        let mut spec: Option<Arc<TopicSpec>> = None;
+        let mut turns: Vec<(&Topic, i32)> = Vec::new();
         for m in &msgs {
-            let partition = match (&m.key, keyless) {
-                (Some(_), _) => None,
-                (None, Some((t, p))) if *t == m.topic => Some(p),
-                (None, _) => {
-                    let parts = self.spec(&m.topic).await?.partitions.max(1);
-                    let p = (self.inner.next_partition.fetch_add(1, Ordering::Relaxed) % parts) as i32;
-                    keyless = Some((&m.topic, p));
-                    Some(p)
-                }
+            let s = match &spec {
+                Some(s) if s.name == m.topic => s,
+                _ => spec.insert(self.spec(&m.topic).await?),
+            };
+            Self::check_publishable(m, s)?;
+            if m.key.is_none() && !turns.iter().any(|(t, _)| *t == &m.topic) {
+                let p = self.inner.next_partition.fetch_add(1, Ordering::Relaxed) % s.partitions.max(1);
+                turns.push((&m.topic, p as i32));
+            }
+        }
+        let pending = Pending::new();
+        for m in &msgs {
+            let partition = match m.key {
+                Some(_) => None,
+                None => turns.iter().find(|(t, _)| *t == &m.topic).map(|(_, p)| *p),
             };
             enqueue(&self.inner.producer, &pending, m.topic.as_str(), partition, m, None).await?;
         }

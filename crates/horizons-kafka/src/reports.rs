@@ -66,11 +66,10 @@ impl Pending {
     pub(crate) async fn send<'a>(
         self: &Arc<Self>,
         producer: &Producer,
-        record: BaseRecord<'a, str, [u8], Arc<Pending>>,
+        mut record: BaseRecord<'a, str, [u8], Arc<Pending>>,
     ) -> Result<(), RdError> {
         // Counted before the hand-over: the report may come back before `send` returns.
         self.count();
-        let mut record = record;
         loop {
             match producer.send(record) {
                 Ok(()) => return Ok(()),

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use horizons_bus::conformance::{next_within, parse_seq, seq_msgs, unique_topic};
+use horizons_bus::conformance::{next_within, parse_seq, seq_msgs, seq_payload_padded, unique_topic};
 use horizons_bus::{Admin, Backend, Envelope, GroupSpec, Publisher, SubscribeOptions, Subscriber, TopicSpec, Topology};
 use horizons_kafka::{KafkaBus, KafkaConfig};
 
@@ -27,13 +27,7 @@ async fn every_message_once_in_order(name: &str, n: u64, size: usize, max_open: 
     bus.declare(&Topology::new().topic(TopicSpec::new(topic.clone()).group(GroupSpec::new("g"))))
         .await
         .expect("declare");
-    let msgs: Vec<Envelope> = (0..n)
-        .map(|seq| {
-            let mut p = vec![0u8; size];
-            p[..8].copy_from_slice(&seq.to_be_bytes());
-            Envelope::new(topic.clone(), p)
-        })
-        .collect();
+    let msgs: Vec<Envelope> = (0..n).map(|seq| Envelope::new(topic.clone(), seq_payload_padded(seq, size))).collect();
     bus.publish_batch(msgs).await.expect("publish");
 
     let sub = bus.subscribe(&topic, "g", SubscribeOptions { prefetch: 8 }).await.expect("subscribe");
@@ -41,7 +35,7 @@ async fn every_message_once_in_order(name: &str, n: u64, size: usize, max_open: 
         let d = next_within(&sub, Duration::from_secs(30), name)
             .await
             .unwrap_or_else(|| panic!("{name}: message {expected} of {n} not delivered within 30 s"));
-        let seq = u64::from_be_bytes(d.envelope.payload[..8].try_into().unwrap());
+        let seq = parse_seq(&d.envelope.payload);
         assert_eq!((seq, d.attempt), (expected, 1), "{name}: offset order, first delivery");
         d.ack().await.expect("ack");
     }

@@ -357,7 +357,7 @@ pub async fn run(mut cfg: Config, data_dir_given: bool, command: BenchCommand) -
             r.end_to_end_msgs_per_sec,
             r.mb_per_sec,
             ratio,
-            raw_kafka::HZ_LEN,
+            horizons_kafka::codec::HZ_LEN,
             h.publish_msgs_per_sec,
             h.consume_msgs_per_sec,
             h.end_to_end_msgs_per_sec,

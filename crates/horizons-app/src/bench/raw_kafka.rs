@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use horizons_kafka::codec::{HZ_LEN, H_ENVELOPE};
 use horizons_kafka::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -28,9 +29,6 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use super::load::Load;
 use crate::error::AppError;
 use crate::payload;
-
-/// Length of the adapter's `hz` header without `not_before`.
-pub const HZ_LEN: usize = 27;
 
 /// Which records the bare run writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +99,7 @@ async fn measure(cfg: &KafkaConfig, load: &Load, topic: &str, records: Records) 
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
                     if records == Records::WithHeader {
                         // As the adapter does: librdkafka parses a record's headers when asked.
-                        let hz = m.headers().and_then(|h| h.iter().find(|h| h.key == "hz")).and_then(|h| h.value);
+                        let hz = m.headers().and_then(|h| h.iter().find(|h| h.key == H_ENVELOPE)).and_then(|h| h.value);
                         if hz.map(<[u8]>::len) != Some(HZ_LEN) {
                             stop.store(true, Ordering::Relaxed);
                             break;
@@ -185,8 +183,8 @@ async fn produce(
                 hz[0] = 1;
                 hz[1..9].copy_from_slice(&seq.to_be_bytes());
                 hz[17..25].copy_from_slice(&(stamp as i64).to_be_bytes());
-                record =
-                    record.headers(OwnedHeaders::new_with_capacity(1).insert(Header { key: "hz", value: Some(&hz) }));
+                record = record
+                    .headers(OwnedHeaders::new_with_capacity(1).insert(Header { key: H_ENVELOPE, value: Some(&hz) }));
             }
             loop {
                 match producer.send_result(record) {
