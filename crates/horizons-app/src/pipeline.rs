@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use horizons_ngvla::image::Weighting;
 use horizons_ngvla::pipeline::{self, Options, Stage};
-use horizons_ngvla::rfi::{NoiseEstimate, RfiConfig};
+use horizons_ngvla::rfi::{NoiseEstimate, Polarisations, RfiConfig};
 
 use crate::backend::BackendKind;
 use crate::config::{Config, Overrides};
@@ -150,6 +150,10 @@ pub struct RfiArgs {
     /// channel-to-channel differences) or `residual` (MAD of the residual).
     #[arg(long, default_value = "differences")]
     pub rfi_noise: NoiseEstimate,
+    /// `combined` (one plane per baseline summing the products' amplitudes, f32, χ₁ = 8 σ) or
+    /// `each` (one plane per product, f64, χ₁ = 6 σ, the flags OR-ed).
+    #[arg(long, default_value = "combined")]
+    pub rfi_polarisations: Polarisations,
 }
 
 impl RfiArgs {
@@ -157,6 +161,10 @@ impl RfiArgs {
     pub fn apply(&self, cfg: &mut RfiConfig) -> Result<(), AppError> {
         if self.rfi_refits > 8 {
             return Err(AppError::Usage(format!("--rfi-refits must be 0..=8, got {}", self.rfi_refits)));
+        }
+        if self.rfi_polarisations == Polarisations::Each {
+            let each = RfiConfig::each();
+            (cfg.polarisations, cfg.base_threshold) = (each.polarisations, each.base_threshold);
         }
         cfg.refits = self.rfi_refits;
         cfg.flag_dips = self.rfi_flag_dips;

@@ -71,12 +71,17 @@ fn flagging_precision_and_recall_hold_on_small_planes() {
             ..Default::default()
         });
         let (blocks, _) = sim.run();
-        let (mut blocks, _) = horizons_ngvla::validate::validate(blocks, &Default::default()).unwrap();
-        rfi::flag(&mut blocks, &RfiConfig::default()).unwrap();
-        let s = horizons_ngvla::sim::score::flags(&sim, &blocks);
-        eprintln!("{n_chan} x {n_int}: {s:?}");
-        assert!(s.true_positives > 1000, "too little RFI injected to score: {s:?}");
-        assert!(s.precision >= 0.9 && s.recall >= 0.9, "{n_chan} channels x {n_int} integrations: {s:?}");
+        let (valid, _) = horizons_ngvla::validate::validate(blocks, &Default::default()).unwrap();
+        // Both flaggers: the combined plane (the default) and one plane per product.
+        for cfg in [RfiConfig::default(), RfiConfig::each()] {
+            let mut blocks = valid.clone();
+            rfi::flag(&mut blocks, &cfg).unwrap();
+            let s = horizons_ngvla::sim::score::flags(&sim, &blocks);
+            let mode = cfg.polarisations;
+            eprintln!("{n_chan} x {n_int}, {mode:?}: {s:?}");
+            assert!(s.true_positives > 1000, "too little RFI injected to score: {s:?}");
+            assert!(s.precision >= 0.9 && s.recall >= 0.9, "{n_chan} channels x {n_int} integrations, {mode:?}: {s:?}");
+        }
     }
 }
 

@@ -405,6 +405,7 @@ fn pipeline_simulate_bad_flags_fail_naming_the_flag() {
         (vec!["--max-radius-m", "10"], "--max-radius-m must be over"),
         (vec!["--weighting", "heavy"], "heavy"),
         (vec!["--rfi-refits", "9"], "--rfi-refits must be 0..=8, got 9"),
+        (vec!["--rfi-polarisations", "both"], "expected combined or each"),
     ] {
         let mut all = vec!["pipeline", "simulate"];
         all.extend(&args);

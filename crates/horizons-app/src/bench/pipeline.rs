@@ -26,7 +26,7 @@ use horizons_ngvla::calibrate;
 use horizons_ngvla::image::{self, clean, weighting, EsGridder, Geometry, Gridder};
 use horizons_ngvla::model::{VisBlock, C_M_PER_S};
 use horizons_ngvla::pipeline::{self, Options};
-use horizons_ngvla::rfi::{self, NoiseEstimate};
+use horizons_ngvla::rfi::{self, NoiseEstimate, Polarisations};
 use horizons_ngvla::sim::{SimConfig, Simulator};
 use horizons_ngvla::uvfits::UvFits;
 use horizons_ngvla::validate;
@@ -167,6 +167,10 @@ pub struct PipelineBenchReport {
     pub rfi_flag_dips: bool,
     /// How the flagger estimates its noise σ.
     pub rfi_noise: NoiseEstimate,
+    /// Whether the flagger runs on one combined plane per baseline or one per product.
+    pub rfi_polarisations: Polarisations,
+    /// The flagger's χ₁ in σ.
+    pub rfi_base_threshold: f64,
     /// The data.
     pub input: InputReport,
     /// Per-stage figures, in chain order.
@@ -351,6 +355,8 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         rfi_refits: args.rfi.rfi_refits,
         rfi_flag_dips: args.rfi.rfi_flag_dips,
         rfi_noise: args.rfi.rfi_noise,
+        rfi_polarisations: args.rfi.rfi_polarisations,
+        rfi_base_threshold: opts.rfi.base_threshold,
         input,
         stages: timer.stages,
         ducc0: ducc,
@@ -369,6 +375,7 @@ fn text(r: &PipelineBenchReport) -> String {
         "input: {} ({})\n  {} antennas, {} baselines, {} channels, {} products, {} blocks: {} visibilities = {:.1} MB; \
          {} Stokes I samples; image {} px of {:.4}\"\n\
          cpu: {} ({} cores); fastest of {} run(s) per stage; MB = {}\n\
+         flagger: {:?} planes, {} sigma, {} refit(s), noise {:?}{}\n\
          {:<10} {:>10} {:>12} {:>8} {:>14}\n",
         i.source,
         i.kind,
@@ -386,6 +393,11 @@ fn text(r: &PipelineBenchReport) -> String {
         r.cores,
         r.repeats,
         r.mb_definition,
+        r.rfi_polarisations,
+        r.rfi_base_threshold,
+        r.rfi_refits,
+        r.rfi_noise,
+        if r.rfi_flag_dips { ", two-sided" } else { "" },
         "stage",
         "seconds",
         "MB/s",

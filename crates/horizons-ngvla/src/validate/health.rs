@@ -29,7 +29,9 @@ pub struct AntennaVerdict {
     pub verdict: Verdict,
 }
 
-/// Judges every antenna of a block on its parallel-hand amplitudes.
+/// Judges every antenna of a block on its parallel-hand amplitudes: per polarisation, the
+/// antenna's median over its baselines of each baseline's mean |V| (unflagged channels),
+/// against the array median of those medians.
 pub fn antenna_health(b: &VisBlock, dead_ratio: f64, deviant_ratio: f64) -> Vec<AntennaVerdict> {
     let pols: Vec<usize> = (0..b.pols.len()).filter(|&p| b.pols[p].is_parallel_hand()).collect();
     let pols = if pols.is_empty() { (0..b.pols.len()).collect() } else { pols };
@@ -41,18 +43,32 @@ pub fn antenna_health(b: &VisBlock, dead_ratio: f64, deviant_ratio: f64) -> Vec<
     let ends: Vec<(usize, usize)> = b.baselines.iter().map(|bl| (slot(bl.ant1), slot(bl.ant2))).collect();
     // Per antenna: the ratio farthest from 1 over the polarisations.
     let mut worst: Vec<Option<f64>> = vec![None; ids.len()];
-    let mut amps: Vec<Vec<f64>> = vec![Vec::new(); ids.len()];
     let (npol, per) = (b.pols.len(), b.per_baseline());
-    for &p in &pols {
-        amps.iter_mut().for_each(Vec::clear);
-        for (bi, &(s1, s2)) in ends.iter().enumerate() {
-            let (vis, flags) = (&b.vis[bi * per..(bi + 1) * per], &b.flags[bi * per..(bi + 1) * per]);
-            for i in (p..per).step_by(npol) {
-                if !flags[i] {
-                    let a = vis[i].norm() as f64;
-                    amps[s1].push(a);
-                    amps[s2].push(a);
+    // Each baseline's mean |V| over its unflagged channels, per polarisation.
+    let mut means: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(ends.len()); pols.len()];
+    let mut amp: Vec<f32> = Vec::with_capacity(per);
+    for bi in 0..ends.len() {
+        let (vis, flags) = (&b.vis[bi * per..(bi + 1) * per], &b.flags[bi * per..(bi + 1) * per]);
+        amp.clear();
+        amp.extend(vis.iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()));
+        for (j, &p) in pols.iter().enumerate() {
+            let (mut s, mut n) = (0.0f64, 0usize);
+            for (a, &f) in amp[p..].iter().step_by(npol).zip(flags[p..].iter().step_by(npol)) {
+                if !f {
+                    s += f64::from(*a);
+                    n += 1;
                 }
+            }
+            means[j].push((n > 0).then(|| s / n as f64));
+        }
+    }
+    let mut amps: Vec<Vec<f64>> = vec![Vec::new(); ids.len()];
+    for means in &means {
+        amps.iter_mut().for_each(Vec::clear);
+        for (&(s1, s2), m) in ends.iter().zip(means) {
+            if let Some(m) = *m {
+                amps[s1].push(m);
+                amps[s2].push(m);
             }
         }
         let meds: Vec<Option<f64>> = amps.iter_mut().map(|v| median(v)).collect();

@@ -4,8 +4,9 @@
 //!   **rejected** with a reason (on the bus: to the DLQ). It never panics a stage.
 //! - Non-finite visibilities or weights are zeroed and flagged, and counted.
 //! - [`timegrid::regularise`] puts the blocks on a regular time grid (see there).
-//! - Per block, each antenna's median |V| on its baselines (per parallel-hand polarisation) is
-//!   compared with the array median of those medians: a ratio below `dead_ratio` (default 0.1)
+//! - Per block, each antenna's median over its baselines of the baseline's mean |V| (per
+//!   parallel-hand polarisation, unflagged channels) is compared with the array median of those
+//!   medians: a ratio below `dead_ratio` (default 0.1)
 //!   marks the antenna dead, above `deviant_ratio` (10) wildly deviant; all its baselines are
 //!   flagged. Flagging the whole antenna is deliberate: a receiver that is dead in one hand is not
 //!   trusted in the others (in the EVLA file antenna 7 is ~1e-6 in RR and ~3e-4 in LL vs ~5e-3).
@@ -21,7 +22,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::model::VisBlock;
 pub use health::{antenna_health, AntennaVerdict, Verdict};
-pub use timegrid::{regularise, TimeGridReport};
+pub use timegrid::{regularise, regularise_owned, TimeGridReport};
 
 /// Validation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -89,6 +90,12 @@ pub fn check_block(b: &VisBlock) -> std::result::Result<(), String> {
 
 /// Zeroes and flags non-finite samples; returns how many.
 pub fn scrub_non_finite(b: &mut VisBlock) -> usize {
+    // One branch-free pass first: almost every block has nothing to scrub.
+    let finite = b.vis.iter().fold(true, |ok, v| ok & v.re.is_finite() & v.im.is_finite())
+        & b.weights.iter().fold(true, |ok, w| ok & w.is_finite());
+    if finite {
+        return 0;
+    }
     let mut n = 0;
     for i in 0..b.vis.len() {
         let v = b.vis[i];
@@ -115,7 +122,7 @@ pub fn validate(raw: Vec<VisBlock>, cfg: &ValidationConfig) -> Result<(Vec<VisBl
             Err(reason) => report.rejected.push(Rejection { spw: b.spw, integration: b.integration, reason }),
         }
     }
-    let (mut blocks, grid) = regularise(&good, cfg.interval_s, cfg.snap_tolerance)?;
+    let (mut blocks, grid) = regularise_owned(good, cfg.interval_s, cfg.snap_tolerance)?;
     report.time_grid = grid;
     for b in &mut blocks {
         let verdicts = antenna_health(b, cfg.dead_ratio, cfg.deviant_ratio);

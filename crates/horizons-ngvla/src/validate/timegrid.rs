@@ -42,6 +42,18 @@ pub struct TimeGridReport {
 
 /// Estimates the integration time: median spacing of each baseline's consecutive stamps.
 pub fn estimate_interval(blocks: &[VisBlock]) -> Option<f64> {
+    // Every block with the same baselines (a correlator's or the simulator's output): each
+    // baseline's stamps are the blocks' stamps, so the median over baselines is theirs.
+    if let Some(first) = blocks.first().filter(|f| blocks.iter().all(|b| b.baselines == f.baselines)) {
+        if first.baselines.is_empty() {
+            return None;
+        }
+        let mut ts: Vec<f64> = blocks.iter().map(|b| b.time_mjd_s).collect();
+        ts.sort_by(f64::total_cmp);
+        ts.dedup();
+        let mut diffs: Vec<f64> = ts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 1e-3).collect();
+        return median(&mut diffs);
+    }
     let mut stamps: HashMap<Baseline, Vec<f64>> = HashMap::new();
     for b in blocks {
         for bl in &b.baselines {
@@ -76,6 +88,94 @@ pub(crate) fn median(v: &mut [f64]) -> Option<f64> {
 /// One integration of one spectral window: baseline → (block, row, |snap|) of the row kept.
 type Slot = HashMap<Baseline, (usize, usize, f64)>;
 
+/// [`regularise`] taking the blocks by value: blocks already regular (one per spectral window
+/// and grid point, within the tolerance, each spectral window's blocks with one strictly sorted
+/// baseline list and header) are moved onto the grid instead of copied, with the same blocks and
+/// report as [`regularise`] gives; anything else goes through [`regularise`].
+pub fn regularise_owned(
+    mut blocks: Vec<VisBlock>,
+    interval_s: Option<f64>,
+    tolerance: f64,
+) -> Result<(Vec<VisBlock>, TimeGridReport)> {
+    let Some((interval, origin)) = grid_of(&blocks, interval_s) else {
+        return regularise(&blocks, interval_s, tolerance);
+    };
+    // Grid point of each block, by spectral window.
+    let mut by_spw: BTreeMap<u32, Vec<(u64, usize)>> = BTreeMap::new();
+    let mut report = TimeGridReport { interval_s: interval, origin_mjd_s: origin, ..Default::default() };
+    let mut max_k = 0u64;
+    for (i, b) in blocks.iter().enumerate() {
+        b.check_shape()?;
+        let k = ((b.time_mjd_s - origin) / interval).round();
+        let snap = (b.time_mjd_s - (origin + k * interval)).abs();
+        if k < 0.0 || snap > tolerance * interval {
+            return regularise(&blocks, interval_s, tolerance);
+        }
+        if snap > 1e-3 && !b.baselines.is_empty() {
+            report.snapped_rows += b.baselines.len();
+            report.max_snap_s = report.max_snap_s.max(snap);
+        }
+        max_k = max_k.max(k as u64);
+        by_spw.entry(b.spw).or_default().push((k as u64, i));
+    }
+    let regular = by_spw.values_mut().all(|ks| {
+        ks.sort_unstable();
+        let t = &blocks[ks[0].1];
+        ks.len() as u64 == max_k + 1
+            && ks.iter().enumerate().all(|(j, &(k, _))| k == j as u64)
+            && t.baselines.windows(2).all(|w| w[0] < w[1])
+            && ks.iter().all(|&(_, i)| {
+                let b = &blocks[i];
+                b.baselines == t.baselines
+                    && b.observation_id == t.observation_id
+                    && b.n_chan == t.n_chan
+                    && b.pols == t.pols
+                    && b.first_freq_hz.to_bits() == t.first_freq_hz.to_bits()
+                    && b.chan_width_hz.to_bits() == t.chan_width_hz.to_bits()
+            })
+    });
+    if !regular {
+        return regularise(&blocks, interval_s, tolerance);
+    }
+    report.raw_stamps = blocks.iter().map(|b| b.time_mjd_s.to_bits()).collect::<BTreeSet<_>>().len();
+    report.integrations = max_k as usize + 1;
+    let mut slots: Vec<Option<VisBlock>> = blocks.drain(..).map(Some).collect();
+    let mut out = Vec::with_capacity(slots.len());
+    for ks in by_spw.values() {
+        for &(k, i) in ks {
+            let mut b = slots[i].take().expect("each block is on one grid point");
+            b.integration = k;
+            b.time_mjd_s = origin + k as f64 * interval;
+            b.interval_s = interval;
+            out.push(b);
+        }
+    }
+    Ok((out, report))
+}
+
+/// The grid's interval and origin for these blocks (see [`regularise`]); `None` without blocks.
+fn grid_of(blocks: &[VisBlock], interval_s: Option<f64>) -> Option<(f64, f64)> {
+    blocks.first()?;
+    let interval = match interval_s.or_else(|| estimate_interval(blocks)) {
+        Some(t) if t > 0.0 && t.is_finite() => t,
+        _ => blocks.iter().map(|b| b.interval_s).find(|t| *t > 0.0).unwrap_or(1.0),
+    };
+    let t_first = blocks.iter().map(|b| b.time_mjd_s).fold(f64::INFINITY, f64::min);
+    let phase = |b: &VisBlock| {
+        let d = b.time_mjd_s - t_first;
+        d - (d / interval).round() * interval
+    };
+    // Grid phase: median of each row's offset from the nearest multiple of the interval (with
+    // as many rows in every block, the median of the blocks' offsets).
+    let mut phases: Vec<f64> =
+        if !blocks[0].baselines.is_empty() && blocks.iter().all(|b| b.baselines.len() == blocks[0].baselines.len()) {
+            blocks.iter().map(phase).collect()
+        } else {
+            blocks.iter().flat_map(|b| std::iter::repeat_n(phase(b), b.baselines.len())).collect()
+        };
+    Some((interval, t_first + median(&mut phases).unwrap_or(0.0)))
+}
+
 /// Regularises blocks of one or more spectral windows onto one time grid.
 ///
 /// `interval_s` overrides the estimate; `tolerance` is the largest snap as a fraction of the
@@ -86,21 +186,7 @@ pub fn regularise(
     tolerance: f64,
 ) -> Result<(Vec<VisBlock>, TimeGridReport)> {
     let first = blocks.first().ok_or_else(|| NgvlaError::NoData("no blocks to regularise".into()))?;
-    let interval = match interval_s.or_else(|| estimate_interval(blocks)) {
-        Some(t) if t > 0.0 && t.is_finite() => t,
-        _ => blocks.iter().map(|b| b.interval_s).find(|t| *t > 0.0).unwrap_or(1.0),
-    };
-    let t_first = blocks.iter().map(|b| b.time_mjd_s).fold(f64::INFINITY, f64::min);
-    // Grid phase: median of each row's offset from the nearest multiple of the interval.
-    let mut phases: Vec<f64> = blocks
-        .iter()
-        .flat_map(|b| {
-            let d = b.time_mjd_s - t_first;
-            let ph = d - (d / interval).round() * interval;
-            std::iter::repeat_n(ph, b.baselines.len())
-        })
-        .collect();
-    let origin = t_first + median(&mut phases).unwrap_or(0.0);
+    let (interval, origin) = grid_of(blocks, interval_s).expect("there is a first block");
 
     let mut report = TimeGridReport {
         interval_s: interval,
@@ -186,6 +272,42 @@ pub fn regularise(
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn regularise_owned_gives_what_regularise_gives() {
+        use crate::sim::{SimConfig, Simulator};
+        let sim = Simulator::new(SimConfig { n_ant: 6, n_chan: 4, n_int: 5, seed: 2, ..Default::default() });
+        let one: Vec<_> = (0..5).map(|k| sim.block(k).0).collect();
+        // Two spectral windows, interleaved, stamps jittered within the tolerance.
+        let mut regular = Vec::new();
+        for (k, b) in one.iter().enumerate() {
+            for spw in [1, 0] {
+                let mut b = b.clone();
+                b.spw = spw;
+                b.time_mjd_s += [0.0, 0.3, -0.2][k % 3];
+                regular.push(b);
+            }
+        }
+        let check = |blocks: Vec<super::VisBlock>, what: &str| {
+            let want = super::regularise(&blocks, None, 0.25).unwrap();
+            let got = super::regularise_owned(blocks, None, 0.25).unwrap();
+            assert_eq!(got.1, want.1, "{what}: report");
+            assert!(got.0 == want.0, "{what}: blocks");
+        };
+        check(regular.clone(), "regular");
+        // Not regular: a duplicate, a missing integration, a baseline list out of order.
+        let mut dup = regular.clone();
+        dup.push(regular[3].clone());
+        check(dup, "duplicate");
+        let mut gap = regular.clone();
+        gap.remove(4);
+        check(gap, "gap");
+        let mut swapped = regular.clone();
+        for b in &mut swapped {
+            b.baselines.swap(0, 1);
+        }
+        check(swapped, "order");
+    }
 
     #[test]
     fn median_by_selection_matches_the_sorted_middle() {
