@@ -177,9 +177,15 @@ pub fn run_blocks_with_progress(
     progress(Stage::Validate);
     let (mut blocks, validation) = validate::validate(raw, &opts.validation)?;
     progress(Stage::Flag);
-    let rfi = if opts.flag_rfi { rfi::flag(&mut blocks, &opts.rfi)? } else { RfiReport::default() };
-    let alerts: Vec<Alert> =
-        blocks.iter().flat_map(|b| rfi::alerts::block_alerts(b, opts.alert_threshold, opts.storm_fraction)).collect();
+    let (rfi, alerts): (RfiReport, Vec<Alert>) = if opts.flag_rfi {
+        rfi::flag_and_alert(&mut blocks, &opts.rfi, opts.alert_threshold, opts.storm_fraction)?
+    } else {
+        let alerts = blocks
+            .iter()
+            .flat_map(|b| rfi::alerts::block_alerts(b, opts.alert_threshold, opts.storm_fraction))
+            .collect();
+        (RfiReport::default(), alerts)
+    };
     let dead: BTreeSet<u32> =
         validation.flagged_antennas.values().filter(|v| v.verdict != Verdict::Healthy).map(|v| v.antenna).collect();
     let flags = flagstats::summarize(&blocks, &dead);

@@ -92,15 +92,16 @@ pub fn run(stage: Stage, c: &Complete, products_root: &Path) -> Result<StageOutp
         }
         Stage::Flag => {
             let mut blocks = blocks(c)?;
-            let rfi = if opts.flag_rfi {
-                rfi::flag(&mut blocks, &opts.rfi).map_err(science(stage))?
+            let (rfi, alerts): (RfiReport, Vec<Alert>) = if opts.flag_rfi {
+                rfi::flag_and_alert(&mut blocks, &opts.rfi, opts.alert_threshold, opts.storm_fraction)
+                    .map_err(science(stage))?
             } else {
-                RfiReport::default()
+                let alerts = blocks
+                    .iter()
+                    .flat_map(|b| rfi::alerts::block_alerts(b, opts.alert_threshold, opts.storm_fraction))
+                    .collect();
+                (RfiReport::default(), alerts)
             };
-            let alerts: Vec<Alert> = blocks
-                .iter()
-                .flat_map(|b| rfi::alerts::block_alerts(b, opts.alert_threshold, opts.storm_fraction))
-                .collect();
             let validation = ctx.need("the validation report", &ctx.validation)?;
             let dead: BTreeSet<u32> = validation
                 .flagged_antennas

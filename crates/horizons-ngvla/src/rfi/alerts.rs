@@ -39,6 +39,20 @@ pub struct Alert {
 
 /// Alerts for one block.
 pub fn block_alerts(b: &VisBlock, threshold: f64, storm_fraction: f64) -> Vec<Alert> {
+    let parallel: Vec<usize> = (0..b.pols.len()).filter(|&p| b.pols[p].is_parallel_hand()).collect();
+    let sums = match (b.pols.len(), parallel.len()) {
+        (4, 2) => parallel_sums::<4, 2>(b, &parallel),
+        (2, 2) => parallel_sums::<2, 2>(b, &parallel),
+        (1, 1) => parallel_sums::<1, 1>(b, &parallel),
+        _ => parallel_sums_any(b, &parallel),
+    };
+    alerts_from_sums(b, &sums, threshold, storm_fraction)
+}
+
+/// [`block_alerts`] from each baseline's `(Σ |V|, count)` over its unflagged parallel-hand
+/// samples, as [`parallel_sums`] adds them (the combined flagger adds them in its own pass,
+/// in the same order: `super::flag_and_alert`).
+pub(crate) fn alerts_from_sums(b: &VisBlock, sums: &[(f32, f32)], threshold: f64, storm_fraction: f64) -> Vec<Alert> {
     let mut out = Vec::new();
     let frac = b.flag_fraction();
     if frac > storm_fraction {
@@ -52,23 +66,8 @@ pub fn block_alerts(b: &VisBlock, threshold: f64, storm_fraction: f64) -> Vec<Al
             z: 0.0,
         });
     }
-    let pols: Vec<usize> = (0..b.pols.len()).filter(|&p| b.pols[p].is_parallel_hand()).collect();
-    let mut means: Vec<(usize, f64)> = Vec::new();
-    for bi in 0..b.baselines.len() {
-        let (mut s, mut n) = (0.0, 0usize);
-        for c in 0..b.n_chan {
-            for &p in &pols {
-                let i = b.idx(bi, c, p);
-                if !b.flags[i] {
-                    s += b.vis[i].norm() as f64;
-                    n += 1;
-                }
-            }
-        }
-        if n > 0 {
-            means.push((bi, s / n as f64));
-        }
-    }
+    let means: Vec<(usize, f64)> =
+        sums.iter().enumerate().filter(|(_, &(_, n))| n > 0.0).map(|(bi, &(s, n))| (bi, s as f64 / n as f64)).collect();
     let mut vals: Vec<f64> = means.iter().map(|m| m.1).collect();
     let Some(med) = median(&mut vals) else { return out };
     let mut dev: Vec<f64> = vals.iter().map(|v| (v - med).abs()).collect();
@@ -91,6 +90,52 @@ pub fn block_alerts(b: &VisBlock, threshold: f64, storm_fraction: f64) -> Vec<Al
         }
     }
     out
+}
+
+/// Per baseline, `(Σ |V|, count)` over its unflagged parallel-hand samples, `|V|` as
+/// `√(re² + im²)`: per sample the products' amplitudes added in product order, then the
+/// samples in channel order, in `f32` (a few dozen values per baseline). Blocks of `N`
+/// products, `K` of them parallel hands (`parallel`).
+fn parallel_sums<const N: usize, const K: usize>(b: &VisBlock, parallel: &[usize]) -> Vec<(f32, f32)> {
+    let parallel: [usize; K] = parallel.try_into().expect("K parallel hands");
+    let per = b.per_baseline();
+    let mut sums = Vec::with_capacity(b.baselines.len());
+    for (vis, flags) in b.vis.chunks_exact(per).zip(b.flags.chunks_exact(per)) {
+        let (mut s, mut n) = (0.0f32, 0.0f32);
+        for (v, f) in vis.chunks_exact(N).zip(flags.chunks_exact(N)) {
+            let (v, f): (&[_; N], &[bool; N]) = (v.try_into().expect("N"), f.try_into().expect("N"));
+            let mut x = 0.0f32;
+            for &p in &parallel {
+                x += if f[p] { 0.0 } else { (v[p].re * v[p].re + v[p].im * v[p].im).sqrt() };
+                n += if f[p] { 0.0 } else { 1.0 };
+            }
+            s += x;
+        }
+        sums.push((s, n));
+    }
+    sums
+}
+
+/// [`parallel_sums`] for any products.
+fn parallel_sums_any(b: &VisBlock, parallel: &[usize]) -> Vec<(f32, f32)> {
+    let (npol, per) = (b.pols.len(), b.per_baseline());
+    if npol == 0 {
+        return vec![(0.0, 0.0); b.baselines.len()];
+    }
+    let mut sums = Vec::with_capacity(b.baselines.len());
+    for (vis, flags) in b.vis.chunks_exact(per).zip(b.flags.chunks_exact(per)) {
+        let (mut s, mut n) = (0.0f32, 0.0f32);
+        for (v, f) in vis.chunks_exact(npol).zip(flags.chunks_exact(npol)) {
+            let mut x = 0.0f32;
+            for &p in parallel.iter().filter(|&&p| !f[p]) {
+                x += (v[p].re * v[p].re + v[p].im * v[p].im).sqrt();
+                n += 1.0;
+            }
+            s += x;
+        }
+        sums.push((s, n));
+    }
+    sums
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ pub(super) struct Stack {
     amp: Vec<f32>,
     /// 1 where any product was flagged on entry.
     entry: Vec<f32>,
+    /// Which products are parallel hands.
+    parallel: Vec<bool>,
+    /// `Σ |V_p|` over the parallel hands, per sample (for [`super::alerts`]), laid out
+    /// `[row][lane][col]`.
+    par: Vec<f32>,
     /// The mask the current iteration's estimates leave out (entry + last iteration's flags).
     current: Vec<f32>,
     /// The iteration's SumThreshold flags.
@@ -41,6 +46,8 @@ pub(super) struct Stack {
     resid: Vec<f32>,
     diff: Vec<f32>,
     active: Vec<bool>,
+    /// Lanes with a sample whose products are only partly flagged on entry.
+    partial: Vec<bool>,
     done: Vec<bool>,
     changed: Vec<bool>,
     chi: Vec<f32>,
@@ -52,13 +59,10 @@ pub(super) struct Stack {
     scratch: Scratch,
 }
 
-/// Buffers of the line operations (sliding sums, SIR).
+/// Buffers of the gather (amplitudes), SumThreshold (thresholds), SIR and the alert sums.
 #[derive(Debug, Default)]
 struct Scratch {
-    det: Vec<f32>,
     sum: Vec<f32>,
-    count: Vec<f32>,
-    run: Vec<f32>,
     chi: Vec<f32>,
     prefix: Vec<f32>,
     low: Vec<f32>,
@@ -66,56 +70,214 @@ struct Scratch {
     sir: Vec<f32>,
 }
 
+/// One block's `(Σ |V|, count)` per baseline over the parallel-hand samples left unflagged.
+pub(super) type AlertSums = Vec<(f32, f32)>;
+
 /// Flags RFI over regular blocks with one combined plane per baseline, stacks of at most
-/// `stack_samples` samples (at least one baseline each). Same contract as [`super::flag`].
-pub(super) fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig, stack_samples: usize) -> Result<RfiReport> {
+/// `stack_samples` samples (at least one baseline each). Same contract as [`super::flag`];
+/// also returns, per block and baseline, the `(Σ |V|, count)` of the parallel-hand samples
+/// left unflagged, as [`super::alerts`] adds them.
+pub(super) fn flag(
+    blocks: &mut [VisBlock],
+    cfg: &RfiConfig,
+    stack_samples: usize,
+) -> Result<(RfiReport, Vec<AlertSums>)> {
     let mut report = RfiReport::default();
     let mut st = Stack::default();
-    let mut amps: Vec<f32> = Vec::new();
+    let mut sums: Vec<AlertSums> = blocks.iter().map(|b| vec![(0.0, 0.0); b.baselines.len()]).collect();
     for idx in super::checked_planes(blocks)? {
         let first = &blocks[idx[0]];
-        let (rows, cols, npol, nbl) = (idx.len(), first.n_chan, first.pols.len(), first.baselines.len());
-        let per = cols * npol;
+        let (rows, cols, nbl) = (idx.len(), first.n_chan, first.baselines.len());
+        st.parallel.clear();
+        st.parallel.extend(first.pols.iter().map(|p| p.is_parallel_hand()));
         let width = (stack_samples / (rows * cols).max(1)).clamp(1, nbl.max(1));
         for b0 in (0..nbl).step_by(width) {
             let lanes = width.min(nbl - b0);
             st.reset(rows, cols, lanes);
+            flag_stack(&mut st, blocks, &idx, b0, cfg, &mut report);
+            // Unflagged after flagging: `current` 0, so no product was flagged on entry.
+            let k_parallel = st.parallel.iter().filter(|&&p| p).count() as f32;
             for (r, &k) in idx.iter().enumerate() {
-                let b = &blocks[k];
-                let range = b0 * per..(b0 + lanes) * per;
-                amps.clear();
-                amps.extend(b.vis[range.clone()].iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()));
-                let flags = &b.flags[range];
-                for l in 0..lanes {
-                    for c in 0..cols {
-                        let (s, at) = (l * per + c * npol, (r * cols + c) * lanes + l);
-                        let f = &flags[s..s + npol];
-                        st.amp[at] = amps[s..s + npol].iter().sum();
-                        st.entry[at] = if f.iter().any(|&f| f) { 1.0 } else { 0.0 };
-                        report.flagged_before += if f.iter().all(|&f| f) { npol } else { 0 };
-                        st.active[l] |= !f.iter().all(|&f| f);
+                let (s, n) = (&mut st.scratch.low, &mut st.scratch.high);
+                s.clear();
+                s.resize(lanes, 0.0);
+                n.clear();
+                n.resize(lanes, 0.0);
+                let (cur, par) = (
+                    &st.current[r * cols * lanes..(r + 1) * cols * lanes],
+                    &st.par[r * lanes * cols..(r + 1) * lanes * cols],
+                );
+                for (c, cur) in cur.chunks_exact(lanes).enumerate() {
+                    for (l, ((s, n), &cu)) in s.iter_mut().zip(n.iter_mut()).zip(cur).enumerate() {
+                        let x = par[l * cols + c];
+                        *s += if cu == 0.0 { x } else { 0.0 };
+                        *n += if cu == 0.0 { k_parallel } else { 0.0 };
                     }
                 }
+                for (out, (&s, &n)) in sums[k][b0..b0 + lanes].iter_mut().zip(s.iter().zip(n.iter())) {
+                    *out = (s, n);
+                }
             }
-            report.samples += rows * cols * lanes * npol;
-            report.baselines_processed += st.active.iter().filter(|&&a| a).count();
-            run(&mut st, cfg);
-            for (l, _) in st.active.iter().enumerate().filter(|(_, &a)| a) {
-                for (r, &k) in idx.iter().enumerate() {
-                    let row = &mut blocks[k].flags[(b0 + l) * per..(b0 + l + 1) * per];
-                    for c in 0..cols {
-                        if st.current[(r * cols + c) * lanes + l] != 0.0 {
-                            for f in &mut row[c * npol..(c + 1) * npol] {
-                                report.flagged_new += usize::from(!*f);
-                                *f = true;
-                            }
-                        }
+        }
+    }
+    Ok((report, sums))
+}
+
+/// Gathers baselines `b0 .. b0 + st.lanes` of the blocks `idx` into the stack, flags it and
+/// scatters the flags back; with AVX2 + FMA where the CPU has them.
+fn flag_stack(
+    st: &mut Stack,
+    blocks: &mut [VisBlock],
+    idx: &[usize],
+    b0: usize,
+    cfg: &RfiConfig,
+    report: &mut RfiReport,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: `flag_stack_avx2` needs only the CPU features checked just above.
+        #[allow(unsafe_code)]
+        return unsafe { flag_stack_avx2(st, blocks, idx, b0, cfg, report) };
+    }
+    flag_stack_portable(st, blocks, idx, b0, cfg, report)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn flag_stack_avx2(
+    st: &mut Stack,
+    blocks: &mut [VisBlock],
+    idx: &[usize],
+    b0: usize,
+    cfg: &RfiConfig,
+    report: &mut RfiReport,
+) {
+    flag_stack_portable(st, blocks, idx, b0, cfg, report)
+}
+
+/// [`flag_stack`]'s body, inlined into both builds.
+#[inline(always)]
+fn flag_stack_portable(
+    st: &mut Stack,
+    blocks: &mut [VisBlock],
+    idx: &[usize],
+    b0: usize,
+    cfg: &RfiConfig,
+    report: &mut RfiReport,
+) {
+    let npol = blocks[idx[0]].pols.len();
+    match npol {
+        4 => gather::<4>(st, blocks, idx, b0, report),
+        2 => gather::<2>(st, blocks, idx, b0, report),
+        1 => gather::<1>(st, blocks, idx, b0, report),
+        _ => gather_any(st, blocks, idx, b0, npol, report),
+    }
+    let (rows, cols, lanes) = (st.rows, st.cols, st.lanes);
+    report.samples += rows * cols * lanes * npol;
+    report.baselines_processed += st.active.iter().filter(|&&a| a).count();
+    run(st, cfg);
+    let per = cols * npol;
+    // New flags: where `current` went from 0 to 1 (it only ever adds to `entry`), found eight
+    // lanes at a time; lanes with a sample only partly flagged on entry (rare) also flag that
+    // sample's other products, one lane at a time.
+    for (r, &k) in idx.iter().enumerate() {
+        let flags = &mut blocks[k].flags;
+        for c in 0..cols {
+            let at = (r * cols + c) * lanes;
+            let (cur, ent) = (&st.current[at..at + lanes], &st.entry[at..at + lanes]);
+            for (j, (cc, ee)) in cur.chunks(8).zip(ent.chunks(8)).enumerate() {
+                if cc.iter().zip(ee).fold(0u32, |a, (c, e)| a | u32::from(c != e)) == 0 {
+                    continue;
+                }
+                for (i, _) in cc.iter().zip(ee).enumerate().filter(|(_, (c, e))| c != e) {
+                    let l = j * 8 + i;
+                    if !st.partial[l] {
+                        let at = (b0 + l) * per + c * npol;
+                        flags[at..at + npol].fill(true);
+                        report.flagged_new += npol;
                     }
                 }
             }
         }
     }
-    Ok(report)
+    for (l, _) in st.partial.iter().enumerate().filter(|(_, &p)| p) {
+        for (r, &k) in idx.iter().enumerate() {
+            let row = &mut blocks[k].flags[(b0 + l) * per..(b0 + l + 1) * per];
+            let line = &st.current[r * cols * lanes..(r + 1) * cols * lanes];
+            for (c, f) in row.chunks_exact_mut(npol).enumerate() {
+                if line[c * lanes + l] != 0.0 {
+                    report.flagged_new += f.iter().filter(|&&f| !f).count();
+                    f.fill(true);
+                }
+            }
+        }
+    }
+}
+
+/// Fills `st.amp`, `st.entry` and `st.active` from blocks of `N` polarisation products.
+#[inline(always)]
+fn gather<const N: usize>(st: &mut Stack, blocks: &[VisBlock], idx: &[usize], b0: usize, report: &mut RfiReport) {
+    let (cols, lanes) = (st.cols, st.lanes);
+    let per = cols * N;
+    let mut all_flagged = 0usize;
+    for (r, &k) in idx.iter().enumerate() {
+        let b = &blocks[k];
+        let (vis, flags) = (&b.vis[b0 * per..(b0 + lanes) * per], &b.flags[b0 * per..(b0 + lanes) * per]);
+        let line = r * cols * lanes..(r + 1) * cols * lanes;
+        let (amp, entry, par) = (&mut st.amp[line.clone()], &mut st.entry[line.clone()], &mut st.par[line]);
+        // `par` is laid out [row][lane][col]: written in order here.
+        // 1.0 for parallel hands: x + 1·a and x + 0·a are exact (amplitudes are finite, ≥ 0).
+        let weight: [f32; N] = std::array::from_fn(|p| if st.parallel[p] { 1.0 } else { 0.0 });
+        st.scratch.sum.clear();
+        st.scratch.sum.extend(vis.iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()));
+        let amps = &st.scratch.sum;
+        for (l, (v, f)) in amps.chunks_exact(per).zip(flags.chunks_exact(per)).enumerate() {
+            let (mut live, mut part) = (0usize, 0usize);
+            for (c, (v, f)) in v.chunks_exact(N).zip(f.chunks_exact(N)).enumerate() {
+                let (mut a, mut x, mut n) = (0.0f32, 0.0f32, 0usize);
+                for p in 0..N {
+                    a += v[p];
+                    x += weight[p] * v[p];
+                    n += usize::from(f[p]);
+                }
+                amp[c * lanes + l] = a;
+                par[l * cols + c] = x;
+                entry[c * lanes + l] = if n > 0 { 1.0 } else { 0.0 };
+                all_flagged += usize::from(n == N);
+                live += usize::from(n < N);
+                part += usize::from(n > 0 && n < N);
+            }
+            st.active[l] |= live > 0;
+            st.partial[l] |= part > 0;
+        }
+    }
+    report.flagged_before += all_flagged * N;
+}
+
+/// [`gather`] for any number of polarisation products.
+fn gather_any(st: &mut Stack, blocks: &[VisBlock], idx: &[usize], b0: usize, npol: usize, report: &mut RfiReport) {
+    let (cols, lanes) = (st.cols, st.lanes);
+    let per = cols * npol;
+    for (r, &k) in idx.iter().enumerate() {
+        let b = &blocks[k];
+        for l in 0..lanes {
+            for c in 0..cols {
+                let s = (b0 + l) * per + c * npol;
+                let (v, f) = (&b.vis[s..s + npol], &b.flags[s..s + npol]);
+                let at = (r * cols + c) * lanes + l;
+                st.amp[at] = v.iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()).sum();
+                st.par[(r * lanes + l) * cols + c] = v
+                    .iter()
+                    .zip(&st.parallel)
+                    .filter(|(_, &p)| p)
+                    .fold(0.0, |x, (v, _)| x + (v.re * v.re + v.im * v.im).sqrt());
+                st.entry[at] = if f.iter().any(|&f| f) { 1.0 } else { 0.0 };
+                report.flagged_before += if f.iter().all(|&f| f) { npol } else { 0 };
+                st.active[l] |= !f.iter().all(|&f| f);
+                st.partial[l] |= f.iter().any(|&f| f) && !f.iter().all(|&f| f);
+            }
+        }
+    }
 }
 
 impl Stack {
@@ -123,35 +285,20 @@ impl Stack {
     fn reset(&mut self, rows: usize, cols: usize, lanes: usize) {
         (self.rows, self.cols, self.lanes) = (rows, cols, lanes);
         let n = rows * cols * lanes;
-        for v in [&mut self.amp, &mut self.entry, &mut self.current, &mut self.mask] {
+        for v in [&mut self.amp, &mut self.entry, &mut self.par, &mut self.current, &mut self.mask] {
             v.clear();
             v.resize(n, 0.0);
         }
-        self.active.clear();
-        self.active.resize(lanes, false);
+        for v in [&mut self.active, &mut self.partial] {
+            v.clear();
+            v.resize(lanes, false);
+        }
     }
 }
 
 /// The iterated SumThreshold and SIR over a filled stack; the result is `st.current`.
-fn run(st: &mut Stack, cfg: &RfiConfig) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: `run_avx2` needs only the CPU features checked just above.
-        #[allow(unsafe_code)]
-        return unsafe { run_avx2(st, cfg) };
-    }
-    run_portable(st, cfg)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn run_avx2(st: &mut Stack, cfg: &RfiConfig) {
-    run_portable(st, cfg)
-}
-
-/// [`run`]'s body, inlined into both builds.
 #[inline(always)]
-fn run_portable(st: &mut Stack, cfg: &RfiConfig) {
+fn run(st: &mut Stack, cfg: &RfiConfig) {
     let (rows, cols, lanes) = (st.rows, st.cols, st.lanes);
     st.current.copy_from_slice(&st.entry);
     st.done.clear();
@@ -179,14 +326,20 @@ fn run_portable(st: &mut Stack, cfg: &RfiConfig) {
             let (v, f) = (&st.resid[r * line..(r + 1) * line], &mut st.mask[r * line..(r + 1) * line]);
             sum_threshold(v, f, cols, &st.chi, cfg.rho as f32, cfg.max_window_freq, cfg.flag_dips, sc);
         }
-        st.changed.iter_mut().for_each(|c| *c = false);
+        // Lanes not done take the new mask; `count` marks those it changes, as 0.0 / 1.0.
+        st.valid.clear();
+        st.valid.extend(st.done.iter().map(|&d| if d { 1.0 } else { 0.0 }));
+        st.count.clear();
+        st.count.resize(lanes, 0.0);
         for (crow, mrow) in st.current.chunks_mut(lanes).zip(st.mask.chunks(lanes)) {
-            for (l, (c, &m)) in crow.iter_mut().zip(mrow).enumerate() {
-                if !st.done[l] {
-                    st.changed[l] |= *c != m;
-                    *c = m;
-                }
+            for (((c, &m), &d), ch) in crow.iter_mut().zip(mrow).zip(&st.valid).zip(st.count.iter_mut()) {
+                let take = d == 0.0;
+                *ch = if take && *c != m { 1.0 } else { *ch };
+                *c = if take { m } else { *c };
             }
+        }
+        for (changed, &c) in st.changed.iter_mut().zip(&st.count) {
+            *changed = c != 0.0;
         }
     }
     sir(st, cfg.eta_time as f32, cfg.eta_freq as f32);
@@ -334,6 +487,11 @@ fn noise(st: &mut Stack, cfg: &RfiConfig, s: f32) {
 /// SumThreshold along the first axis of a `len × lanes` array (f32 twin of
 /// [`super::sumthreshold::sum_threshold_lanes`]; `flags` are 0.0 / 1.0). Lane `j` uses
 /// `chi1[j % chi1.len()]`.
+///
+/// Each window length runs in one pass per tile of [`TILE`] lanes: the window starting at row
+/// `k` is summed by adding row `k + m − 1` and taking off row `k − 1` (as it was before this
+/// window length flagged it, kept aside), and a detection flags rows `k ..= k + m − 1` by
+/// carrying a run forward, so row `k` is final when the window moves past it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn sum_threshold(
@@ -347,54 +505,97 @@ fn sum_threshold(
     s: &mut Scratch,
 ) {
     let lanes = values.len() / len.max(1);
-    s.det.clear();
-    s.det.resize(len * lanes, 0.0);
     let mut m = 1usize;
     while m <= max_window.min(len) {
         let drop = rho.powf((m as f32).log2());
-        s.chi.clear();
-        s.chi.extend(chi1.iter().cycle().take(lanes).map(|c| c / drop));
-        s.sum.clear();
-        s.sum.resize(lanes, 0.0);
-        s.count.clear();
-        s.count.resize(lanes, 0.0);
-        for k in 0..len {
-            let (row, frow) = (&values[k * lanes..(k + 1) * lanes], &flags[k * lanes..(k + 1) * lanes]);
-            for ((s, n), (&v, &f)) in s.sum.iter_mut().zip(s.count.iter_mut()).zip(row.iter().zip(frow)) {
-                *s += if f != 0.0 { 0.0 } else { v };
-                *n += 1.0 - f;
+        for t0 in (0..lanes).step_by(TILE) {
+            let w = TILE.min(lanes - t0);
+            s.chi.clear();
+            let mut j = t0;
+            while j < t0 + w {
+                let from = j % chi1.len();
+                let take = (chi1.len() - from).min(t0 + w - j);
+                s.chi.extend(chi1[from..from + take].iter().map(|c| c / drop));
+                j += take;
             }
-            if k >= m {
-                let o = k - m;
-                let (row, frow) = (&values[o * lanes..(o + 1) * lanes], &flags[o * lanes..(o + 1) * lanes]);
-                for ((s, n), (&v, &f)) in s.sum.iter_mut().zip(s.count.iter_mut()).zip(row.iter().zip(frow)) {
-                    *s -= if f != 0.0 { 0.0 } else { v };
-                    *n -= 1.0 - f;
+            let row = |k: usize| k * lanes + t0..k * lanes + t0 + w;
+            if m == 1 {
+                for k in 0..len {
+                    let (v, f) = (&values[row(k)], &mut flags[row(k)]);
+                    for ((f, &v), &chi) in f.iter_mut().zip(v).zip(&s.chi) {
+                        let hit = *f == 0.0 && (v > chi || dips && v < -chi);
+                        *f = if hit { 1.0 } else { *f };
+                    }
                 }
+                continue;
             }
-            let det = &mut s.det[k * lanes..(k + 1) * lanes];
-            if k + 1 >= m {
-                for ((d, &chi), (&s, &n)) in det.iter_mut().zip(&s.chi).zip(s.sum.iter().zip(s.count.iter())) {
-                    let limit = chi * n;
-                    *d = if n > 0.5 && (s > limit || dips && s < -limit) { 1.0 } else { 0.0 };
-                }
-            } else {
-                det.fill(0.0);
+            let full = w / GROUP * GROUP;
+            for g in (0..full).step_by(GROUP) {
+                window_pass::<GROUP>(values, flags, len, lanes, t0 + g, m, &s.chi[g..g + GROUP], dips);
             }
-        }
-        // A window detected at k flags samples k + 1 − m ..= k: walk back, carrying the run.
-        s.run.clear();
-        s.run.resize(lanes, 0.0);
-        let mf = m as f32;
-        for k in (0..len).rev() {
-            let (det, frow) = (&s.det[k * lanes..(k + 1) * lanes], &mut flags[k * lanes..(k + 1) * lanes]);
-            for (run, (&d, f)) in s.run.iter_mut().zip(det.iter().zip(frow.iter_mut())) {
-                let r = if d != 0.0 { mf } else { *run };
-                *f = if r > 0.0 { 1.0 } else { *f };
-                *run = (r - 1.0).max(0.0);
+            for g in full..w {
+                window_pass::<1>(values, flags, len, lanes, t0 + g, m, &s.chi[g..g + 1], dips);
             }
         }
         m *= 2;
+    }
+}
+
+/// Lanes per tile of [`sum_threshold`]: its half-dozen row buffers stay in L1.
+const TILE: usize = 512;
+
+/// Lanes [`window_pass`] keeps in registers at once.
+const GROUP: usize = 8;
+
+/// One window length `m ≥ 2` of [`sum_threshold`] over lanes `at .. at + W` of a
+/// `len × lanes` array, its running sums in registers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn window_pass<const W: usize>(
+    values: &[f32],
+    flags: &mut [f32],
+    len: usize,
+    lanes: usize,
+    at: usize,
+    m: usize,
+    chi: &[f32],
+    dips: bool,
+) {
+    let chi: [f32; W] = chi.try_into().expect("W thresholds");
+    let (mut sum, mut n, mut run, mut pv, mut pn) = ([0f32; W], [0f32; W], [0f32; W], [0f32; W], [0f32; W]);
+    let row = |k: usize| k * lanes + at..k * lanes + at + W;
+    // Rows as arrays of W: no bounds checks in the loops over lanes, which then vectorise.
+    let get = |x: &[f32], k: usize| -> [f32; W] { x[row(k)].try_into().expect("W lanes") };
+    for j in 0..m.min(len) {
+        let (v, f) = (get(values, j), get(flags, j));
+        for i in 0..W {
+            sum[i] += if f[i] != 0.0 { 0.0 } else { v[i] };
+            n[i] += 1.0 - f[i];
+        }
+    }
+    let mf = m as f32;
+    for k in 0..len {
+        // The window starting at row k: add row k + m − 1, take off row k − 1 as it was.
+        let open = k + m <= len;
+        if k > 0 && open {
+            let (v, f) = (get(values, k + m - 1), get(flags, k + m - 1));
+            for i in 0..W {
+                sum[i] = sum[i] + if f[i] != 0.0 { 0.0 } else { v[i] } - pv[i];
+                n[i] = n[i] + (1.0 - f[i]) - pn[i];
+            }
+        }
+        let v = get(values, k);
+        let f: &mut [f32; W] = (&mut flags[row(k)]).try_into().expect("W lanes");
+        for i in 0..W {
+            let limit = chi[i] * n[i];
+            // `&` and `|`, not `&&` and `||`: no branches, so the lanes vectorise.
+            let hit = open & (n[i] > 0.5) & ((sum[i] > limit) | (dips & (sum[i] < -limit)));
+            let r = if hit { mf } else { run[i] };
+            pv[i] = if f[i] != 0.0 { 0.0 } else { v[i] };
+            pn[i] = 1.0 - f[i];
+            f[i] = if r > 0.0 { 1.0 } else { f[i] };
+            run[i] = (r - 1.0).max(0.0);
+        }
     }
 }
 
@@ -483,11 +684,15 @@ mod tests {
             }
             let cfg = RfiConfig::default();
             let mut want = blocks.clone();
-            let want_report = flag(&mut want, &cfg, 1).unwrap();
+            let (want_report, want_sums) = flag(&mut want, &cfg, 1).unwrap();
             assert!(want_report.flagged_new > 0, "the simulated RFI is flagged");
             for stack in [n_chan * n_int * 5, super::super::STACK_SAMPLES] {
                 let mut got = blocks.clone();
-                assert_eq!(flag(&mut got, &cfg, stack).unwrap(), want_report, "{n_ant} antennas, stacks of {stack}");
+                assert_eq!(
+                    flag(&mut got, &cfg, stack).unwrap(),
+                    (want_report.clone(), want_sums.clone()),
+                    "{n_ant} antennas, stacks of {stack}"
+                );
                 assert!(got.iter().zip(&want).all(|(g, w)| g.flags == w.flags), "{n_ant} antennas, stacks of {stack}");
             }
         }
@@ -496,21 +701,31 @@ mod tests {
     #[test]
     fn the_portable_build_flags_what_the_dispatched_one_does() {
         // On a CPU with AVX2 the dispatched build is the other one: both must agree.
+        use crate::sim::{SimConfig, Simulator};
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-        let cfg = RfiConfig::default();
-        let (rows, cols, lanes) = (9, 33, 11);
-        let mut st = Stack::default();
-        st.reset(rows, cols, lanes);
-        for (a, e) in st.amp.iter_mut().zip(st.entry.iter_mut()) {
-            *a = rng.gen_range(0.0..4.0) + if rng.gen_bool(0.03) { rng.gen_range(3.0..20.0) } else { 0.0 };
-            *e = if rng.gen_bool(0.05) { 1.0 } else { 0.0 };
+        let sim = Simulator::new(SimConfig { n_ant: 9, n_chan: 33, n_int: 7, seed: 3, ..Default::default() });
+        let mut blocks: Vec<VisBlock> = (0..7).map(|k| sim.block(k).0).collect();
+        for b in &mut blocks {
+            b.flags.iter_mut().for_each(|f| *f |= rng.gen_bool(0.05));
         }
-        st.active.iter_mut().for_each(|a| *a = true);
-        run(&mut st, &cfg);
-        let dispatched = st.current.clone();
-        run_portable(&mut st, &cfg);
-        assert!(dispatched != st.entry, "something is flagged");
-        assert_eq!(dispatched, st.current);
+        let idx: Vec<usize> = (0..blocks.len()).collect();
+        let lanes = blocks[0].baselines.len();
+        let cfg = RfiConfig::default();
+        let mut outs = Vec::new();
+        for portable in [false, true] {
+            let (mut st, mut got, mut report) = (Stack::default(), blocks.clone(), RfiReport::default());
+            st.reset(7, 33, lanes);
+            st.parallel = blocks[0].pols.iter().map(|p| p.is_parallel_hand()).collect();
+            if portable {
+                flag_stack_portable(&mut st, &mut got, &idx, 0, &cfg, &mut report);
+            } else {
+                flag_stack(&mut st, &mut got, &idx, 0, &cfg, &mut report);
+            }
+            outs.push((report, got));
+        }
+        assert!(outs[0].0.flagged_new > 0, "something is flagged");
+        assert_eq!(outs[0].0, outs[1].0);
+        assert!(outs[0].1 == outs[1].1);
     }
 
     #[test]

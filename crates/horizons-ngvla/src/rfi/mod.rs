@@ -220,9 +220,34 @@ const STACK_SAMPLES: usize = 32 * 1024;
 /// [`flag_plane`]).
 pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
     match cfg.polarisations {
-        Polarisations::Combined => combined::flag(blocks, cfg, STACK_SAMPLES),
+        Polarisations::Combined => Ok(combined::flag(blocks, cfg, STACK_SAMPLES)?.0),
         Polarisations::Each => flag_in_stacks(blocks, cfg, STACK_SAMPLES),
     }
+}
+
+/// [`flag`], then [`alerts::block_alerts`] for every block in order: the same alerts, which
+/// the combined flagger raises from the amplitudes of its own pass over the data instead of
+/// reading the blocks again (a test checks they are equal).
+pub fn flag_and_alert(
+    blocks: &mut [VisBlock],
+    cfg: &RfiConfig,
+    threshold: f64,
+    storm_fraction: f64,
+) -> Result<(RfiReport, Vec<alerts::Alert>)> {
+    let report = match cfg.polarisations {
+        Polarisations::Combined => {
+            let (report, sums) = combined::flag(blocks, cfg, STACK_SAMPLES)?;
+            let alerts = blocks
+                .iter()
+                .zip(&sums)
+                .flat_map(|(b, s)| alerts::alerts_from_sums(b, s, threshold, storm_fraction))
+                .collect();
+            return Ok((report, alerts));
+        }
+        Polarisations::Each => flag_in_stacks(blocks, cfg, STACK_SAMPLES)?,
+    };
+    let alerts = blocks.iter().flat_map(|b| alerts::block_alerts(b, threshold, storm_fraction)).collect();
+    Ok((report, alerts))
 }
 
 /// How [`flag`] lays blocks out as time × frequency planes: per spectral window (in id order),
@@ -775,6 +800,37 @@ mod tests {
                 for (g, w) in got.iter().zip(&want) {
                     assert!(g.flags == w.flags, "{n_ant} antennas, stacks of {stack}: flags differ");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn flag_and_alert_raises_what_block_alerts_raises_after_flag() {
+        use crate::sim::{SimConfig, Simulator};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        for (n_ant, n_chan, n_int) in [(12, 16, 6), (30, 8, 4)] {
+            let sim = Simulator::new(SimConfig { n_ant, n_chan, n_int, seed: 5, ..Default::default() });
+            let mut blocks: Vec<VisBlock> = (0..n_int).map(|k| sim.block(k).0).collect();
+            for b in &mut blocks {
+                b.flags.iter_mut().for_each(|f| *f |= rng.gen_bool(0.02));
+                // A hot baseline, and one with its cross hands flagged.
+                let s = b.per_baseline();
+                b.vis[3 * s..4 * s].iter_mut().for_each(|v| *v *= 30.0);
+                for c in 0..b.n_chan {
+                    let (i, j) = (b.idx(5, c, 1), b.idx(5, c, 2));
+                    (b.flags[i], b.flags[j]) = (true, true);
+                }
+            }
+            for cfg in [RfiConfig::default(), RfiConfig::each()] {
+                let mut want = blocks.clone();
+                let want_report = flag(&mut want, &cfg).unwrap();
+                let want_alerts: Vec<_> = want.iter().flat_map(|b| alerts::block_alerts(b, 6.0, 0.5)).collect();
+                let mut got = blocks.clone();
+                let (report, got_alerts) = flag_and_alert(&mut got, &cfg, 6.0, 0.5).unwrap();
+                assert_eq!(report, want_report);
+                assert!(got.iter().zip(&want).all(|(g, w)| g.flags == w.flags));
+                assert!(want_alerts.iter().any(|a| a.baseline == Some(blocks[0].baselines[3])), "{want_alerts:?}");
+                assert_eq!(got_alerts, want_alerts, "{n_ant} antennas, {:?}", cfg.polarisations);
             }
         }
     }
