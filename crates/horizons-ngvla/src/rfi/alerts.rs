@@ -46,15 +46,20 @@ pub fn block_alerts(b: &VisBlock, threshold: f64, storm_fraction: f64) -> Vec<Al
         (1, 1) => parallel_sums::<1, 1>(b, &parallel),
         _ => parallel_sums_any(b, &parallel),
     };
-    alerts_from_sums(b, &sums, threshold, storm_fraction)
+    alerts_from_sums(b, &sums, b.flag_fraction(), threshold, storm_fraction)
 }
 
 /// [`block_alerts`] from each baseline's `(Σ |V|, count)` over its unflagged parallel-hand
-/// samples, as [`parallel_sums`] adds them (the combined flagger adds them in its own pass,
-/// in the same order: `super::flag_and_alert`).
-pub(crate) fn alerts_from_sums(b: &VisBlock, sums: &[(f32, f32)], threshold: f64, storm_fraction: f64) -> Vec<Alert> {
+/// samples, as [`parallel_sums`] adds them, and the block's flagged fraction (the combined
+/// flagger finds both in its own pass, the same numbers: `super::flag_and_alert`).
+pub(crate) fn alerts_from_sums(
+    b: &VisBlock,
+    sums: &[(f32, f32)],
+    frac: f64,
+    threshold: f64,
+    storm_fraction: f64,
+) -> Vec<Alert> {
     let mut out = Vec::new();
-    let frac = b.flag_fraction();
     if frac > storm_fraction {
         out.push(Alert {
             kind: AlertKind::FlagStorm,

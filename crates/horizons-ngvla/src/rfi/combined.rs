@@ -53,7 +53,6 @@ pub(super) struct Stack {
     chi: Vec<f32>,
     lo: Vec<f32>,
     hi: Vec<f32>,
-    mid: Vec<f32>,
     count: Vec<f32>,
     valid: Vec<f32>,
     scratch: Scratch,
@@ -70,8 +69,14 @@ struct Scratch {
     sir: Vec<f32>,
 }
 
-/// One block's `(Σ |V|, count)` per baseline over the parallel-hand samples left unflagged.
-pub(super) type AlertSums = Vec<(f32, f32)>;
+/// What [`super::alerts`] needs of one block after flagging, from the flagger's own pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct AlertSums {
+    /// Per baseline, `(Σ |V|, count)` over the parallel-hand samples left unflagged.
+    pub baselines: Vec<(f32, f32)>,
+    /// Flagged visibilities (every product of a sample is flagged or none is, after flagging).
+    pub flagged: usize,
+}
 
 /// Flags RFI over regular blocks with one combined plane per baseline, stacks of at most
 /// `stack_samples` samples (at least one baseline each). Same contract as [`super::flag`];
@@ -84,7 +89,8 @@ pub(super) fn flag(
 ) -> Result<(RfiReport, Vec<AlertSums>)> {
     let mut report = RfiReport::default();
     let mut st = Stack::default();
-    let mut sums: Vec<AlertSums> = blocks.iter().map(|b| vec![(0.0, 0.0); b.baselines.len()]).collect();
+    let mut sums: Vec<AlertSums> =
+        blocks.iter().map(|b| AlertSums { baselines: vec![(0.0, 0.0); b.baselines.len()], flagged: 0 }).collect();
     for idx in super::checked_planes(blocks)? {
         let first = &blocks[idx[0]];
         let (rows, cols, nbl) = (idx.len(), first.n_chan, first.baselines.len());
@@ -94,37 +100,14 @@ pub(super) fn flag(
         for b0 in (0..nbl).step_by(width) {
             let lanes = width.min(nbl - b0);
             st.reset(rows, cols, lanes);
-            flag_stack(&mut st, blocks, &idx, b0, cfg, &mut report);
-            // Unflagged after flagging: `current` 0, so no product was flagged on entry.
-            let k_parallel = st.parallel.iter().filter(|&&p| p).count() as f32;
-            for (r, &k) in idx.iter().enumerate() {
-                let (s, n) = (&mut st.scratch.low, &mut st.scratch.high);
-                s.clear();
-                s.resize(lanes, 0.0);
-                n.clear();
-                n.resize(lanes, 0.0);
-                let (cur, par) = (
-                    &st.current[r * cols * lanes..(r + 1) * cols * lanes],
-                    &st.par[r * lanes * cols..(r + 1) * lanes * cols],
-                );
-                for (c, cur) in cur.chunks_exact(lanes).enumerate() {
-                    for (l, ((s, n), &cu)) in s.iter_mut().zip(n.iter_mut()).zip(cur).enumerate() {
-                        let x = par[l * cols + c];
-                        *s += if cu == 0.0 { x } else { 0.0 };
-                        *n += if cu == 0.0 { k_parallel } else { 0.0 };
-                    }
-                }
-                for (out, (&s, &n)) in sums[k][b0..b0 + lanes].iter_mut().zip(s.iter().zip(n.iter())) {
-                    *out = (s, n);
-                }
-            }
+            flag_stack(&mut st, blocks, &idx, b0, cfg, &mut report, &mut sums);
         }
     }
     Ok((report, sums))
 }
 
 /// Gathers baselines `b0 .. b0 + st.lanes` of the blocks `idx` into the stack, flags it and
-/// scatters the flags back; with AVX2 + FMA where the CPU has them.
+/// scatters the flags back, adding to `sums`; with AVX2 + FMA where the CPU has them.
 fn flag_stack(
     st: &mut Stack,
     blocks: &mut [VisBlock],
@@ -132,14 +115,15 @@ fn flag_stack(
     b0: usize,
     cfg: &RfiConfig,
     report: &mut RfiReport,
+    sums: &mut [AlertSums],
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: `flag_stack_avx2` needs only the CPU features checked just above.
         #[allow(unsafe_code)]
-        return unsafe { flag_stack_avx2(st, blocks, idx, b0, cfg, report) };
+        return unsafe { flag_stack_avx2(st, blocks, idx, b0, cfg, report, sums) };
     }
-    flag_stack_portable(st, blocks, idx, b0, cfg, report)
+    flag_stack_portable(st, blocks, idx, b0, cfg, report, sums)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -151,8 +135,9 @@ fn flag_stack_avx2(
     b0: usize,
     cfg: &RfiConfig,
     report: &mut RfiReport,
+    sums: &mut [AlertSums],
 ) {
-    flag_stack_portable(st, blocks, idx, b0, cfg, report)
+    flag_stack_portable(st, blocks, idx, b0, cfg, report, sums)
 }
 
 /// [`flag_stack`]'s body, inlined into both builds.
@@ -164,6 +149,7 @@ fn flag_stack_portable(
     b0: usize,
     cfg: &RfiConfig,
     report: &mut RfiReport,
+    sums: &mut [AlertSums],
 ) {
     let npol = blocks[idx[0]].pols.len();
     match npol {
@@ -210,6 +196,41 @@ fn flag_stack_portable(
                     f.fill(true);
                 }
             }
+        }
+    }
+    alert_sums(st, idx, b0, sums);
+}
+
+/// Adds the stack's baselines to `sums`: samples left unflagged have `current` 0 (so no
+/// product was flagged on entry either), and every product of the others is flagged.
+#[inline(always)]
+fn alert_sums(st: &mut Stack, idx: &[usize], b0: usize, sums: &mut [AlertSums]) {
+    let (cols, lanes) = (st.cols, st.lanes);
+    let k_parallel = st.parallel.iter().filter(|&&p| p).count() as f32;
+    let npol = st.parallel.len();
+    for (r, &k) in idx.iter().enumerate() {
+        let (s, n) = (&mut st.scratch.low, &mut st.scratch.high);
+        s.clear();
+        s.resize(lanes, 0.0);
+        n.clear();
+        n.resize(lanes, 0.0);
+        let (cur, par) =
+            (&st.current[r * cols * lanes..(r + 1) * cols * lanes], &st.par[r * lanes * cols..(r + 1) * lanes * cols]);
+        let mut flagged = 0usize;
+        for (c, cur) in cur.chunks_exact(lanes).enumerate() {
+            let mut row_flagged = 0u32;
+            for (l, ((s, n), &cu)) in s.iter_mut().zip(n.iter_mut()).zip(cur).enumerate() {
+                let x = par[l * cols + c];
+                *s += if cu == 0.0 { x } else { 0.0 };
+                *n += if cu == 0.0 { k_parallel } else { 0.0 };
+                row_flagged += u32::from(cu != 0.0);
+            }
+            flagged += row_flagged as usize;
+        }
+        let out = &mut sums[k];
+        out.flagged += flagged * npol;
+        for (out, (&s, &n)) in out.baselines[b0..b0 + lanes].iter_mut().zip(s.iter().zip(n.iter())) {
+            *out = (s, n);
         }
     }
 }
@@ -452,24 +473,12 @@ fn noise(st: &mut Stack, cfg: &RfiConfig, s: f32) {
     for (h, &n) in st.hi.iter_mut().zip(&st.valid) {
         *h = if n > 0.0 { 2.0 * *h / n } else { 0.0 };
     }
-    for _ in 0..12 {
-        st.count.iter_mut().for_each(|c| *c = 0.0);
-        st.mid.clear();
-        st.mid.extend(st.lo.iter().zip(&st.hi).map(|(l, h)| 0.5 * (l + h)));
-        for row in st.diff.chunks(lanes) {
-            for ((c, &m), &d) in st.count.iter_mut().zip(&st.mid).zip(row) {
-                *c += if d < m { 1.0 } else { 0.0 };
-            }
-        }
-        for (((l, h), &m), (&c, &n)) in
-            st.lo.iter_mut().zip(st.hi.iter_mut()).zip(&st.mid).zip(st.count.iter().zip(&st.valid))
-        {
-            if 2.0 * c >= n {
-                *h = m;
-            } else {
-                *l = m;
-            }
-        }
+    let full = lanes / GROUP * GROUP;
+    for g in (0..full).step_by(GROUP) {
+        bisect::<GROUP>(&st.diff, lanes, g, &mut st.lo, &mut st.hi, &st.valid);
+    }
+    for g in full..lanes {
+        bisect::<1>(&st.diff, lanes, g, &mut st.lo, &mut st.hi, &st.valid);
     }
     let scale = if differences { 1.4826 * std::f32::consts::FRAC_1_SQRT_2 } else { 1.4826 };
     st.chi.clear();
@@ -482,6 +491,34 @@ fn noise(st: &mut Stack, cfg: &RfiConfig, s: f32) {
             st.chi.push(cfg.base_threshold as f32 * sigma * s);
         }
     }
+}
+
+/// Twelve halvings of `[lo, hi]` towards the median of each lane's values in `diff` (rows of
+/// `lanes`, +∞ for unusable), for lanes `at .. at + W`, their counts in registers; `valid` is
+/// each lane's number of usable values.
+#[inline(always)]
+fn bisect<const W: usize>(diff: &[f32], lanes: usize, at: usize, lo: &mut [f32], hi: &mut [f32], valid: &[f32]) {
+    let (mut l, mut h): ([f32; W], [f32; W]) =
+        (lo[at..at + W].try_into().expect("W"), hi[at..at + W].try_into().expect("W"));
+    let n: [f32; W] = valid[at..at + W].try_into().expect("W");
+    for _ in 0..12 {
+        let mid: [f32; W] = std::array::from_fn(|i| 0.5 * (l[i] + h[i]));
+        // Integer counts: one-cycle adds, and exact.
+        let mut below = [0u32; W];
+        for row in diff.chunks_exact(lanes) {
+            let d: &[f32; W] = row[at..at + W].try_into().expect("W");
+            for i in 0..W {
+                below[i] += u32::from(d[i] < mid[i]);
+            }
+        }
+        for i in 0..W {
+            let upper = 2.0 * below[i] as f32 >= n[i];
+            h[i] = if upper { mid[i] } else { h[i] };
+            l[i] = if upper { l[i] } else { mid[i] };
+        }
+    }
+    lo[at..at + W].copy_from_slice(&l);
+    hi[at..at + W].copy_from_slice(&h);
 }
 
 /// SumThreshold along the first axis of a `len × lanes` array (f32 twin of
@@ -577,6 +614,9 @@ fn window_pass<const W: usize>(
     for k in 0..len {
         // The window starting at row k: add row k + m − 1, take off row k − 1 as it was.
         let open = k + m <= len;
+        if !open && run.iter().all(|&r| r == 0.0) {
+            break; // past the last window, nothing left to flag
+        }
         if k > 0 && open {
             let (v, f) = (get(values, k + m - 1), get(flags, k + m - 1));
             for i in 0..W {
@@ -714,18 +754,20 @@ mod tests {
         let mut outs = Vec::new();
         for portable in [false, true] {
             let (mut st, mut got, mut report) = (Stack::default(), blocks.clone(), RfiReport::default());
+            let mut sums = vec![AlertSums { baselines: vec![(0.0, 0.0); lanes], flagged: 0 }; blocks.len()];
             st.reset(7, 33, lanes);
             st.parallel = blocks[0].pols.iter().map(|p| p.is_parallel_hand()).collect();
             if portable {
-                flag_stack_portable(&mut st, &mut got, &idx, 0, &cfg, &mut report);
+                flag_stack_portable(&mut st, &mut got, &idx, 0, &cfg, &mut report, &mut sums);
             } else {
-                flag_stack(&mut st, &mut got, &idx, 0, &cfg, &mut report);
+                flag_stack(&mut st, &mut got, &idx, 0, &cfg, &mut report, &mut sums);
             }
-            outs.push((report, got));
+            outs.push((report, got, sums));
         }
         assert!(outs[0].0.flagged_new > 0, "something is flagged");
         assert_eq!(outs[0].0, outs[1].0);
         assert!(outs[0].1 == outs[1].1);
+        assert_eq!(outs[0].2, outs[1].2);
     }
 
     #[test]

@@ -240,7 +240,10 @@ pub fn flag_and_alert(
             let alerts = blocks
                 .iter()
                 .zip(&sums)
-                .flat_map(|(b, s)| alerts::alerts_from_sums(b, s, threshold, storm_fraction))
+                .flat_map(|(b, s)| {
+                    let frac = if b.flags.is_empty() { 0.0 } else { s.flagged as f64 / b.flags.len() as f64 };
+                    alerts::alerts_from_sums(b, &s.baselines, frac, threshold, storm_fraction)
+                })
                 .collect();
             return Ok((report, alerts));
         }
