@@ -9,13 +9,21 @@
 //!   the Gaussian's σ) along frequency, then along time, by running sums: O(1) per sample
 //!   instead of a 25 + 13 tap Gaussian;
 //! - **σ:** `1.4826 × median |d| / √2` of the residual's channel differences `d` (both samples
-//!   unflagged), the median found per plane by bisection on counts, all planes of a stack at
-//!   once (12 halvings of `[0, 2·mean |d|]`, which holds the median by Markov's inequality);
-//! - **SumThreshold and SIR** run over the stack's planes side by side, as the per-product
-//!   flagger's SumThreshold already does, in `f32` (eight planes per AVX2 instruction).
+//!   unflagged), the median found per plane by bisection on counts (12 halvings of
+//!   `[0, 2·mean |d|]`, which holds the median by Markov's inequality), sixteen planes at a
+//!   time with their counts in registers;
+//! - **SumThreshold** runs each window length in one pass, sixteen planes at a time with their
+//!   running sums in registers ([`window_pass`]); **SIR** runs over the stack's planes side by
+//!   side.
+//!
+//! A stack's whole pass (gather, flagging, scatter) is built twice, plain and with AVX2 + FMA,
+//! and the second is called where the CPU has them (the crate's second `unsafe` site; a test
+//! compares the two). The pass also adds up what the anomaly alerts need (each baseline's
+//! unflagged parallel-hand amplitudes, each block's flagged count), so
+//! [`super::flag_and_alert`] does not read the blocks again.
 //!
 //! One plane per baseline instead of four, and `f32` instead of `f64`, are what make it about
-//! twenty times faster (README, "Benchmarks"); its flags are scored against the simulator's
+//! fourteen times faster (README, "Benchmarks"); its flags are scored against the simulator's
 //! injected RFI like the per-product flagger's (`tests/simulator.rs`).
 
 use super::{NoiseEstimate, RfiConfig, RfiReport};
@@ -217,15 +225,14 @@ fn alert_sums(st: &mut Stack, idx: &[usize], b0: usize, sums: &mut [AlertSums]) 
         let (cur, par) =
             (&st.current[r * cols * lanes..(r + 1) * cols * lanes], &st.par[r * lanes * cols..(r + 1) * lanes * cols]);
         let mut flagged = 0usize;
-        for (c, cur) in cur.chunks_exact(lanes).enumerate() {
-            let mut row_flagged = 0u32;
-            for (l, ((s, n), &cu)) in s.iter_mut().zip(n.iter_mut()).zip(cur).enumerate() {
-                let x = par[l * cols + c];
+        // Lane by lane: `par` is contiguous per lane, `cur` strided (in cache).
+        for (l, ((s, n), par)) in s.iter_mut().zip(n.iter_mut()).zip(par.chunks_exact(cols)).enumerate() {
+            for (c, &x) in par.iter().enumerate() {
+                let cu = cur[c * lanes + l];
                 *s += if cu == 0.0 { x } else { 0.0 };
                 *n += if cu == 0.0 { k_parallel } else { 0.0 };
-                row_flagged += u32::from(cu != 0.0);
+                flagged += usize::from(cu != 0.0);
             }
-            flagged += row_flagged as usize;
         }
         let out = &mut sums[k];
         out.flagged += flagged * npol;
@@ -581,8 +588,9 @@ fn sum_threshold(
 /// Lanes per tile of [`sum_threshold`]: its half-dozen row buffers stay in L1.
 const TILE: usize = 512;
 
-/// Lanes [`window_pass`] keeps in registers at once.
-const GROUP: usize = 8;
+/// Lanes [`window_pass`] and [`bisect`] keep in registers at once: two AVX2 registers per
+/// quantity, two independent chains (8 measured 5 % slower, 32 7 %).
+const GROUP: usize = 16;
 
 /// One window length `m ≥ 2` of [`sum_threshold`] over lanes `at .. at + W` of a
 /// `len × lanes` array, its running sums in registers.
