@@ -27,6 +27,35 @@
 //! injected RFI like the per-product flagger's (`tests/simulator.rs`).
 
 use super::{NoiseEstimate, RfiConfig, RfiReport};
+
+/// Runs `$body` over lanes `0 .. $n` in groups: `$g` the first lane, `$w` (a constant) the
+/// group's width, [`GROUP`] wide, then 8, 4 and 1 for what is left.
+macro_rules! in_groups {
+    ($n:expr, |$g:ident, $w:ident| $body:expr) => {{
+        let n = $n;
+        let mut $g = 0usize;
+        while $g + GROUP <= n {
+            const $w: usize = GROUP;
+            $body;
+            $g += GROUP;
+        }
+        if $g + 8 <= n {
+            const $w: usize = 8;
+            $body;
+            $g += 8;
+        }
+        if $g + 4 <= n {
+            const $w: usize = 4;
+            $body;
+            $g += 4;
+        }
+        while $g < n {
+            const $w: usize = 1;
+            $body;
+            $g += 1;
+        }
+    }};
+}
 use crate::error::Result;
 use crate::model::VisBlock;
 
@@ -87,13 +116,15 @@ pub(super) struct AlertSums {
 }
 
 /// Flags RFI over regular blocks with one combined plane per baseline, stacks of at most
-/// `stack_samples` samples (at least one baseline each). Same contract as [`super::flag`];
+/// `stack_samples` samples but at least `min_lanes` baselines ([`GROUP`] for speed, 1 in a
+/// test). Same contract as [`super::flag`];
 /// also returns, per block and baseline, the `(Σ |V|, count)` of the parallel-hand samples
 /// left unflagged, as [`super::alerts`] adds them.
 pub(super) fn flag(
     blocks: &mut [VisBlock],
     cfg: &RfiConfig,
     stack_samples: usize,
+    min_lanes: usize,
 ) -> Result<(RfiReport, Vec<AlertSums>)> {
     let mut report = RfiReport::default();
     let mut st = Stack::default();
@@ -104,7 +135,7 @@ pub(super) fn flag(
         let (rows, cols, nbl) = (idx.len(), first.n_chan, first.baselines.len());
         st.parallel.clear();
         st.parallel.extend(first.pols.iter().map(|p| p.is_parallel_hand()));
-        let width = (stack_samples / (rows * cols).max(1)).clamp(1, nbl.max(1));
+        let width = (stack_samples / (rows * cols).max(1)).max(min_lanes).clamp(1, nbl.max(1));
         for b0 in (0..nbl).step_by(width) {
             let lanes = width.min(nbl - b0);
             st.reset(rows, cols, lanes);
@@ -480,13 +511,7 @@ fn noise(st: &mut Stack, cfg: &RfiConfig, s: f32) {
     for (h, &n) in st.hi.iter_mut().zip(&st.valid) {
         *h = if n > 0.0 { 2.0 * *h / n } else { 0.0 };
     }
-    let full = lanes / GROUP * GROUP;
-    for g in (0..full).step_by(GROUP) {
-        bisect::<GROUP>(&st.diff, lanes, g, &mut st.lo, &mut st.hi, &st.valid);
-    }
-    for g in full..lanes {
-        bisect::<1>(&st.diff, lanes, g, &mut st.lo, &mut st.hi, &st.valid);
-    }
+    in_groups!(lanes, |g, W| bisect::<W>(&st.diff, lanes, g, &mut st.lo, &mut st.hi, &st.valid));
     let scale = if differences { 1.4826 * std::f32::consts::FRAC_1_SQRT_2 } else { 1.4826 };
     st.chi.clear();
     for l in 0..lanes {
@@ -573,13 +598,7 @@ fn sum_threshold(
                 }
                 continue;
             }
-            let full = w / GROUP * GROUP;
-            for g in (0..full).step_by(GROUP) {
-                window_pass::<GROUP>(values, flags, len, lanes, t0 + g, m, &s.chi[g..g + GROUP], dips);
-            }
-            for g in full..w {
-                window_pass::<1>(values, flags, len, lanes, t0 + g, m, &s.chi[g..g + 1], dips);
-            }
+            in_groups!(w, |g, W| window_pass::<W>(values, flags, len, lanes, t0 + g, m, &s.chi[g..g + W], dips));
         }
         m *= 2;
     }
@@ -589,8 +608,9 @@ fn sum_threshold(
 const TILE: usize = 512;
 
 /// Lanes [`window_pass`] and [`bisect`] keep in registers at once: two AVX2 registers per
-/// quantity, two independent chains (8 measured 5 % slower, 32 7 %).
-const GROUP: usize = 16;
+/// quantity, two independent chains (8 measured 5 % slower, 32 7 %). Stacks hold at least
+/// this many baselines where there are as many ([`flag`]).
+pub(super) const GROUP: usize = 16;
 
 /// One window length `m ≥ 2` of [`sum_threshold`] over lanes `at .. at + W` of a
 /// `len × lanes` array, its running sums in registers.
@@ -732,12 +752,14 @@ mod tests {
             }
             let cfg = RfiConfig::default();
             let mut want = blocks.clone();
-            let (want_report, want_sums) = flag(&mut want, &cfg, 1).unwrap();
+            let (want_report, want_sums) = flag(&mut want, &cfg, 1, 1).unwrap();
             assert!(want_report.flagged_new > 0, "the simulated RFI is flagged");
-            for stack in [n_chan * n_int * 5, super::super::STACK_SAMPLES] {
+            // Stacks of 5 (groups of 4 and 1), 13 (8, 4, 1), all baselines, and at least 16.
+            let plane = n_chan * n_int;
+            for (stack, min_lanes) in [(plane * 5, 1), (plane * 13, 1), (super::super::STACK_SAMPLES, 1), (1, GROUP)] {
                 let mut got = blocks.clone();
                 assert_eq!(
-                    flag(&mut got, &cfg, stack).unwrap(),
+                    flag(&mut got, &cfg, stack, min_lanes).unwrap(),
                     (want_report.clone(), want_sums.clone()),
                     "{n_ant} antennas, stacks of {stack}"
                 );

@@ -220,7 +220,7 @@ const STACK_SAMPLES: usize = 32 * 1024;
 /// [`flag_plane`]).
 pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
     match cfg.polarisations {
-        Polarisations::Combined => Ok(combined::flag(blocks, cfg, STACK_SAMPLES)?.0),
+        Polarisations::Combined => Ok(combined::flag(blocks, cfg, STACK_SAMPLES, combined::GROUP)?.0),
         Polarisations::Each => flag_in_stacks(blocks, cfg, STACK_SAMPLES),
     }
 }
@@ -236,7 +236,7 @@ pub fn flag_and_alert(
 ) -> Result<(RfiReport, Vec<alerts::Alert>)> {
     let report = match cfg.polarisations {
         Polarisations::Combined => {
-            let (report, sums) = combined::flag(blocks, cfg, STACK_SAMPLES)?;
+            let (report, sums) = combined::flag(blocks, cfg, STACK_SAMPLES, combined::GROUP)?;
             let alerts = blocks
                 .iter()
                 .zip(&sums)
