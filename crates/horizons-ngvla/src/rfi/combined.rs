@@ -98,7 +98,7 @@ pub(super) struct Stack {
 /// Buffers of the gather (amplitudes), SumThreshold (thresholds), SIR and the alert sums.
 #[derive(Debug, Default)]
 struct Scratch {
-    sum: Vec<f32>,
+    amps: Vec<f32>,
     chi: Vec<f32>,
     prefix: Vec<f32>,
     low: Vec<f32>,
@@ -115,11 +115,10 @@ pub(super) struct AlertSums {
     pub flagged: usize,
 }
 
-/// Flags RFI over regular blocks with one combined plane per baseline, stacks of at most
+/// Flags RFI over regular blocks with one combined plane per baseline, in stacks of at most
 /// `stack_samples` samples but at least `min_lanes` baselines ([`GROUP`] for speed, 1 in a
-/// test). Same contract as [`super::flag`];
-/// also returns, per block and baseline, the `(Σ |V|, count)` of the parallel-hand samples
-/// left unflagged, as [`super::alerts`] adds them.
+/// test). Same contract as [`super::flag`]; also returns, per block, what the alerts need
+/// ([`AlertSums`]).
 pub(super) fn flag(
     blocks: &mut [VisBlock],
     cfg: &RfiConfig,
@@ -287,9 +286,9 @@ fn gather<const N: usize>(st: &mut Stack, blocks: &[VisBlock], idx: &[usize], b0
         // `par` is laid out [row][lane][col]: written in order here.
         // 1.0 for parallel hands: x + 1·a and x + 0·a are exact (amplitudes are finite, ≥ 0).
         let weight: [f32; N] = std::array::from_fn(|p| if st.parallel[p] { 1.0 } else { 0.0 });
-        st.scratch.sum.clear();
-        st.scratch.sum.extend(vis.iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()));
-        let amps = &st.scratch.sum;
+        st.scratch.amps.clear();
+        st.scratch.amps.extend(vis.iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()));
+        let amps = &st.scratch.amps;
         for (l, (v, f)) in amps.chunks_exact(per).zip(flags.chunks_exact(per)).enumerate() {
             let (mut live, mut part) = (0usize, 0usize);
             for (c, (v, f)) in v.chunks_exact(N).zip(f.chunks_exact(N)).enumerate() {
