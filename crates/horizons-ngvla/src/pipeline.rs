@@ -162,6 +162,15 @@ pub fn run_blocks(observation: Observation, raw: Vec<VisBlock>, opts: &Options) 
     run_blocks_with_progress(observation, raw, opts, &mut |_| {})
 }
 
+/// The flag stage: RFI flagging (unless `opts.flag_rfi` is off) and the MAD alerts of every
+/// block after it.
+pub fn flag_stage(blocks: &mut [VisBlock], opts: &Options) -> Result<(RfiReport, Vec<Alert>)> {
+    if opts.flag_rfi {
+        return rfi::flag_and_alert(blocks, &opts.rfi, opts.alert_threshold, opts.storm_fraction);
+    }
+    Ok((RfiReport::default(), rfi::alerts::all(blocks, opts.alert_threshold, opts.storm_fraction)))
+}
+
 /// [`run_blocks`], calling `progress` as each stage starts.
 pub fn run_blocks_with_progress(
     observation: Observation,
@@ -177,15 +186,7 @@ pub fn run_blocks_with_progress(
     progress(Stage::Validate);
     let (mut blocks, validation) = validate::validate(raw, &opts.validation)?;
     progress(Stage::Flag);
-    let (rfi, alerts): (RfiReport, Vec<Alert>) = if opts.flag_rfi {
-        rfi::flag_and_alert(&mut blocks, &opts.rfi, opts.alert_threshold, opts.storm_fraction)?
-    } else {
-        let alerts = blocks
-            .iter()
-            .flat_map(|b| rfi::alerts::block_alerts(b, opts.alert_threshold, opts.storm_fraction))
-            .collect();
-        (RfiReport::default(), alerts)
-    };
+    let (rfi, alerts) = flag_stage(&mut blocks, opts)?;
     let dead: BTreeSet<u32> =
         validation.flagged_antennas.values().filter(|v| v.verdict != Verdict::Healthy).map(|v| v.antenna).collect();
     let flags = flagstats::summarize(&blocks, &dead);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use horizons_ngvla::archive::srdp::{self, Manifest};
 use horizons_ngvla::image::{self, CleanOutput, Image, ImagingProducts};
 use horizons_ngvla::model::VisBlock;
-use horizons_ngvla::pipeline::{build_report, Products};
-use horizons_ngvla::rfi::{self, alerts::Alert, RfiReport};
+use horizons_ngvla::pipeline::{self, build_report, Products};
+use horizons_ngvla::rfi::alerts::Alert;
 use horizons_ngvla::validate::{self, Rejection, Verdict};
 use horizons_ngvla::{calibrate, flagstats, proto, NgvlaError};
 
@@ -92,16 +92,7 @@ pub fn run(stage: Stage, c: &Complete, products_root: &Path) -> Result<StageOutp
         }
         Stage::Flag => {
             let mut blocks = blocks(c)?;
-            let (rfi, alerts): (RfiReport, Vec<Alert>) = if opts.flag_rfi {
-                rfi::flag_and_alert(&mut blocks, &opts.rfi, opts.alert_threshold, opts.storm_fraction)
-                    .map_err(science(stage))?
-            } else {
-                let alerts = blocks
-                    .iter()
-                    .flat_map(|b| rfi::alerts::block_alerts(b, opts.alert_threshold, opts.storm_fraction))
-                    .collect();
-                (RfiReport::default(), alerts)
-            };
+            let (rfi, alerts) = pipeline::flag_stage(&mut blocks, &opts).map_err(science(stage))?;
             let validation = ctx.need("the validation report", &ctx.validation)?;
             let dead: BTreeSet<u32> = validation
                 .flagged_antennas

@@ -273,7 +273,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         || valid.clone(),
         |mut blocks| {
             // The alerts are part of the flag stage's work on the bus; they are unused here.
-            let alerts = rfi::flag_and_alert(&mut blocks, &opts.rfi, opts.alert_threshold, opts.storm_fraction)?.1;
+            let alerts = pipeline::flag_stage(&mut blocks, &opts)?.1;
             std::hint::black_box(alerts);
             Ok(blocks)
         },

@@ -39,14 +39,12 @@ pub struct Alert {
 
 /// Alerts for one block.
 pub fn block_alerts(b: &VisBlock, threshold: f64, storm_fraction: f64) -> Vec<Alert> {
-    let parallel: Vec<usize> = (0..b.pols.len()).filter(|&p| b.pols[p].is_parallel_hand()).collect();
-    let sums = match (b.pols.len(), parallel.len()) {
-        (4, 2) => parallel_sums::<4, 2>(b, &parallel),
-        (2, 2) => parallel_sums::<2, 2>(b, &parallel),
-        (1, 1) => parallel_sums::<1, 1>(b, &parallel),
-        _ => parallel_sums_any(b, &parallel),
-    };
-    alerts_from_sums(b, &sums, b.flag_fraction(), threshold, storm_fraction)
+    alerts_from_sums(b, &parallel_sums(b), b.flag_fraction(), threshold, storm_fraction)
+}
+
+/// [`block_alerts`] of every block, in order.
+pub fn all(blocks: &[VisBlock], threshold: f64, storm_fraction: f64) -> Vec<Alert> {
+    blocks.iter().flat_map(|b| block_alerts(b, threshold, storm_fraction)).collect()
 }
 
 /// [`block_alerts`] from each baseline's `(Σ |V|, count)` over its unflagged parallel-hand
@@ -99,30 +97,9 @@ pub(crate) fn alerts_from_sums(
 
 /// Per baseline, `(Σ |V|, count)` over its unflagged parallel-hand samples, `|V|` as
 /// `√(re² + im²)`: per sample the products' amplitudes added in product order, then the
-/// samples in channel order, in `f32` (a few dozen values per baseline). Blocks of `N`
-/// products, `K` of them parallel hands (`parallel`).
-fn parallel_sums<const N: usize, const K: usize>(b: &VisBlock, parallel: &[usize]) -> Vec<(f32, f32)> {
-    let parallel: [usize; K] = parallel.try_into().expect("K parallel hands");
-    let per = b.per_baseline();
-    let mut sums = Vec::with_capacity(b.baselines.len());
-    for (vis, flags) in b.vis.chunks_exact(per).zip(b.flags.chunks_exact(per)) {
-        let (mut s, mut n) = (0.0f32, 0.0f32);
-        for (v, f) in vis.chunks_exact(N).zip(flags.chunks_exact(N)) {
-            let (v, f): (&[_; N], &[bool; N]) = (v.try_into().expect("N"), f.try_into().expect("N"));
-            let mut x = 0.0f32;
-            for &p in &parallel {
-                x += if f[p] { 0.0 } else { (v[p].re * v[p].re + v[p].im * v[p].im).sqrt() };
-                n += if f[p] { 0.0 } else { 1.0 };
-            }
-            s += x;
-        }
-        sums.push((s, n));
-    }
-    sums
-}
-
-/// [`parallel_sums`] for any products.
-fn parallel_sums_any(b: &VisBlock, parallel: &[usize]) -> Vec<(f32, f32)> {
+/// samples in channel order, in `f32` (a few dozen values per baseline).
+fn parallel_sums(b: &VisBlock) -> Vec<(f32, f32)> {
+    let parallel: Vec<usize> = (0..b.pols.len()).filter(|&p| b.pols[p].is_parallel_hand()).collect();
     let (npol, per) = (b.pols.len(), b.per_baseline());
     if npol == 0 {
         return vec![(0.0, 0.0); b.baselines.len()];

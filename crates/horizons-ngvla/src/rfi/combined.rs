@@ -27,6 +27,8 @@
 //! injected RFI like the per-product flagger's (`tests/simulator.rs`).
 
 use super::{NoiseEstimate, RfiConfig, RfiReport};
+use crate::error::Result;
+use crate::model::VisBlock;
 
 /// Runs `$body` over lanes `0 .. $n` in groups: `$g` the first lane, `$w` (a constant) the
 /// group's width, [`GROUP`] wide, then 8, 4 and 1 for what is left.
@@ -56,8 +58,6 @@ macro_rules! in_groups {
         }
     }};
 }
-use crate::error::Result;
-use crate::model::VisBlock;
 
 /// Planes of a stack, side by side: `[row][col][lane]`, one lane per baseline.
 #[derive(Debug, Default)]
@@ -201,26 +201,18 @@ fn flag_stack_portable(
     report.baselines_processed += st.active.iter().filter(|&&a| a).count();
     run(st, cfg);
     let per = cols * npol;
-    // New flags: where `current` went from 0 to 1 (it only ever adds to `entry`), found eight
-    // lanes at a time; lanes with a sample only partly flagged on entry (rare) also flag that
-    // sample's other products, one lane at a time.
+    // New flags: where `current` went from 0 to 1 (it only ever adds to `entry`); lanes with a
+    // sample only partly flagged on entry (rare) also flag that sample's other products, one
+    // lane at a time.
     for (r, &k) in idx.iter().enumerate() {
         let flags = &mut blocks[k].flags;
         for c in 0..cols {
             let at = (r * cols + c) * lanes;
             let (cur, ent) = (&st.current[at..at + lanes], &st.entry[at..at + lanes]);
-            for (j, (cc, ee)) in cur.chunks(8).zip(ent.chunks(8)).enumerate() {
-                if cc.iter().zip(ee).fold(0u32, |a, (c, e)| a | u32::from(c != e)) == 0 {
-                    continue;
-                }
-                for (i, _) in cc.iter().zip(ee).enumerate().filter(|(_, (c, e))| c != e) {
-                    let l = j * 8 + i;
-                    if !st.partial[l] {
-                        let at = (b0 + l) * per + c * npol;
-                        flags[at..at + npol].fill(true);
-                        report.flagged_new += npol;
-                    }
-                }
+            for (l, _) in cur.iter().zip(ent).enumerate().filter(|&(l, (c, e))| c != e && !st.partial[l]) {
+                let at = (b0 + l) * per + c * npol;
+                flags[at..at + npol].fill(true);
+                report.flagged_new += npol;
             }
         }
     }
@@ -738,17 +730,9 @@ mod tests {
 
     #[test]
     fn stacks_of_any_width_flag_what_one_baseline_at_a_time_does() {
-        use crate::sim::{SimConfig, Simulator};
         let mut rng = rand::rngs::StdRng::seed_from_u64(4);
         for (n_ant, n_chan, n_int) in [(12, 16, 6), (7, 40, 3), (5, 3, 20)] {
-            let sim = Simulator::new(SimConfig { n_ant, n_chan, n_int, seed: n_ant as u64, ..Default::default() });
-            let mut blocks: Vec<VisBlock> = (0..n_int).map(|k| sim.block(k).0).collect();
-            // Flags already there: scattered samples, one baseline entirely.
-            for b in &mut blocks {
-                b.flags.iter_mut().for_each(|f| *f |= rng.gen_bool(0.03));
-                let s = b.per_baseline();
-                b.flags[2 * s..3 * s].iter_mut().for_each(|f| *f = true);
-            }
+            let blocks = super::super::tests::simulated_with_flags(n_ant, n_chan, n_int, &mut rng);
             let cfg = RfiConfig::default();
             let mut want = blocks.clone();
             let (want_report, want_sums) = flag(&mut want, &cfg, 1, 1).unwrap();

@@ -3,7 +3,7 @@
 //!
 //! Two flaggers share the steps below ([`Polarisations`]): by default one plane per baseline of
 //! `Σ_p |V_p|` over the polarisation products, in `f32` with a box-filter background and σ by
-//! bisection (`combined.rs`, about 20 × faster); or one plane per product, in `f64` with a
+//! bisection (`combined.rs`, about 14 × faster); or one plane per product, in `f64` with a
 //! Gaussian background and exact MADs, as first built and described here.
 //!
 //! Per baseline and polarisation: amplitudes `|V|` on the plane, a smooth background (masked
@@ -94,7 +94,7 @@ pub struct RfiConfig {
 #[serde(rename_all = "snake_case")]
 pub enum Polarisations {
     /// One plane per baseline of `Σ_p |V_p|` over the products, in `f32`, with a box-filter
-    /// background and σ by bisection ([`combined`]): about 20 × faster than [`Polarisations::Each`].
+    /// background and σ by bisection ([`combined`]): about 14 × faster than [`Polarisations::Each`].
     /// The simulator's RFI is scored with it as with the other (`tests/simulator.rs`).
     #[default]
     Combined,
@@ -249,8 +249,7 @@ pub fn flag_and_alert(
         }
         Polarisations::Each => flag_in_stacks(blocks, cfg, STACK_SAMPLES)?,
     };
-    let alerts = blocks.iter().flat_map(|b| alerts::block_alerts(b, threshold, storm_fraction)).collect();
-    Ok((report, alerts))
+    Ok((report, alerts::all(blocks, threshold, storm_fraction)))
 }
 
 /// How [`flag`] lays blocks out as time × frequency planes: per spectral window (in id order),
@@ -774,23 +773,34 @@ mod tests {
         report
     }
 
+    /// The simulator's blocks of `n_ant` antennas, `n_chan` × `n_int`, with flags already
+    /// there: scattered samples, one baseline entirely, one channel.
+    pub(super) fn simulated_with_flags(
+        n_ant: usize,
+        n_chan: usize,
+        n_int: usize,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Vec<VisBlock> {
+        use crate::sim::{SimConfig, Simulator};
+        let sim = Simulator::new(SimConfig { n_ant, n_chan, n_int, seed: n_ant as u64, ..Default::default() });
+        let mut blocks: Vec<VisBlock> = (0..n_int).map(|k| sim.block(k).0).collect();
+        for b in &mut blocks {
+            b.flags.iter_mut().for_each(|f| *f |= rng.gen_bool(0.03));
+            let s = b.per_baseline();
+            b.flags[2 * s..3 * s].iter_mut().for_each(|f| *f = true);
+            for bl in 0..b.baselines.len() {
+                let i = b.idx(bl, 1, 0);
+                b.flags[i..i + b.pols.len()].iter_mut().for_each(|f| *f = true);
+            }
+        }
+        blocks
+    }
+
     #[test]
     fn stacks_of_baselines_flag_exactly_what_one_baseline_at_a_time_does() {
-        use crate::sim::{SimConfig, Simulator};
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         for (n_ant, n_chan, n_int) in [(12, 16, 6), (7, 40, 3), (5, 3, 20)] {
-            let sim = Simulator::new(SimConfig { n_ant, n_chan, n_int, seed: n_ant as u64, ..Default::default() });
-            let mut blocks: Vec<VisBlock> = (0..n_int).map(|k| sim.block(k).0).collect();
-            // Flags already there: scattered samples, one baseline entirely, one channel.
-            for b in &mut blocks {
-                b.flags.iter_mut().for_each(|f| *f |= rng.gen_bool(0.03));
-                let s = b.per_baseline();
-                b.flags[2 * s..3 * s].iter_mut().for_each(|f| *f = true);
-                for bl in 0..b.baselines.len() {
-                    let i = b.idx(bl, 1, 0);
-                    b.flags[i..i + b.pols.len()].iter_mut().for_each(|f| *f = true);
-                }
-            }
+            let blocks = simulated_with_flags(n_ant, n_chan, n_int, &mut rng);
             let cfg = RfiConfig::each();
             let mut want = blocks.clone();
             let want_report = reference_flag(&mut want, &cfg);
@@ -827,7 +837,7 @@ mod tests {
             for cfg in [RfiConfig::default(), RfiConfig::each()] {
                 let mut want = blocks.clone();
                 let want_report = flag(&mut want, &cfg).unwrap();
-                let want_alerts: Vec<_> = want.iter().flat_map(|b| alerts::block_alerts(b, 6.0, 0.5)).collect();
+                let want_alerts = alerts::all(&want, 6.0, 0.5);
                 let mut got = blocks.clone();
                 let (report, got_alerts) = flag_and_alert(&mut got, &cfg, 6.0, 0.5).unwrap();
                 assert_eq!(report, want_report);

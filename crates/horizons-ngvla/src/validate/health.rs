@@ -46,16 +46,13 @@ pub fn antenna_health(b: &VisBlock, dead_ratio: f64, deviant_ratio: f64) -> Vec<
     let (npol, per) = (b.pols.len(), b.per_baseline());
     // Each baseline's mean |V| over its unflagged channels, per polarisation.
     let mut means: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(ends.len()); pols.len()];
-    let mut amp: Vec<f32> = Vec::with_capacity(per);
     for bi in 0..ends.len() {
         let (vis, flags) = (&b.vis[bi * per..(bi + 1) * per], &b.flags[bi * per..(bi + 1) * per]);
-        amp.clear();
-        amp.extend(vis.iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()));
         for (j, &p) in pols.iter().enumerate() {
             let (mut s, mut n) = (0.0f64, 0usize);
-            for (a, &f) in amp[p..].iter().step_by(npol).zip(flags[p..].iter().step_by(npol)) {
+            for (v, &f) in vis[p..].iter().step_by(npol).zip(flags[p..].iter().step_by(npol)) {
                 if !f {
-                    s += f64::from(*a);
+                    s += f64::from((v.re * v.re + v.im * v.im).sqrt());
                     n += 1;
                 }
             }

@@ -100,16 +100,16 @@ pub fn regularise_owned(
     let Some((interval, origin)) = grid_of(&blocks, interval_s) else {
         return regularise(&blocks, interval_s, tolerance);
     };
+    let fallback = |blocks: &[VisBlock]| regularise_onto(blocks, interval, origin, tolerance);
     // Grid point of each block, by spectral window.
     let mut by_spw: BTreeMap<u32, Vec<(u64, usize)>> = BTreeMap::new();
     let mut report = TimeGridReport { interval_s: interval, origin_mjd_s: origin, ..Default::default() };
     let mut max_k = 0u64;
     for (i, b) in blocks.iter().enumerate() {
         b.check_shape()?;
-        let k = ((b.time_mjd_s - origin) / interval).round();
-        let snap = (b.time_mjd_s - (origin + k * interval)).abs();
+        let (k, snap) = grid_point(b.time_mjd_s, interval, origin);
         if k < 0.0 || snap > tolerance * interval {
-            return regularise(&blocks, interval_s, tolerance);
+            return fallback(&blocks);
         }
         if snap > 1e-3 && !b.baselines.is_empty() {
             report.snapped_rows += b.baselines.len();
@@ -135,7 +135,7 @@ pub fn regularise_owned(
             })
     });
     if !regular {
-        return regularise(&blocks, interval_s, tolerance);
+        return fallback(&blocks);
     }
     report.raw_stamps = blocks.iter().map(|b| b.time_mjd_s.to_bits()).collect::<BTreeSet<_>>().len();
     report.integrations = max_k as usize + 1;
@@ -185,8 +185,25 @@ pub fn regularise(
     interval_s: Option<f64>,
     tolerance: f64,
 ) -> Result<(Vec<VisBlock>, TimeGridReport)> {
+    let (interval, origin) =
+        grid_of(blocks, interval_s).ok_or_else(|| NgvlaError::NoData("no blocks to regularise".into()))?;
+    regularise_onto(blocks, interval, origin, tolerance)
+}
+
+/// The grid point nearest `t` (as a float, negative before the origin) and the distance to it.
+fn grid_point(t: f64, interval: f64, origin: f64) -> (f64, f64) {
+    let k = ((t - origin) / interval).round();
+    (k, (t - (origin + k * interval)).abs())
+}
+
+/// [`regularise`] onto the grid of `interval` and `origin`.
+fn regularise_onto(
+    blocks: &[VisBlock],
+    interval: f64,
+    origin: f64,
+    tolerance: f64,
+) -> Result<(Vec<VisBlock>, TimeGridReport)> {
     let first = blocks.first().ok_or_else(|| NgvlaError::NoData("no blocks to regularise".into()))?;
-    let (interval, origin) = grid_of(blocks, interval_s).expect("there is a first block");
 
     let mut report = TimeGridReport {
         interval_s: interval,
@@ -199,8 +216,7 @@ pub fn regularise(
     let mut max_k = 0u64;
     for (bi, b) in blocks.iter().enumerate() {
         b.check_shape()?;
-        let k = ((b.time_mjd_s - origin) / interval).round();
-        let snap = (b.time_mjd_s - (origin + k * interval)).abs();
+        let (k, snap) = grid_point(b.time_mjd_s, interval, origin);
         if k < 0.0 || snap > tolerance * interval {
             report.off_grid_rows += b.baselines.len();
             continue;
