@@ -85,8 +85,10 @@ pub(super) struct Stack {
     active: Vec<bool>,
     /// Lanes with a sample whose products are only partly flagged on entry.
     partial: Vec<bool>,
-    done: Vec<bool>,
-    changed: Vec<bool>,
+    /// 1 for lanes whose flags are final (0.0 / 1.0, so the mask update vectorises).
+    done: Vec<f32>,
+    /// 1 for lanes whose mask the last iteration changed.
+    changed: Vec<f32>,
     chi: Vec<f32>,
     lo: Vec<f32>,
     hi: Vec<f32>,
@@ -352,18 +354,18 @@ fn run(st: &mut Stack, cfg: &RfiConfig) {
     let (rows, cols, lanes) = (st.rows, st.cols, st.lanes);
     st.current.copy_from_slice(&st.entry);
     st.done.clear();
-    st.done.extend(st.active.iter().map(|a| !a));
+    st.done.extend(st.active.iter().map(|&a| if a { 0.0 } else { 1.0 }));
     st.changed.clear();
-    st.changed.resize(lanes, false);
+    st.changed.resize(lanes, 0.0);
     let mut previous = None;
     for s in cfg.schedule() {
         if previous == Some(s) {
             for (d, &c) in st.done.iter_mut().zip(&st.changed) {
-                *d |= !c;
+                *d = if c == 0.0 { 1.0 } else { *d };
             }
         }
         previous = Some(s);
-        if st.done.iter().all(|&d| d) {
+        if st.done.iter().all(|&d| d != 0.0) {
             break;
         }
         background(st, cfg);
@@ -376,20 +378,14 @@ fn run(st: &mut Stack, cfg: &RfiConfig) {
             let (v, f) = (&st.resid[r * line..(r + 1) * line], &mut st.mask[r * line..(r + 1) * line]);
             sum_threshold(v, f, cols, &st.chi, cfg.rho as f32, cfg.max_window_freq, cfg.flag_dips, sc);
         }
-        // Lanes not done take the new mask; `count` marks those it changes, as 0.0 / 1.0.
-        st.valid.clear();
-        st.valid.extend(st.done.iter().map(|&d| if d { 1.0 } else { 0.0 }));
-        st.count.clear();
-        st.count.resize(lanes, 0.0);
+        // Lanes not done take the new mask, and mark whether it changed.
+        st.changed.iter_mut().for_each(|c| *c = 0.0);
         for (crow, mrow) in st.current.chunks_mut(lanes).zip(st.mask.chunks(lanes)) {
-            for (((c, &m), &d), ch) in crow.iter_mut().zip(mrow).zip(&st.valid).zip(st.count.iter_mut()) {
+            for (((c, &m), &d), ch) in crow.iter_mut().zip(mrow).zip(&st.done).zip(st.changed.iter_mut()) {
                 let take = d == 0.0;
                 *ch = if take && *c != m { 1.0 } else { *ch };
                 *c = if take { m } else { *c };
             }
-        }
-        for (changed, &c) in st.changed.iter_mut().zip(&st.count) {
-            *changed = c != 0.0;
         }
     }
     sir(st, cfg.eta_time as f32, cfg.eta_freq as f32);
@@ -507,8 +503,8 @@ fn noise(st: &mut Stack, cfg: &RfiConfig, s: f32) {
     st.chi.clear();
     for l in 0..lanes {
         let sigma = scale * 0.5 * (st.lo[l] + st.hi[l]);
-        if st.done[l] || st.valid[l] < 4.0 || sigma <= 0.0 {
-            st.done[l] = true;
+        if st.done[l] != 0.0 || st.valid[l] < 4.0 || sigma <= 0.0 {
+            st.done[l] = 1.0;
             st.chi.push(f32::INFINITY);
         } else {
             st.chi.push(cfg.base_threshold as f32 * sigma * s);
