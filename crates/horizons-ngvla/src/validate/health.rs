@@ -31,44 +31,37 @@ pub struct AntennaVerdict {
 
 /// Judges every antenna of a block on its parallel-hand amplitudes: per polarisation, the
 /// antenna's median over its baselines of each baseline's mean |V| (unflagged channels),
-/// against the array median of those medians.
-pub fn antenna_health(b: &VisBlock, dead_ratio: f64, deviant_ratio: f64) -> Vec<AntennaVerdict> {
-    let pols: Vec<usize> = (0..b.pols.len()).filter(|&p| b.pols[p].is_parallel_hand()).collect();
-    let pols = if pols.is_empty() { (0..b.pols.len()).collect() } else { pols };
-    // Antennas by number, and each baseline's two slots in that list.
-    let mut ids: Vec<u32> = b.baselines.iter().flat_map(|bl| [bl.ant1, bl.ant2]).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let slot = |a: u32| ids.binary_search(&a).expect("every antenna of a baseline is listed");
-    let ends: Vec<(usize, usize)> = b.baselines.iter().map(|bl| (slot(bl.ant1), slot(bl.ant2))).collect();
+/// against the array median of those medians. `means` holds each baseline's mean |V| per
+/// polarisation product, `[baseline][product]`, `None` where every channel is flagged (as
+/// [`super::scrub_and_measure`] finds them).
+pub fn antenna_health(b: &VisBlock, means: &[Option<f64>], dead_ratio: f64, deviant_ratio: f64) -> Vec<AntennaVerdict> {
+    let npol = b.pols.len();
+    let pols: Vec<usize> = (0..npol).filter(|&p| b.pols[p].is_parallel_hand()).collect();
+    let pols = if pols.is_empty() { (0..npol).collect() } else { pols };
+    let (ids, ends) = antenna_slots(b);
     // Per antenna: the ratio farthest from 1 over the polarisations.
     let mut worst: Vec<Option<f64>> = vec![None; ids.len()];
-    let (npol, per) = (b.pols.len(), b.per_baseline());
-    // Each baseline's mean |V| over its unflagged channels, per polarisation.
-    let mut means: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(ends.len()); pols.len()];
-    for bi in 0..ends.len() {
-        let (vis, flags) = (&b.vis[bi * per..(bi + 1) * per], &b.flags[bi * per..(bi + 1) * per]);
-        for (j, &p) in pols.iter().enumerate() {
-            let (mut s, mut n) = (0.0f64, 0usize);
-            for (v, &f) in vis[p..].iter().step_by(npol).zip(flags[p..].iter().step_by(npol)) {
-                if !f {
-                    s += f64::from((v.re * v.re + v.im * v.im).sqrt());
-                    n += 1;
-                }
-            }
-            means[j].push((n > 0).then(|| s / n as f64));
-        }
+    // Each antenna's baselines' means, side by side: antenna k's from start[k].
+    let mut start = vec![0usize; ids.len() + 1];
+    for &(s1, s2) in &ends {
+        start[s1 + 1] += 1;
+        start[s2 + 1] += 1;
     }
-    let mut amps: Vec<Vec<f64>> = vec![Vec::new(); ids.len()];
-    for means in &means {
-        amps.iter_mut().for_each(Vec::clear);
-        for (&(s1, s2), m) in ends.iter().zip(means) {
+    for k in 1..start.len() {
+        start[k] += start[k - 1];
+    }
+    let mut amps = vec![0.0; start[ids.len()]];
+    for &p in &pols {
+        let mut end = start[..ids.len()].to_vec();
+        for (&(s1, s2), m) in ends.iter().zip(means.iter().skip(p).step_by(npol.max(1))) {
             if let Some(m) = *m {
-                amps[s1].push(m);
-                amps[s2].push(m);
+                amps[end[s1]] = m;
+                end[s1] += 1;
+                amps[end[s2]] = m;
+                end[s2] += 1;
             }
         }
-        let meds: Vec<Option<f64>> = amps.iter_mut().map(|v| median(v)).collect();
+        let meds: Vec<Option<f64>> = (0..ids.len()).map(|k| median(&mut amps[start[k]..end[k]])).collect();
         let mut all: Vec<f64> = meds.iter().flatten().copied().collect();
         let Some(array) = median(&mut all).filter(|m| *m > 0.0) else { continue };
         for (e, m) in worst.iter_mut().zip(&meds) {
@@ -95,4 +88,30 @@ pub fn antenna_health(b: &VisBlock, dead_ratio: f64, deviant_ratio: f64) -> Vec<
             AntennaVerdict { antenna, ratio, verdict }
         })
         .collect()
+}
+
+/// The block's antenna numbers in order, and each baseline's two indices in that list.
+fn antenna_slots(b: &VisBlock) -> (Vec<u32>, Vec<(usize, usize)>) {
+    let top = b.baselines.iter().map(|bl| bl.ant1.max(bl.ant2)).max().unwrap_or(0) as usize;
+    if top < 1 << 16 {
+        // Antenna numbers are small (a few hundred): a table by number, no sorting.
+        let mut slot = vec![usize::MAX; top + 1];
+        for bl in &b.baselines {
+            slot[bl.ant1 as usize] = 0;
+            slot[bl.ant2 as usize] = 0;
+        }
+        let mut ids = Vec::new();
+        for (a, s) in slot.iter_mut().enumerate().filter(|(_, s)| **s == 0) {
+            *s = ids.len();
+            ids.push(a as u32);
+        }
+        let ends = b.baselines.iter().map(|bl| (slot[bl.ant1 as usize], slot[bl.ant2 as usize])).collect();
+        return (ids, ends);
+    }
+    let mut ids: Vec<u32> = b.baselines.iter().flat_map(|bl| [bl.ant1, bl.ant2]).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let slot = |a: u32| ids.binary_search(&a).expect("every antenna of a baseline is listed");
+    let ends = b.baselines.iter().map(|bl| (slot(bl.ant1), slot(bl.ant2))).collect();
+    (ids, ends)
 }

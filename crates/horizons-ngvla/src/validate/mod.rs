@@ -63,7 +63,8 @@ pub struct ValidationReport {
     pub blocks_out: usize,
     /// Rejected blocks.
     pub rejected: Vec<Rejection>,
-    /// Samples zeroed and flagged for NaN/Inf.
+    /// Samples zeroed and flagged for NaN/Inf (on the grid: rows regularisation drops are not
+    /// counted).
     pub non_finite_samples: usize,
     /// The time grid.
     pub time_grid: TimeGridReport,
@@ -88,44 +89,112 @@ pub fn check_block(b: &VisBlock) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Zeroes and flags non-finite samples; returns how many.
-pub fn scrub_non_finite(b: &mut VisBlock) -> usize {
-    // One branch-free pass first: almost every block has nothing to scrub.
-    let finite = b.vis.iter().fold(true, |ok, v| ok & v.re.is_finite() & v.im.is_finite())
-        & b.weights.iter().fold(true, |ok, w| ok & w.is_finite());
-    if finite {
-        return 0;
+/// Zeroes and flags a block's non-finite samples (visibility or weight), returning how many,
+/// and each baseline's mean |V| per polarisation product over its unflagged samples,
+/// `[baseline][product]` (`None` where all are flagged; what [`antenna_health`] judges): one
+/// pass over the data, a baseline at a time.
+pub fn scrub_and_measure(b: &mut VisBlock) -> (usize, Vec<Option<f64>>) {
+    let (npol, per) = (b.pols.len(), b.per_baseline());
+    let mut means = Vec::with_capacity(b.baselines.len() * npol);
+    if per == 0 {
+        means.resize(b.baselines.len() * npol, None);
+        return (0, means);
     }
+    let rows = b.vis.chunks_exact_mut(per).zip(b.weights.chunks_exact_mut(per)).zip(b.flags.chunks_exact_mut(per));
+    let (mut scrubbed, mut amps) = (0, vec![0.0; per]);
+    for ((vis, weights), flags) in rows {
+        let mut measure = |vis: &[Complex32], flags: &[bool], means: &mut Vec<Option<f64>>| match npol {
+            4 => row_means::<4>(vis, flags, &mut amps, means),
+            2 => row_means::<2>(vis, flags, &mut amps, means),
+            1 => row_means::<1>(vis, flags, &mut amps, means),
+            _ => row_means_any(vis, flags, npol, means),
+        };
+        // Almost every baseline has nothing to scrub: a finite |V|² says the visibility is
+        // finite, so the amplitudes are the check (an overflowing |V|² only costs a rescan).
+        let finite = measure(vis, flags, &mut means) & weights.iter().fold(true, |ok, w| ok & w.is_finite());
+        if !finite {
+            scrubbed += scrub(vis, weights, flags);
+            means.truncate(means.len() - npol);
+            measure(vis, flags, &mut means);
+        }
+    }
+    (scrubbed, means)
+}
+
+/// Zeroes and flags the non-finite samples of one baseline; returns how many.
+fn scrub(vis: &mut [Complex32], weights: &mut [f32], flags: &mut [bool]) -> usize {
     let mut n = 0;
-    for i in 0..b.vis.len() {
-        let v = b.vis[i];
-        if !(v.re.is_finite() && v.im.is_finite() && b.weights[i].is_finite()) {
-            b.vis[i] = Complex32::new(0.0, 0.0);
-            b.weights[i] = 0.0;
-            b.flags[i] = true;
+    for ((v, w), f) in vis.iter_mut().zip(weights.iter_mut()).zip(flags.iter_mut()) {
+        if !(v.re.is_finite() && v.im.is_finite() && w.is_finite()) {
+            (*v, *w, *f) = (Complex32::new(0.0, 0.0), 0.0, true);
             n += 1;
         }
     }
     n
 }
 
+/// Pushes one baseline's mean |V| per product over its unflagged samples, `N` products:
+/// amplitudes in `f32`, added in channel order in `f64`. Returns whether every `|V|²` was
+/// finite.
+#[inline(always)]
+fn row_means<const N: usize>(
+    vis: &[Complex32],
+    flags: &[bool],
+    amps: &mut [f32],
+    means: &mut Vec<Option<f64>>,
+) -> bool {
+    // Amplitudes of the whole row first, 0 where flagged, without branches: they vectorise.
+    let mut finite = true;
+    for ((a, v), &f) in amps.iter_mut().zip(vis).zip(flags) {
+        let x = v.re * v.re + v.im * v.im;
+        finite &= x <= f32::MAX;
+        *a = if f { 0.0 } else { x.sqrt() };
+    }
+    let (mut s, mut n) = ([0.0f64; N], [0u32; N]);
+    for (a, f) in amps.chunks_exact(N).zip(flags.chunks_exact(N)) {
+        for p in 0..N {
+            s[p] += f64::from(a[p]);
+            n[p] += u32::from(!f[p]);
+        }
+    }
+    means.extend((0..N).map(|p| (n[p] > 0).then(|| s[p] / f64::from(n[p]))));
+    finite
+}
+
+/// [`row_means`] for any number of products.
+fn row_means_any(vis: &[Complex32], flags: &[bool], npol: usize, means: &mut Vec<Option<f64>>) -> bool {
+    let mut finite = true;
+    for p in 0..npol {
+        let (mut s, mut n) = (0.0f64, 0u32);
+        for (v, &f) in vis[p..].iter().step_by(npol).zip(flags[p..].iter().step_by(npol)) {
+            let x = v.re * v.re + v.im * v.im;
+            finite &= x <= f32::MAX;
+            s += if f { 0.0 } else { f64::from(x.sqrt()) };
+            n += u32::from(!f);
+        }
+        means.push((n > 0).then(|| s / f64::from(n)));
+    }
+    finite
+}
+
 /// Runs the whole validation stage over raw blocks.
 pub fn validate(raw: Vec<VisBlock>, cfg: &ValidationConfig) -> Result<(Vec<VisBlock>, ValidationReport)> {
     let mut report = ValidationReport { blocks_in: raw.len(), ..Default::default() };
     let mut good = Vec::with_capacity(raw.len());
-    for mut b in raw {
+    for b in raw {
         match check_block(&b) {
-            Ok(()) => {
-                report.non_finite_samples += scrub_non_finite(&mut b);
-                good.push(b);
-            }
+            Ok(()) => good.push(b),
             Err(reason) => report.rejected.push(Rejection { spw: b.spw, integration: b.integration, reason }),
         }
     }
+    // Regularising moves or copies samples and does no arithmetic on them, so the scrub can
+    // come after it, in the same pass as the amplitudes the antenna check needs.
     let (mut blocks, grid) = regularise_owned(good, cfg.interval_s, cfg.snap_tolerance)?;
     report.time_grid = grid;
     for b in &mut blocks {
-        let verdicts = antenna_health(b, cfg.dead_ratio, cfg.deviant_ratio);
+        let (scrubbed, means) = scrub_and_measure(b);
+        report.non_finite_samples += scrubbed;
+        let verdicts = antenna_health(b, &means, cfg.dead_ratio, cfg.deviant_ratio);
         for v in verdicts.into_iter().filter(|v| v.verdict != Verdict::Healthy) {
             for (bi, bl) in b.baselines.clone().iter().enumerate() {
                 if bl.has(v.antenna) {
@@ -143,4 +212,72 @@ pub fn validate(raw: Vec<VisBlock>, cfg: &ValidationConfig) -> Result<(Vec<VisBl
     }
     report.blocks_out = blocks.len();
     Ok((blocks, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{SimConfig, Simulator};
+
+    fn block() -> VisBlock {
+        Simulator::new(SimConfig { n_ant: 10, n_chan: 8, n_int: 1, ..Default::default() }).block(0).0
+    }
+
+    #[test]
+    fn scrub_and_measure_zeroes_what_is_not_finite_and_gives_each_baselines_mean_amplitude() {
+        let mut b = block();
+        let (npol, per) = (b.pols.len(), b.per_baseline());
+        b.vis[3] = Complex32::new(f32::NAN, 1.0);
+        b.vis[per + 5].im = f32::NEG_INFINITY;
+        b.weights[2 * per + 1] = f32::INFINITY;
+        b.flags[4 * per..5 * per].fill(true);
+        b.flags[6 * per + 2] = true;
+        // Finite, but |V|² overflows f32: the baseline is rescanned, nothing scrubbed.
+        b.vis[7 * per] = Complex32::new(3e19, 0.0);
+        let (n, means) = scrub_and_measure(&mut b);
+        assert_eq!(n, 3);
+        assert!(b.flags[3] && b.flags[per + 5] && b.flags[2 * per + 1]);
+        assert_eq!((b.vis[3], b.weights[2 * per + 1]), (Complex32::new(0.0, 0.0), 0.0));
+        assert!(b.vis.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
+        assert_eq!(means.len(), b.baselines.len() * npol);
+        for (bi, row) in means.chunks_exact(npol).enumerate() {
+            for (p, &m) in row.iter().enumerate() {
+                let (mut s, mut k) = (0.0f64, 0u32);
+                for c in 0..b.n_chan {
+                    let at = bi * per + c * npol + p;
+                    if !b.flags[at] {
+                        let v = b.vis[at];
+                        s += f64::from((v.re * v.re + v.im * v.im).sqrt());
+                        k += 1;
+                    }
+                }
+                assert_eq!(m, (k > 0).then(|| s / f64::from(k)), "baseline {bi}, product {p}");
+            }
+        }
+        assert_eq!(means[4 * npol], None);
+        assert!(!b.flags[7 * per]);
+        assert_eq!(means[7 * npol], Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn antenna_numbers_beyond_the_table_give_the_same_verdicts() {
+        let mut b = block();
+        let s = b.per_baseline();
+        let dead: Vec<usize> = (0..b.baselines.len()).filter(|&i| b.baselines[i].has(3)).collect();
+        for &i in &dead {
+            b.vis[i * s..(i + 1) * s].iter_mut().for_each(|v| *v *= 1e-3);
+        }
+        let (_, means) = scrub_and_measure(&mut b.clone());
+        let small = antenna_health(&b, &means, 0.1, 10.0);
+        assert_eq!(small.iter().filter(|v| v.verdict == Verdict::Dead).map(|v| v.antenna).collect::<Vec<_>>(), [3]);
+        let far = 1 << 20;
+        for bl in &mut b.baselines {
+            (bl.ant1, bl.ant2) = (bl.ant1 + far, bl.ant2 + far);
+        }
+        let large = antenna_health(&b, &means, 0.1, 10.0);
+        assert_eq!(large.len(), small.len());
+        for (l, s) in large.iter().zip(&small) {
+            assert_eq!((l.antenna, l.ratio, l.verdict), (s.antenna + far, s.ratio, s.verdict));
+        }
+    }
 }
