@@ -29,6 +29,7 @@
 use super::{NoiseEstimate, RfiConfig, RfiReport};
 use crate::error::Result;
 use crate::model::VisBlock;
+use num_complex::Complex32;
 
 /// Runs `$body` over lanes `0 .. $n` in groups: `$g` the first lane, `$w` (a constant) the
 /// group's width, [`GROUP`] wide, then 8, 4 and 1 for what is left.
@@ -71,8 +72,7 @@ pub(super) struct Stack {
     entry: Vec<f32>,
     /// Which products are parallel hands.
     parallel: Vec<bool>,
-    /// `Σ |V_p|` over the parallel hands, per sample (for [`super::alerts`]), laid out
-    /// `[row][lane][col]`.
+    /// `Σ |V_p|` over the parallel hands, per sample (for [`super::alerts`]).
     par: Vec<f32>,
     /// The mask the current iteration's estimates leave out (entry + last iteration's flags).
     current: Vec<f32>,
@@ -101,6 +101,7 @@ pub(super) struct Stack {
 #[derive(Debug, Default)]
 struct Scratch {
     amps: Vec<f32>,
+    tile: Vec<f32>,
     chi: Vec<f32>,
     prefix: Vec<f32>,
     low: Vec<f32>,
@@ -202,108 +203,165 @@ fn flag_stack_portable(
     report.samples += rows * cols * lanes * npol;
     report.baselines_processed += st.active.iter().filter(|&&a| a).count();
     run(st, cfg);
+    scatter(st, blocks, idx, b0, report, sums);
+}
+
+/// Writes the stack's flags back into the blocks and adds its baselines to `sums`.
+///
+/// A sample's products are all flagged once `current` is 1 (it only ever adds to `entry`); in
+/// lanes without a partly flagged sample on entry the entry-flagged samples already have every
+/// product flagged, so each sample's products are OR-ed with `current`. Lanes with a sample
+/// only partly flagged on entry (rare) are written one product at a time. Samples left
+/// unflagged have `current` 0 (so no product was flagged on entry either): the alert sums add
+/// their parallel-hand amplitudes, and every product of the others is flagged.
+#[inline(always)]
+fn scatter(
+    st: &mut Stack,
+    blocks: &mut [VisBlock],
+    idx: &[usize],
+    b0: usize,
+    report: &mut RfiReport,
+    sums: &mut [AlertSums],
+) {
+    let (cols, lanes) = (st.cols, st.lanes);
+    let npol = st.parallel.len();
     let per = cols * npol;
-    // New flags: where `current` went from 0 to 1 (it only ever adds to `entry`); lanes with a
-    // sample only partly flagged on entry (rare) also flag that sample's other products, one
-    // lane at a time.
+    let k_parallel = st.parallel.iter().filter(|&&p| p).count() as f32;
     for (r, &k) in idx.iter().enumerate() {
-        let flags = &mut blocks[k].flags;
-        for c in 0..cols {
-            let at = (r * cols + c) * lanes;
-            let (cur, ent) = (&st.current[at..at + lanes], &st.entry[at..at + lanes]);
-            for (l, _) in cur.iter().zip(ent).enumerate().filter(|&(l, (c, e))| c != e && !st.partial[l]) {
-                let at = (b0 + l) * per + c * npol;
-                flags[at..at + npol].fill(true);
-                report.flagged_new += npol;
+        let line = r * cols * lanes..(r + 1) * cols * lanes;
+        let (cur, ent, par) = (&st.current[line.clone()], &st.entry[line.clone()], &st.par[line]);
+        let (s, n) = (&mut st.scratch.low, &mut st.scratch.high);
+        s.clear();
+        s.resize(lanes, 0.0);
+        n.clear();
+        n.resize(lanes, 0.0);
+        let (mut flagged, mut new) = (0usize, 0usize);
+        for ((cur, ent), par) in cur.chunks_exact(lanes).zip(ent.chunks_exact(lanes)).zip(par.chunks_exact(lanes)) {
+            for (((s, n), (&cu, &e)), (&x, &p)) in
+                s.iter_mut().zip(n.iter_mut()).zip(cur.iter().zip(ent)).zip(par.iter().zip(&st.partial))
+            {
+                *s += if cu == 0.0 { x } else { 0.0 };
+                *n += if cu == 0.0 { k_parallel } else { 0.0 };
+                flagged += usize::from(cu != 0.0);
+                new += usize::from((cu != e) & !p);
             }
         }
-    }
-    for (l, _) in st.partial.iter().enumerate().filter(|(_, &p)| p) {
-        for (r, &k) in idx.iter().enumerate() {
-            let row = &mut blocks[k].flags[(b0 + l) * per..(b0 + l + 1) * per];
-            let line = &st.current[r * cols * lanes..(r + 1) * cols * lanes];
+        report.flagged_new += new * npol;
+        let out = &mut sums[k];
+        out.flagged += flagged * npol;
+        for (out, (&s, &n)) in out.baselines[b0..b0 + lanes].iter_mut().zip(s.iter().zip(n.iter())) {
+            *out = (s, n);
+        }
+        let flags = &mut blocks[k].flags[b0 * per..(b0 + lanes) * per];
+        match npol {
+            4 => or_flags::<4>(flags, cur, &st.partial),
+            2 => or_flags::<2>(flags, cur, &st.partial),
+            1 => or_flags::<1>(flags, cur, &st.partial),
+            _ => {
+                for (l, row) in flags.chunks_exact_mut(per).enumerate().filter(|&(l, _)| !st.partial[l]) {
+                    for (c, f) in row.chunks_exact_mut(npol).enumerate() {
+                        let x = cur[c * lanes + l] != 0.0;
+                        f.iter_mut().for_each(|f| *f |= x);
+                    }
+                }
+            }
+        }
+        for (l, row) in flags.chunks_exact_mut(per).enumerate().filter(|&(l, _)| st.partial[l]) {
             for (c, f) in row.chunks_exact_mut(npol).enumerate() {
-                if line[c * lanes + l] != 0.0 {
+                if cur[c * lanes + l] != 0.0 {
                     report.flagged_new += f.iter().filter(|&&f| !f).count();
                     f.fill(true);
                 }
             }
         }
     }
-    alert_sums(st, idx, b0, sums);
 }
 
-/// Adds the stack's baselines to `sums`: samples left unflagged have `current` 0 (so no
-/// product was flagged on entry either), and every product of the others is flagged.
+/// ORs each sample's `N` products' flags with `cur` (`[col][lane]`), in the lanes that are
+/// not `partial`.
 #[inline(always)]
-fn alert_sums(st: &mut Stack, idx: &[usize], b0: usize, sums: &mut [AlertSums]) {
-    let (cols, lanes) = (st.cols, st.lanes);
-    let k_parallel = st.parallel.iter().filter(|&&p| p).count() as f32;
-    let npol = st.parallel.len();
-    for (r, &k) in idx.iter().enumerate() {
-        let (s, n) = (&mut st.scratch.low, &mut st.scratch.high);
-        s.clear();
-        s.resize(lanes, 0.0);
-        n.clear();
-        n.resize(lanes, 0.0);
-        let (cur, par) =
-            (&st.current[r * cols * lanes..(r + 1) * cols * lanes], &st.par[r * lanes * cols..(r + 1) * lanes * cols]);
-        let mut flagged = 0usize;
-        // Lane by lane: `par` is contiguous per lane, `cur` strided (in cache).
-        for (l, ((s, n), par)) in s.iter_mut().zip(n.iter_mut()).zip(par.chunks_exact(cols)).enumerate() {
-            for (c, &x) in par.iter().enumerate() {
-                let cu = cur[c * lanes + l];
-                *s += if cu == 0.0 { x } else { 0.0 };
-                *n += if cu == 0.0 { k_parallel } else { 0.0 };
-                flagged += usize::from(cu != 0.0);
+fn or_flags<const N: usize>(flags: &mut [bool], cur: &[f32], partial: &[bool]) {
+    let lanes = partial.len();
+    for (l, row) in flags.chunks_exact_mut(cur.len() / lanes * N).enumerate().filter(|&(l, _)| !partial[l]) {
+        for (c, f) in row.chunks_exact_mut(N).enumerate() {
+            // Branching measured faster than OR-ing every product.
+            if cur[c * lanes + l] != 0.0 {
+                f.fill(true);
             }
-        }
-        let out = &mut sums[k];
-        out.flagged += flagged * npol;
-        for (out, (&s, &n)) in out.baselines[b0..b0 + lanes].iter_mut().zip(s.iter().zip(n.iter())) {
-            *out = (s, n);
         }
     }
 }
 
-/// Fills `st.amp`, `st.entry` and `st.active` from blocks of `N` polarisation products.
+/// Fills `st.amp`, `st.entry`, `st.par` and the lane flags from blocks of `N` polarisation
+/// products, in tiles of lanes ([`gather_tile`]).
 #[inline(always)]
 fn gather<const N: usize>(st: &mut Stack, blocks: &[VisBlock], idx: &[usize], b0: usize, report: &mut RfiReport) {
     let (cols, lanes) = (st.cols, st.lanes);
     let per = cols * N;
+    // 1.0 for parallel hands: x + 1·a and x + 0·a are exact (amplitudes are finite, ≥ 0).
+    let weight: [f32; N] = std::array::from_fn(|p| if st.parallel[p] { 1.0 } else { 0.0 });
     let mut all_flagged = 0usize;
     for (r, &k) in idx.iter().enumerate() {
         let b = &blocks[k];
         let (vis, flags) = (&b.vis[b0 * per..(b0 + lanes) * per], &b.flags[b0 * per..(b0 + lanes) * per]);
-        let line = r * cols * lanes..(r + 1) * cols * lanes;
-        let (amp, entry, par) = (&mut st.amp[line.clone()], &mut st.entry[line.clone()], &mut st.par[line]);
-        // `par` is laid out [row][lane][col]: written in order here.
-        // 1.0 for parallel hands: x + 1·a and x + 0·a are exact (amplitudes are finite, ≥ 0).
-        let weight: [f32; N] = std::array::from_fn(|p| if st.parallel[p] { 1.0 } else { 0.0 });
-        st.scratch.amps.clear();
-        st.scratch.amps.extend(vis.iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()));
-        let amps = &st.scratch.amps;
-        for (l, (v, f)) in amps.chunks_exact(per).zip(flags.chunks_exact(per)).enumerate() {
-            let (mut live, mut part) = (0usize, 0usize);
-            for (c, (v, f)) in v.chunks_exact(N).zip(f.chunks_exact(N)).enumerate() {
-                let (mut a, mut x, mut n) = (0.0f32, 0.0f32, 0usize);
-                for p in 0..N {
-                    a += v[p];
-                    x += weight[p] * v[p];
-                    n += usize::from(f[p]);
-                }
-                amp[c * lanes + l] = a;
-                par[l * cols + c] = x;
-                entry[c * lanes + l] = if n > 0 { 1.0 } else { 0.0 };
-                all_flagged += usize::from(n == N);
-                live += usize::from(n < N);
-                part += usize::from(n > 0 && n < N);
-            }
-            st.active[l] |= live > 0;
-            st.partial[l] |= part > 0;
-        }
+        in_groups!(lanes, |g, W| {
+            let (vis, flags) = (&vis[g * per..(g + W) * per], &flags[g * per..(g + W) * per]);
+            all_flagged += gather_tile::<N, W>(st, vis, flags, r, g, &weight);
+        });
     }
     report.flagged_before += all_flagged * N;
+}
+
+/// [`gather`] for lanes `g .. g + W` of row `r`: each baseline's samples into a small tile,
+/// `[col][lane]`, then the tile's rows into the stack, `W` lanes at a time (the stack's rows are
+/// `lanes` apart: written one sample at a time, each baseline would touch every row's cache
+/// line). Returns the samples with every product flagged.
+#[inline(always)]
+fn gather_tile<const N: usize, const W: usize>(
+    st: &mut Stack,
+    vis: &[Complex32],
+    flags: &[bool],
+    r: usize,
+    g: usize,
+    weight: &[f32; N],
+) -> usize {
+    let (cols, lanes) = (st.cols, st.lanes);
+    let per = cols * N;
+    let sc = &mut st.scratch;
+    sc.amps.resize(per, 0.0);
+    sc.tile.resize(3 * cols * W, 0.0);
+    let (amp, rest) = sc.tile.split_at_mut(cols * W);
+    let (par, entry) = rest.split_at_mut(cols * W);
+    let mut all_flagged = 0usize;
+    for (j, (v, f)) in vis.chunks_exact(per).zip(flags.chunks_exact(per)).enumerate() {
+        for (a, v) in sc.amps.iter_mut().zip(v) {
+            *a = (v.re * v.re + v.im * v.im).sqrt();
+        }
+        let (mut live, mut part) = (0usize, 0usize);
+        for (c, (v, f)) in sc.amps.chunks_exact(N).zip(f.chunks_exact(N)).enumerate() {
+            let (mut a, mut x, mut n) = (0.0f32, 0.0f32, 0usize);
+            for p in 0..N {
+                a += v[p];
+                x += weight[p] * v[p];
+                n += usize::from(f[p]);
+            }
+            amp[c * W + j] = a;
+            par[c * W + j] = x;
+            entry[c * W + j] = if n > 0 { 1.0 } else { 0.0 };
+            all_flagged += usize::from(n == N);
+            live += usize::from(n < N);
+            part += usize::from(n > 0 && n < N);
+        }
+        st.active[g + j] |= live > 0;
+        st.partial[g + j] |= part > 0;
+    }
+    for c in 0..cols {
+        let (at, t) = ((r * cols + c) * lanes + g, c * W..(c + 1) * W);
+        st.amp[at..at + W].copy_from_slice(&amp[t.clone()]);
+        st.par[at..at + W].copy_from_slice(&par[t.clone()]);
+        st.entry[at..at + W].copy_from_slice(&entry[t]);
+    }
+    all_flagged
 }
 
 /// [`gather`] for any number of polarisation products.
@@ -318,7 +376,7 @@ fn gather_any(st: &mut Stack, blocks: &[VisBlock], idx: &[usize], b0: usize, npo
                 let (v, f) = (&b.vis[s..s + npol], &b.flags[s..s + npol]);
                 let at = (r * cols + c) * lanes + l;
                 st.amp[at] = v.iter().map(|v| (v.re * v.re + v.im * v.im).sqrt()).sum();
-                st.par[(r * lanes + l) * cols + c] = v
+                st.par[at] = v
                     .iter()
                     .zip(&st.parallel)
                     .filter(|(_, &p)| p)

@@ -209,6 +209,11 @@ pub struct RfiReport {
 /// dozen buffers stay within a few MB (see [`Workspace`]).
 const STACK_SAMPLES: usize = 32 * 1024;
 
+/// [`STACK_SAMPLES`] for the combined flagger: its `f32` buffers are a quarter of the size, and
+/// a smaller stack keeps the dozen of them in L2 (8 Ki measured ~8 % faster than 32 Ki on the
+/// 214-antenna bench input; 4 Ki and 16 Ki no better).
+const COMBINED_STACK_SAMPLES: usize = 8 * 1024;
+
 /// Flags RFI in place over regular blocks; blocks of each spectral window must share one
 /// baseline list (validation guarantees it).
 ///
@@ -220,7 +225,7 @@ const STACK_SAMPLES: usize = 32 * 1024;
 /// [`flag_plane`]).
 pub fn flag(blocks: &mut [VisBlock], cfg: &RfiConfig) -> Result<RfiReport> {
     match cfg.polarisations {
-        Polarisations::Combined => Ok(combined::flag(blocks, cfg, STACK_SAMPLES, combined::GROUP)?.0),
+        Polarisations::Combined => Ok(combined::flag(blocks, cfg, COMBINED_STACK_SAMPLES, combined::GROUP)?.0),
         Polarisations::Each => flag_in_stacks(blocks, cfg, STACK_SAMPLES),
     }
 }
@@ -236,7 +241,7 @@ pub fn flag_and_alert(
 ) -> Result<(RfiReport, Vec<alerts::Alert>)> {
     let report = match cfg.polarisations {
         Polarisations::Combined => {
-            let (report, sums) = combined::flag(blocks, cfg, STACK_SAMPLES, combined::GROUP)?;
+            let (report, sums) = combined::flag(blocks, cfg, COMBINED_STACK_SAMPLES, combined::GROUP)?;
             let alerts = blocks
                 .iter()
                 .zip(&sums)
