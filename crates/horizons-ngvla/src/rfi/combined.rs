@@ -430,11 +430,15 @@ fn run(st: &mut Stack, cfg: &RfiConfig) {
         noise(st, cfg, s as f32);
         st.mask.copy_from_slice(&st.entry);
         let sc = &mut st.scratch;
-        sum_threshold(&st.resid, &mut st.mask, rows, &st.chi, cfg.rho as f32, cfg.max_window_time, cfg.flag_dips, sc);
+        let rule = (cfg.rho as f32, cfg.flag_dips);
+        sum_threshold(&st.resid, &mut st.mask, rows, &st.chi, rule, 1..=cfg.max_window_time, sc);
+        // Along frequency the single-sample test is the one along time just ran (same χ₁):
+        // it would flag nothing more.
+        let first = if cfg.max_window_time >= 1 { 2 } else { 1 };
         let line = cols * lanes;
         for r in 0..rows {
             let (v, f) = (&st.resid[r * line..(r + 1) * line], &mut st.mask[r * line..(r + 1) * line]);
-            sum_threshold(v, f, cols, &st.chi, cfg.rho as f32, cfg.max_window_freq, cfg.flag_dips, sc);
+            sum_threshold(v, f, cols, &st.chi, rule, first..=cfg.max_window_freq, sc);
         }
         // Lanes not done take the new mask, and mark whether it changed.
         st.changed.iter_mut().for_each(|c| *c = 0.0);
@@ -613,14 +617,17 @@ fn sum_threshold(
     flags: &mut [f32],
     len: usize,
     chi1: &[f32],
-    rho: f32,
-    max_window: usize,
-    dips: bool,
+    (rho, dips): (f32, bool),
+    windows: std::ops::RangeInclusive<usize>,
     s: &mut Scratch,
 ) {
     let lanes = values.len() / len.max(1);
     let mut m = 1usize;
-    while m <= max_window.min(len) {
+    while m <= (*windows.end()).min(len) {
+        if m < *windows.start() {
+            m *= 2;
+            continue;
+        }
         let drop = rho.powf((m as f32).log2());
         for t0 in (0..lanes).step_by(TILE) {
             let w = TILE.min(lanes - t0);
@@ -643,7 +650,11 @@ fn sum_threshold(
                 }
                 continue;
             }
-            in_groups!(w, |g, W| window_pass::<W>(values, flags, len, lanes, t0 + g, m, &s.chi[g..g + W], dips));
+            in_groups!(w, |g, W| if dips {
+                window_pass::<W, true>(values, flags, len, lanes, t0 + g, m, &s.chi[g..g + W])
+            } else {
+                window_pass::<W, false>(values, flags, len, lanes, t0 + g, m, &s.chi[g..g + W])
+            });
         }
         m *= 2;
     }
@@ -661,7 +672,7 @@ pub(super) const GROUP: usize = 16;
 /// `len × lanes` array, its running sums in registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn window_pass<const W: usize>(
+fn window_pass<const W: usize, const DIPS: bool>(
     values: &[f32],
     flags: &mut [f32],
     len: usize,
@@ -669,14 +680,13 @@ fn window_pass<const W: usize>(
     at: usize,
     m: usize,
     chi: &[f32],
-    dips: bool,
 ) {
     let chi: [f32; W] = chi.try_into().expect("W thresholds");
     let (mut sum, mut n, mut run, mut pv, mut pn) = ([0f32; W], [0f32; W], [0f32; W], [0f32; W], [0f32; W]);
     let row = |k: usize| k * lanes + at..k * lanes + at + W;
     // Rows as arrays of W: no bounds checks in the loops over lanes, which then vectorise.
     let get = |x: &[f32], k: usize| -> [f32; W] { x[row(k)].try_into().expect("W lanes") };
-    for j in 0..m.min(len) {
+    for j in 0..m {
         let (v, f) = (get(values, j), get(flags, j));
         for i in 0..W {
             sum[i] += if f[i] != 0.0 { 0.0 } else { v[i] };
@@ -684,13 +694,9 @@ fn window_pass<const W: usize>(
         }
     }
     let mf = m as f32;
-    for k in 0..len {
-        // The window starting at row k: add row k + m − 1, take off row k − 1 as it was.
-        let open = k + m <= len;
-        if !open && run.iter().all(|&r| r == 0.0) {
-            break; // past the last window, nothing left to flag
-        }
-        if k > 0 && open {
+    // The windows: the one starting at row k adds row k + m − 1 and takes off row k − 1 as it was.
+    for k in 0..=len - m {
+        if k > 0 {
             let (v, f) = (get(values, k + m - 1), get(flags, k + m - 1));
             for i in 0..W {
                 sum[i] = sum[i] + if f[i] != 0.0 { 0.0 } else { v[i] } - pv[i];
@@ -701,13 +707,25 @@ fn window_pass<const W: usize>(
         let f: &mut [f32; W] = (&mut flags[row(k)]).try_into().expect("W lanes");
         for i in 0..W {
             let limit = chi[i] * n[i];
-            // `&` and `|`, not `&&` and `||`: no branches, so the lanes vectorise.
-            let hit = open & (n[i] > 0.5) & ((sum[i] > limit) | (dips & (sum[i] < -limit)));
+            // `&` and `|`, not `&&` and `||`: no branches, so the lanes vectorise. (`n > 0`
+            // matters: the running sum of an all-flagged window need not be exactly 0.)
+            let hit = (n[i] > 0.5) & ((sum[i] > limit) | (DIPS & (sum[i] < -limit)));
             let r = if hit { mf } else { run[i] };
             pv[i] = if f[i] != 0.0 { 0.0 } else { v[i] };
             pn[i] = 1.0 - f[i];
             f[i] = if r > 0.0 { 1.0 } else { f[i] };
             run[i] = (r - 1.0).max(0.0);
+        }
+    }
+    // Past the last window: runs still open flag the rows they cover.
+    for k in len - m + 1..len {
+        if run.iter().all(|&r| r == 0.0) {
+            break;
+        }
+        let f: &mut [f32; W] = (&mut flags[row(k)]).try_into().expect("W lanes");
+        for i in 0..W {
+            f[i] = if run[i] > 0.0 { 1.0 } else { f[i] };
+            run[i] = (run[i] - 1.0).max(0.0);
         }
     }
 }
