@@ -107,6 +107,8 @@ struct Scratch {
     low: Vec<f32>,
     high: Vec<f32>,
     sir: Vec<f32>,
+    box_a: Vec<f32>,
+    box_b: Vec<f32>,
 }
 
 /// What [`super::alerts`] needs of one block after flagging, from the flagger's own pass.
@@ -459,63 +461,91 @@ fn box_half_width(sigma: f64) -> usize {
 }
 
 /// Masked moving average of `st.amp` (leaving out `st.current`) along frequency, then time;
-/// `st.resid` = amplitude − background.
+/// `st.resid` = amplitude − background. The masked values and weights are formed as the box
+/// sums read them, and the residual as the time sums reach each row.
 #[inline(always)]
 fn background(st: &mut Stack, cfg: &RfiConfig) {
     let (rows, cols, lanes) = (st.rows, st.cols, st.lanes);
-    let n = rows * cols * lanes;
-    // Weighted values and weights, box-summed along frequency into num/den.
-    st.resid.clear();
-    st.resid.extend(st.amp.iter().zip(&st.current).map(|(&a, &m)| if m != 0.0 { 0.0 } else { a }));
-    st.diff.clear();
-    st.diff.extend(st.current.iter().map(|&m| 1.0 - m));
-    st.num.clear();
-    st.num.resize(n, 0.0);
-    st.den.clear();
-    st.den.resize(n, 0.0);
+    let (n, line) = (rows * cols * lanes, cols * lanes);
+    for v in [&mut st.num, &mut st.den, &mut st.resid] {
+        v.resize(n, 0.0); // every entry is written below
+    }
+    let sc = &mut st.scratch;
+    for v in [&mut sc.box_a, &mut sc.box_b] {
+        v.resize(line, 0.0);
+    }
+    // Along frequency, row by row: weighted values into num, weights into den.
     let hf = box_half_width(cfg.smooth_freq);
     for r in 0..rows {
-        let at = r * cols * lanes;
-        box_sum(&st.resid[at..at + cols * lanes], &mut st.num[at..at + cols * lanes], cols, lanes, hf);
-        box_sum(&st.diff[at..at + cols * lanes], &mut st.den[at..at + cols * lanes], cols, lanes, hf);
+        let at = r * line..(r + 1) * line;
+        let (amp, cur) = (&st.amp[at.clone()], &st.current[at.clone()]);
+        let (num, den) = (&mut st.num[at.clone()], &mut st.den[at]);
+        let (a, b) = (&mut sc.box_a[..lanes], &mut sc.box_b[..lanes]);
+        box_rows(
+            cols,
+            hf,
+            (a, b),
+            |j, take, a, b| {
+                let (amp, cur) = (&amp[j * lanes..(j + 1) * lanes], &cur[j * lanes..(j + 1) * lanes]);
+                for (((a, b), &x), &m) in a.iter_mut().zip(b.iter_mut()).zip(amp).zip(cur) {
+                    let (x, w) = (if m != 0.0 { 0.0 } else { x }, 1.0 - m);
+                    (*a, *b) = if take { (*a - x, *b - w) } else { (*a + x, *b + w) };
+                }
+            },
+            |k, a, b| {
+                num[k * lanes..(k + 1) * lanes].copy_from_slice(a);
+                den[k * lanes..(k + 1) * lanes].copy_from_slice(b);
+            },
+        );
     }
-    // Along time: lines of cols × lanes.
+    // Along time: rows of cols × lanes; each row's residual as soon as its sums are known.
     let ht = box_half_width(cfg.smooth_time);
-    box_sum(&st.num, &mut st.resid, rows, cols * lanes, ht);
-    box_sum(&st.den, &mut st.diff, rows, cols * lanes, ht);
-    for ((r, &w), &a) in st.resid.iter_mut().zip(&st.diff).zip(&st.amp) {
-        *r = if w > 0.0 { a - *r / w } else { a };
-    }
+    let (num, den, amp, resid) = (&st.num, &st.den, &st.amp, &mut st.resid);
+    box_rows(
+        rows,
+        ht,
+        (&mut sc.box_a, &mut sc.box_b),
+        |j, take, a, b| {
+            let (num, den) = (&num[j * line..(j + 1) * line], &den[j * line..(j + 1) * line]);
+            for (((a, b), &x), &w) in a.iter_mut().zip(b.iter_mut()).zip(num).zip(den) {
+                (*a, *b) = if take { (*a - x, *b - w) } else { (*a + x, *b + w) };
+            }
+        },
+        |k, a, b| {
+            let (amp, resid) = (&amp[k * line..(k + 1) * line], &mut resid[k * line..(k + 1) * line]);
+            for (((r, &x), &s), &w) in resid.iter_mut().zip(amp).zip(a).zip(b) {
+                *r = if w > 0.0 { x - s / w } else { x };
+            }
+        },
+    );
 }
 
-/// `out[k] = Σ x[k − h ..= k + h]` (clipped to the line) along the first axis of a
-/// `len × lanes` array, by a running sum.
+/// Running box sums of two quantities along `len` rows, `h` rows either side (clipped to the
+/// line): `sums` holds one row of each; `add(j, take, ..)` adds row `j`'s values to them (or
+/// takes them off, `take`), and `emit(k, ..)` is handed row `k`'s sums, rows in order.
 #[inline(always)]
-fn box_sum(x: &[f32], out: &mut [f32], len: usize, lanes: usize, h: usize) {
-    // Row k of the output starts as row k − 1's sum, plus row k + h, minus row k − h − 1.
-    for k in 0..len {
-        let (before, rest) = out.split_at_mut(k * lanes);
-        let o = &mut rest[..lanes];
-        if k == 0 {
-            o.fill(0.0);
-            for j in 0..=h.min(len - 1) {
-                for (o, &x) in o.iter_mut().zip(&x[j * lanes..(j + 1) * lanes]) {
-                    *o += x;
-                }
-            }
-            continue;
-        }
-        o.copy_from_slice(&before[(k - 1) * lanes..]);
+fn box_rows(
+    len: usize,
+    h: usize,
+    (a, b): (&mut [f32], &mut [f32]),
+    mut add: impl FnMut(usize, bool, &mut [f32], &mut [f32]),
+    mut emit: impl FnMut(usize, &[f32], &[f32]),
+) {
+    a.fill(0.0);
+    b.fill(0.0);
+    for j in 0..=h.min(len - 1) {
+        add(j, false, a, b);
+    }
+    emit(0, a, b);
+    // Row k's sums are row k − 1's, plus row k + h, minus row k − h − 1.
+    for k in 1..len {
         if k + h < len {
-            for (o, &x) in o.iter_mut().zip(&x[(k + h) * lanes..(k + h + 1) * lanes]) {
-                *o += x;
-            }
+            add(k + h, false, a, b);
         }
         if k > h {
-            for (o, &x) in o.iter_mut().zip(&x[(k - h - 1) * lanes..(k - h) * lanes]) {
-                *o -= x;
-            }
+            add(k - h - 1, true, a, b);
         }
+        emit(k, a, b);
     }
 }
 
@@ -861,11 +891,28 @@ mod tests {
         for _ in 0..200 {
             let (len, lanes, h) = (rng.gen_range(1..30), rng.gen_range(1..6), rng.gen_range(0..12));
             let x: Vec<f32> = (0..len * lanes).map(|_| rng.gen_range(-4..5) as f32).collect();
-            let mut out = vec![f32::NAN; len * lanes];
-            box_sum(&x, &mut out, len, lanes, h);
+            let y: Vec<f32> = (0..len * lanes).map(|_| rng.gen_range(0..2) as f32).collect();
+            let (mut a, mut b) = (vec![f32::NAN; lanes], vec![f32::NAN; lanes]);
+            let mut out = vec![(f32::NAN, f32::NAN); len * lanes];
+            box_rows(
+                len,
+                h,
+                (&mut a, &mut b),
+                |j, take, a, b| {
+                    for l in 0..lanes {
+                        let (x, y) = (x[j * lanes + l], y[j * lanes + l]);
+                        (a[l], b[l]) = if take { (a[l] - x, b[l] - y) } else { (a[l] + x, b[l] + y) };
+                    }
+                },
+                |k, a, b| (0..lanes).for_each(|l| out[k * lanes + l] = (a[l], b[l])),
+            );
             for k in 0..len {
                 for l in 0..lanes {
-                    let want: f32 = (k.saturating_sub(h)..(k + h + 1).min(len)).map(|j| x[j * lanes + l]).sum();
+                    let box_ = k.saturating_sub(h)..(k + h + 1).min(len);
+                    let want = (
+                        box_.clone().map(|j| x[j * lanes + l]).sum::<f32>(),
+                        box_.map(|j| y[j * lanes + l]).sum::<f32>(),
+                    );
                     assert_eq!(out[k * lanes + l], want, "len {len}, lanes {lanes}, h {h}, row {k}");
                 }
             }
