@@ -16,6 +16,7 @@ pub mod closure;
 pub mod error;
 pub mod fits;
 pub mod flagstats;
+mod hint;
 pub mod image;
 pub mod model;
 pub mod pipeline;

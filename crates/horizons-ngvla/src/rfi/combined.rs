@@ -28,6 +28,7 @@
 
 use super::{NoiseEstimate, RfiConfig, RfiReport};
 use crate::error::Result;
+use crate::hint::{prefetch, AHEAD};
 use crate::model::VisBlock;
 use num_complex::Complex32;
 
@@ -307,8 +308,9 @@ fn gather<const N: usize>(st: &mut Stack, blocks: &[VisBlock], idx: &[usize], b0
         let b = &blocks[k];
         let (vis, flags) = (&b.vis[b0 * per..(b0 + lanes) * per], &b.flags[b0 * per..(b0 + lanes) * per]);
         in_groups!(lanes, |g, W| {
+            let ahead = (&b.vis[(b0 + g) * per..], &b.flags[(b0 + g) * per..]);
             let (vis, flags) = (&vis[g * per..(g + W) * per], &flags[g * per..(g + W) * per]);
-            all_flagged += gather_tile::<N, W>(st, vis, flags, r, g, &weight);
+            all_flagged += gather_tile::<N, W>(st, (vis, flags), ahead, r, g, &weight);
         });
     }
     report.flagged_before += all_flagged * N;
@@ -321,8 +323,8 @@ fn gather<const N: usize>(st: &mut Stack, blocks: &[VisBlock], idx: &[usize], b0
 #[inline(always)]
 fn gather_tile<const N: usize, const W: usize>(
     st: &mut Stack,
-    vis: &[Complex32],
-    flags: &[bool],
+    (vis, flags): (&[Complex32], &[bool]),
+    ahead: (&[Complex32], &[bool]),
     r: usize,
     g: usize,
     weight: &[f32; N],
@@ -336,6 +338,11 @@ fn gather_tile<const N: usize, const W: usize>(
     let (par, entry) = rest.split_at_mut(cols * W);
     let mut all_flagged = 0usize;
     for (j, (v, f)) in vis.chunks_exact(per).zip(flags.chunks_exact(per)).enumerate() {
+        let next = (j + AHEAD) * per..(j + AHEAD + 1) * per;
+        if let (Some(v), Some(f)) = (ahead.0.get(next.clone()), ahead.1.get(next)) {
+            prefetch(v);
+            prefetch(f);
+        }
         for (a, v) in sc.amps.iter_mut().zip(v) {
             *a = (v.re * v.re + v.im * v.im).sqrt();
         }

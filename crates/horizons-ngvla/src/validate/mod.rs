@@ -20,6 +20,7 @@ use num_complex::Complex32;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::hint::{prefetch, AHEAD};
 use crate::model::VisBlock;
 pub use health::{antenna_health, AntennaVerdict, Verdict};
 pub use timegrid::{regularise, regularise_owned, TimeGridReport};
@@ -100,23 +101,37 @@ pub fn scrub_and_measure(b: &mut VisBlock) -> (usize, Vec<Option<f64>>) {
         means.resize(b.baselines.len() * npol, None);
         return (0, means);
     }
-    let rows = b.vis.chunks_exact_mut(per).zip(b.weights.chunks_exact_mut(per)).zip(b.flags.chunks_exact_mut(per));
-    let (mut scrubbed, mut amps) = (0, vec![0.0; per]);
-    for ((vis, weights), flags) in rows {
-        let mut measure = |vis: &[Complex32], flags: &[bool], means: &mut Vec<Option<f64>>| match npol {
-            4 => row_means::<4>(vis, flags, &mut amps, means),
-            2 => row_means::<2>(vis, flags, &mut amps, means),
-            1 => row_means::<1>(vis, flags, &mut amps, means),
-            _ => row_means_any(vis, flags, npol, means),
-        };
-        // Almost every baseline has nothing to scrub: a finite |V|² says the visibility is
-        // finite, so the amplitudes are the check (an overflowing |V|² only costs a rescan).
-        let finite = measure(vis, flags, &mut means) & weights.iter().fold(true, |ok, w| ok & w.is_finite());
-        if !finite {
-            scrubbed += scrub(vis, weights, flags);
-            means.truncate(means.len() - npol);
-            measure(vis, flags, &mut means);
+    let mut amps = vec![0.0; per];
+    let mut measure = |vis: &[Complex32], flags: &[bool], means: &mut Vec<Option<f64>>| match npol {
+        4 => row_means::<4>(vis, flags, &mut amps, means),
+        2 => row_means::<2>(vis, flags, &mut amps, means),
+        1 => row_means::<1>(vis, flags, &mut amps, means),
+        _ => row_means_any(vis, flags, npol, means),
+    };
+    // Reading only: almost every baseline has nothing to scrub. A finite |V|² says the
+    // visibility is finite, so the amplitudes are the check (an overflowing |V|² only costs a
+    // rescan).
+    let mut dirty = Vec::new();
+    let rows = b.vis.chunks_exact(per).zip(b.weights.chunks_exact(per)).zip(b.flags.chunks_exact(per));
+    for (i, ((vis, weights), flags)) in rows.enumerate() {
+        let next = (i + AHEAD) * per..(i + AHEAD + 1) * per;
+        if let (Some(v), Some(w), Some(f)) = (b.vis.get(next.clone()), b.weights.get(next.clone()), b.flags.get(next)) {
+            prefetch(v);
+            prefetch(w);
+            prefetch(f);
         }
+        if !(measure(vis, flags, &mut means) & weights.iter().fold(true, |ok, w| ok & w.is_finite())) {
+            dirty.push(i);
+        }
+    }
+    let mut scrubbed = 0;
+    let mut again = Vec::with_capacity(npol);
+    for i in dirty {
+        let at = i * per..(i + 1) * per;
+        scrubbed += scrub(&mut b.vis[at.clone()], &mut b.weights[at.clone()], &mut b.flags[at.clone()]);
+        again.clear();
+        measure(&b.vis[at.clone()], &b.flags[at], &mut again);
+        means[i * npol..(i + 1) * npol].copy_from_slice(&again);
     }
     (scrubbed, means)
 }
