@@ -320,6 +320,10 @@ fn bench_pipeline_prints_one_json_object_with_every_stage() {
         }
     }
     assert!(r["stages"][5]["samples_per_sec"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    // Validation and flagging together: slower than either alone.
+    let per_core = |i: usize| r["stages"][i]["mb_per_sec_per_core"].as_f64().unwrap();
+    let both = r["validate_and_flag_mb_per_sec_per_core"].as_f64().unwrap();
+    assert!(both > 0.0 && both < per_core(1).min(per_core(2)), "{r}");
     assert_eq!(r["ducc0"]["available"], false);
     assert_eq!(r["ducc0"]["reason"], "skipped (--ducc0 off)");
     assert_eq!(r["aoflagger"]["reason"], "skipped (--aoflagger off)");

@@ -175,6 +175,9 @@ pub struct PipelineBenchReport {
     pub input: InputReport,
     /// Per-stage figures, in chain order.
     pub stages: Vec<StageReport>,
+    /// Validation and flagging one after the other on one core: MB over the sum of their
+    /// seconds (the brief's target is 1 000).
+    pub validate_and_flag_mb_per_sec_per_core: f64,
     /// The side-by-side gridding comparison.
     pub ducc0: Ducc0Report,
     /// The side-by-side flagging comparison.
@@ -353,6 +356,7 @@ fn run_blocking(args: BenchPipelineArgs) -> Result<(), AppError> {
         rfi_noise: args.rfi.rfi_noise,
         rfi_polarisations: args.rfi.rfi_polarisations,
         rfi_base_threshold: opts.rfi.base_threshold,
+        validate_and_flag_mb_per_sec_per_core: mb / (timer.seconds("validate") + timer.seconds("flag")).max(1e-9),
         input,
         stages: timer.stages,
         ducc0: ducc,
@@ -411,6 +415,7 @@ fn text(r: &PipelineBenchReport) -> String {
             s.samples_per_sec.map_or(String::new(), |n| format!("  ({:.2} M samples/s)", n / 1e6)),
         );
     }
+    t += &format!("validate + flag on one core: {:.1} MB/s\n", r.validate_and_flag_mb_per_sec_per_core);
     t += &ducc0::text(&r.ducc0);
     t += &aoflagger::text(&r.aoflagger);
     t
