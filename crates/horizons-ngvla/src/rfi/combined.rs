@@ -285,12 +285,16 @@ fn scatter(
 #[inline(always)]
 fn or_flags<const N: usize>(flags: &mut [bool], cur: &[f32], partial: &[bool]) {
     let lanes = partial.len();
-    for (l, row) in flags.chunks_exact_mut(cur.len() / lanes * N).enumerate().filter(|&(l, _)| !partial[l]) {
-        for (c, f) in row.chunks_exact_mut(N).enumerate() {
-            // Branching measured faster than OR-ing every product.
-            if cur[c * lanes + l] != 0.0 {
-                f.fill(true);
-            }
+    let per = cur.len() / lanes * N;
+    let mut mask = vec![false; per];
+    for (l, row) in flags.chunks_exact_mut(per).enumerate().filter(|&(l, _)| !partial[l]) {
+        // The lane's samples spread over their products, then one OR over the row.
+        for (c, m) in mask.chunks_exact_mut(N).enumerate() {
+            let m: &mut [bool; N] = m.try_into().expect("N products");
+            *m = [cur[c * lanes + l] != 0.0; N];
+        }
+        for (f, &m) in row.iter_mut().zip(&mask) {
+            *f |= m;
         }
     }
 }
