@@ -253,6 +253,12 @@ fn regularise_onto(
             b.integration = k;
             b.time_mjd_s = origin + k as f64 * interval;
             b.interval_s = interval;
+            // Sized once: growing them row by row would copy each block's samples again.
+            b.baselines.reserve_exact(bls.len());
+            b.uvw_m.reserve_exact(bls.len());
+            b.vis.reserve_exact(bls.len() * s);
+            b.weights.reserve_exact(bls.len() * s);
+            b.flags.reserve_exact(bls.len() * s);
             for bl in bls {
                 b.baselines.push(*bl);
                 match slot.get(bl) {
