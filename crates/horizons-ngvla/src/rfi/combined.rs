@@ -532,7 +532,7 @@ fn background(st: &mut Stack, cfg: &RfiConfig) {
 }
 
 /// Running box sums of two quantities along `len` rows, `h` rows either side (clipped to the
-/// line): `sums` holds one row of each; `add(j, take, ..)` adds row `j`'s values to them (or
+/// line): `a` and `b` hold one row of each; `add(j, take, ..)` adds row `j`'s values to them (or
 /// takes them off, `take`), and `emit(k, ..)` is handed row `k`'s sums, rows in order.
 #[inline(always)]
 fn box_rows(
