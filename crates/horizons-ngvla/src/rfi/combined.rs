@@ -98,7 +98,8 @@ pub(super) struct Stack {
     scratch: Scratch,
 }
 
-/// Buffers of the gather (amplitudes), SumThreshold (thresholds), SIR and the alert sums.
+/// Buffers of the gather (amplitudes, a tile), the background (two rows of box sums),
+/// SumThreshold (thresholds), SIR, and the scatter (alert sums, a row mask).
 #[derive(Debug, Default)]
 struct Scratch {
     amps: Vec<f32>,
@@ -110,6 +111,7 @@ struct Scratch {
     sir: Vec<f32>,
     box_a: Vec<f32>,
     box_b: Vec<f32>,
+    mask: Vec<bool>,
 }
 
 /// What [`super::alerts`] needs of one block after flagging, from the flagger's own pass.
@@ -256,18 +258,13 @@ fn scatter(
             *out = (s, n);
         }
         let flags = &mut blocks[k].flags[b0 * per..(b0 + lanes) * per];
+        // The usual product counts as constants, so the per-sample loops unroll.
+        let mask = &mut st.scratch.mask;
         match npol {
-            4 => or_flags::<4>(flags, cur, &st.partial),
-            2 => or_flags::<2>(flags, cur, &st.partial),
-            1 => or_flags::<1>(flags, cur, &st.partial),
-            _ => {
-                for (l, row) in flags.chunks_exact_mut(per).enumerate().filter(|&(l, _)| !st.partial[l]) {
-                    for (c, f) in row.chunks_exact_mut(npol).enumerate() {
-                        let x = cur[c * lanes + l] != 0.0;
-                        f.iter_mut().for_each(|f| *f |= x);
-                    }
-                }
-            }
+            4 => or_flags(flags, cur, &st.partial, 4, mask),
+            2 => or_flags(flags, cur, &st.partial, 2, mask),
+            1 => or_flags(flags, cur, &st.partial, 1, mask),
+            _ => or_flags(flags, cur, &st.partial, npol, mask),
         }
         for (l, row) in flags.chunks_exact_mut(per).enumerate().filter(|&(l, _)| st.partial[l]) {
             for (c, f) in row.chunks_exact_mut(npol).enumerate() {
@@ -280,20 +277,19 @@ fn scatter(
     }
 }
 
-/// ORs each sample's `N` products' flags with `cur` (`[col][lane]`), in the lanes that are
-/// not `partial`.
+/// ORs each sample's `npol` products' flags with `cur` (`[col][lane]`), in the lanes that are
+/// not `partial`; `mask` is scratch.
 #[inline(always)]
-fn or_flags<const N: usize>(flags: &mut [bool], cur: &[f32], partial: &[bool]) {
+fn or_flags(flags: &mut [bool], cur: &[f32], partial: &[bool], npol: usize, mask: &mut Vec<bool>) {
     let lanes = partial.len();
-    let per = cur.len() / lanes * N;
-    let mut mask = vec![false; per];
+    let per = cur.len() / lanes * npol;
+    mask.resize(per, false);
     for (l, row) in flags.chunks_exact_mut(per).enumerate().filter(|&(l, _)| !partial[l]) {
         // The lane's samples spread over their products, then one OR over the row.
-        for (c, m) in mask.chunks_exact_mut(N).enumerate() {
-            let m: &mut [bool; N] = m.try_into().expect("N products");
-            *m = [cur[c * lanes + l] != 0.0; N];
+        for (c, m) in mask.chunks_exact_mut(npol).enumerate() {
+            m.fill(cur[c * lanes + l] != 0.0);
         }
-        for (f, &m) in row.iter_mut().zip(&mask) {
+        for (f, &m) in row.iter_mut().zip(mask.iter()) {
             *f |= m;
         }
     }
@@ -644,8 +640,8 @@ fn bisect<const W: usize>(diff: &[f32], lanes: usize, at: usize, lo: &mut [f32],
 }
 
 /// SumThreshold along the first axis of a `len × lanes` array (f32 twin of
-/// [`super::sumthreshold::sum_threshold_lanes`]; `flags` are 0.0 / 1.0). Lane `j` uses
-/// `chi1[j % chi1.len()]`.
+/// [`super::sumthreshold::sum_threshold_lanes`]; `flags` are 0.0 / 1.0), window lengths the
+/// powers of two in `windows` (and at most `len`). Lane `j` uses `chi1[j % chi1.len()]`.
 ///
 /// Each window length runs in one pass per tile of [`TILE`] lanes: the window starting at row
 /// `k` is summed by adding row `k + m − 1` and taking off row `k − 1` (as it was before this
@@ -663,12 +659,8 @@ fn sum_threshold(
     s: &mut Scratch,
 ) {
     let lanes = values.len() / len.max(1);
-    let mut m = 1usize;
+    let mut m = (*windows.start()).max(1).next_power_of_two();
     while m <= (*windows.end()).min(len) {
-        if m < *windows.start() {
-            m *= 2;
-            continue;
-        }
         let drop = rho.powf((m as f32).log2());
         for t0 in (0..lanes).step_by(TILE) {
             let w = TILE.min(lanes - t0);
