@@ -29,15 +29,25 @@ pub struct AntennaVerdict {
     pub verdict: Verdict,
 }
 
+/// The polarisation products [`antenna_health`] judges: the parallel hands, or every product
+/// where there are none.
+pub fn judged_products(b: &VisBlock) -> Vec<usize> {
+    let npol = b.pols.len();
+    let pols: Vec<usize> = (0..npol).filter(|&p| b.pols[p].is_parallel_hand()).collect();
+    if pols.is_empty() {
+        (0..npol).collect()
+    } else {
+        pols
+    }
+}
+
 /// Judges every antenna of a block on its parallel-hand amplitudes: per polarisation, the
 /// antenna's median over its baselines of each baseline's mean |V| (unflagged channels),
 /// against the array median of those medians. `means` holds each baseline's mean |V| per
-/// polarisation product, `[baseline][product]`, `None` where every channel is flagged (as
-/// [`super::scrub_and_measure`] finds them).
+/// judged product ([`judged_products`]), `[baseline][product]`, `None` where every channel is
+/// flagged (as [`super::scrub_and_measure`] finds them).
 pub fn antenna_health(b: &VisBlock, means: &[Option<f64>], dead_ratio: f64, deviant_ratio: f64) -> Vec<AntennaVerdict> {
-    let npol = b.pols.len();
-    let pols: Vec<usize> = (0..npol).filter(|&p| b.pols[p].is_parallel_hand()).collect();
-    let pols = if pols.is_empty() { (0..npol).collect() } else { pols };
+    let judged = judged_products(b).len();
     let (ids, ends) = antenna_slots(b);
     // Per antenna: the ratio farthest from 1 over the polarisations.
     let mut worst: Vec<Option<f64>> = vec![None; ids.len()];
@@ -51,9 +61,9 @@ pub fn antenna_health(b: &VisBlock, means: &[Option<f64>], dead_ratio: f64, devi
         start[k] += start[k - 1];
     }
     let mut amps = vec![0.0; start[ids.len()]];
-    for &p in &pols {
+    for j in 0..judged {
         let mut end = start[..ids.len()].to_vec();
-        for (&(s1, s2), m) in ends.iter().zip(means.iter().skip(p).step_by(npol.max(1))) {
+        for (&(s1, s2), m) in ends.iter().zip(means.iter().skip(j).step_by(judged)) {
             if let Some(m) = *m {
                 amps[end[s1]] = m;
                 end[s1] += 1;

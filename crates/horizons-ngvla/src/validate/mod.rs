@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::hint::{prefetch, AHEAD};
 use crate::model::VisBlock;
-pub use health::{antenna_health, AntennaVerdict, Verdict};
+pub use health::{antenna_health, judged_products, AntennaVerdict, Verdict};
 pub use timegrid::{regularise, regularise_owned, TimeGridReport};
 
 /// Validation settings.
@@ -91,22 +91,22 @@ pub fn check_block(b: &VisBlock) -> std::result::Result<(), String> {
 }
 
 /// Zeroes and flags a block's non-finite samples (visibility or weight), returning how many,
-/// and each baseline's mean |V| per polarisation product over its unflagged samples,
-/// `[baseline][product]` (`None` where all are flagged; what [`antenna_health`] judges): one
-/// pass over the data, a baseline at a time.
-pub fn scrub_and_measure(b: &mut VisBlock) -> (usize, Vec<Option<f64>>) {
-    let (npol, per) = (b.pols.len(), b.per_baseline());
-    let mut means = Vec::with_capacity(b.baselines.len() * npol);
+/// and each baseline's mean |V| over its unflagged samples for each of `products`,
+/// `[baseline][product]` (`None` where all are flagged; [`antenna_health`] judges those of
+/// [`judged_products`]): one pass over the data, a baseline at a time.
+pub fn scrub_and_measure(b: &mut VisBlock, products: &[usize]) -> (usize, Vec<Option<f64>>) {
+    let (npol, per, k) = (b.pols.len(), b.per_baseline(), products.len());
+    let mut means = Vec::with_capacity(b.baselines.len() * k);
     if per == 0 {
-        means.resize(b.baselines.len() * npol, None);
+        means.resize(b.baselines.len() * k, None);
         return (0, means);
     }
     let mut amps = vec![0.0; per];
     let mut measure = |vis: &[Complex32], flags: &[bool], means: &mut Vec<Option<f64>>| match npol {
-        4 => row_means::<4>(vis, flags, &mut amps, means),
-        2 => row_means::<2>(vis, flags, &mut amps, means),
-        1 => row_means::<1>(vis, flags, &mut amps, means),
-        _ => row_means_any(vis, flags, npol, means),
+        4 => row_means::<4>(vis, flags, &mut amps, products, means),
+        2 => row_means::<2>(vis, flags, &mut amps, products, means),
+        1 => row_means::<1>(vis, flags, &mut amps, products, means),
+        _ => row_means_any(vis, flags, npol, products, means),
     };
     // Reading only: almost every baseline has nothing to scrub. A finite |V|² says the
     // visibility is finite, so the amplitudes are the check (an overflowing |V|² only costs a
@@ -125,13 +125,13 @@ pub fn scrub_and_measure(b: &mut VisBlock) -> (usize, Vec<Option<f64>>) {
         }
     }
     let mut scrubbed = 0;
-    let mut again = Vec::with_capacity(npol);
+    let mut again = Vec::with_capacity(k);
     for i in dirty {
         let at = i * per..(i + 1) * per;
         scrubbed += scrub(&mut b.vis[at.clone()], &mut b.weights[at.clone()], &mut b.flags[at.clone()]);
         again.clear();
         measure(&b.vis[at.clone()], &b.flags[at], &mut again);
-        means[i * npol..(i + 1) * npol].copy_from_slice(&again);
+        means[i * k..(i + 1) * k].copy_from_slice(&again);
     }
     (scrubbed, means)
 }
@@ -148,14 +148,15 @@ fn scrub(vis: &mut [Complex32], weights: &mut [f32], flags: &mut [bool]) -> usiz
     n
 }
 
-/// Pushes one baseline's mean |V| per product over its unflagged samples, `N` products:
-/// amplitudes in `f32`, added in channel order in `f64`. Returns whether every `|V|²` was
-/// finite.
+/// Pushes one baseline's mean |V| over its unflagged samples for each of `products`, blocks of
+/// `N` products: amplitudes in `f32`, added in channel order in `f64`. Returns whether every
+/// `|V|²` was finite.
 #[inline(always)]
 fn row_means<const N: usize>(
     vis: &[Complex32],
     flags: &[bool],
     amps: &mut [f32],
+    products: &[usize],
     means: &mut Vec<Option<f64>>,
 ) -> bool {
     // Amplitudes of the whole row first, 0 where flagged, without branches: they vectorise.
@@ -172,19 +173,24 @@ fn row_means<const N: usize>(
             n[p] += u32::from(!f[p]);
         }
     }
-    means.extend((0..N).map(|p| (n[p] > 0).then(|| s[p] / f64::from(n[p]))));
+    means.extend(products.iter().map(|&p| (n[p] > 0).then(|| s[p] / f64::from(n[p]))));
     finite
 }
 
 /// [`row_means`] for any number of products.
-fn row_means_any(vis: &[Complex32], flags: &[bool], npol: usize, means: &mut Vec<Option<f64>>) -> bool {
-    let mut finite = true;
-    for p in 0..npol {
+fn row_means_any(
+    vis: &[Complex32],
+    flags: &[bool],
+    npol: usize,
+    products: &[usize],
+    means: &mut Vec<Option<f64>>,
+) -> bool {
+    // Every product's |V|² is checked; the means are of `products`.
+    let finite = vis.iter().fold(true, |ok, v| ok & (v.re * v.re + v.im * v.im <= f32::MAX));
+    for &p in products {
         let (mut s, mut n) = (0.0f64, 0u32);
         for (v, &f) in vis[p..].iter().step_by(npol).zip(flags[p..].iter().step_by(npol)) {
-            let x = v.re * v.re + v.im * v.im;
-            finite &= x <= f32::MAX;
-            s += if f { 0.0 } else { f64::from(x.sqrt()) };
+            s += if f { 0.0 } else { f64::from((v.re * v.re + v.im * v.im).sqrt()) };
             n += u32::from(!f);
         }
         means.push((n > 0).then(|| s / f64::from(n)));
@@ -207,7 +213,7 @@ pub fn validate(raw: Vec<VisBlock>, cfg: &ValidationConfig) -> Result<(Vec<VisBl
     let (mut blocks, grid) = regularise_owned(good, cfg.interval_s, cfg.snap_tolerance)?;
     report.time_grid = grid;
     for b in &mut blocks {
-        let (scrubbed, means) = scrub_and_measure(b);
+        let (scrubbed, means) = scrub_and_measure(b, &judged_products(b));
         report.non_finite_samples += scrubbed;
         let verdicts = antenna_health(b, &means, cfg.dead_ratio, cfg.deviant_ratio);
         for v in verdicts.into_iter().filter(|v| v.verdict != Verdict::Healthy) {
@@ -249,7 +255,8 @@ mod tests {
         b.flags[6 * per + 2] = true;
         // Finite, but |V|² overflows f32: the baseline is rescanned, nothing scrubbed.
         b.vis[7 * per] = Complex32::new(3e19, 0.0);
-        let (n, means) = scrub_and_measure(&mut b);
+        let all: Vec<usize> = (0..npol).collect();
+        let (n, means) = scrub_and_measure(&mut b, &all);
         assert_eq!(n, 3);
         assert!(b.flags[3] && b.flags[per + 5] && b.flags[2 * per + 1]);
         assert_eq!((b.vis[3], b.weights[2 * per + 1]), (Complex32::new(0.0, 0.0), 0.0));
@@ -282,7 +289,7 @@ mod tests {
         for &i in &dead {
             b.vis[i * s..(i + 1) * s].iter_mut().for_each(|v| *v *= 1e-3);
         }
-        let (_, means) = scrub_and_measure(&mut b.clone());
+        let (_, means) = scrub_and_measure(&mut b.clone(), &judged_products(&b));
         let small = antenna_health(&b, &means, 0.1, 10.0);
         assert_eq!(small.iter().filter(|v| v.verdict == Verdict::Dead).map(|v| v.antenna).collect::<Vec<_>>(), [3]);
         let far = 1 << 20;
